@@ -1,0 +1,11 @@
+"""Registers the Fun-Audio-Chat classes with the transformers Auto classes (idempotent, no remote code)."""
+
+from transformers import AutoConfig
+
+from .configuration_fun_audio_chat import FunAudioChatAudioEncoderConfig, FunAudioChatConfig
+
+
+def register() -> None:
+    """Make `AutoConfig`, `AutoModel*`, `AutoProcessor` and `pipeline()` know Fun-Audio-Chat. Safe to call twice."""
+    AutoConfig.register(FunAudioChatAudioEncoderConfig.model_type, FunAudioChatAudioEncoderConfig, exist_ok=True)
+    AutoConfig.register(FunAudioChatConfig.model_type, FunAudioChatConfig, exist_ok=True)
