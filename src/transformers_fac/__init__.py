@@ -4,6 +4,12 @@
 """
 
 from .configuration_fun_audio_chat import FunAudioChatAudioEncoderConfig, FunAudioChatConfig
+from .generation_fun_audio_chat import FunAudioChatGenerateOutput, SpeechSamplingConfig, valid_speech_codes
+from .modeling_fun_audio_chat import (
+    FunAudioChatForConditionalGeneration,
+    FunAudioChatOutput,
+    FunAudioChatPreTrainedModel,
+)
 from .registration import register
 
 register()
@@ -13,5 +19,11 @@ __version__ = "0.1.0"
 __all__ = [
     "FunAudioChatAudioEncoderConfig",
     "FunAudioChatConfig",
+    "FunAudioChatForConditionalGeneration",
+    "FunAudioChatGenerateOutput",
+    "FunAudioChatOutput",
+    "FunAudioChatPreTrainedModel",
+    "SpeechSamplingConfig",
     "register",
+    "valid_speech_codes",
 ]
