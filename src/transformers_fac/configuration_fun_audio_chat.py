@@ -129,8 +129,9 @@ class FunAudioChatAudioEncoderConfig(PreTrainedConfig):
         if self.num_hidden_layers is None:
             self.num_hidden_layers = self.encoder_layers
         super().__post_init__(**kwargs)
+        self.check_consistency()
 
-    def validate_architecture(self):
+    def check_consistency(self):
         """Raises a `ValueError` naming the inconsistent values."""
         if self.d_model % self.encoder_attention_heads != 0:
             raise ValueError(
@@ -218,11 +219,11 @@ class FunAudioChatConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         if self.hidden_size is None:
             self.hidden_size = self.text_config.hidden_size
-        self.validate_architecture()
+        self.check_consistency()
 
-    def validate_architecture(self):
+    def check_consistency(self):
         """Raises a `ValueError` naming the inconsistent values."""
-        self.audio_config.validate_architecture()
+        self.audio_config.check_consistency()
         text = self.text_config
         if self.audio_config.output_dim != text.hidden_size:
             raise ValueError(

@@ -114,9 +114,11 @@ class FunAudioChatForConditionalGeneration(FunAudioChatGenerationMixin, FunAudio
         audio_config = config.audio_config
         self.continuous_audio_tower = FunAudioChatContinuousEncoder(audio_config)
         self.audio_tower = FunAudioChatDiscreteEncoder(audio_config)
-        self.audio_invert_tower = (
-            FunAudioChatSpeechHead(audio_config) if audio_config.enable_audio_invert_tower else None
-        )
+        self.audio_invert_tower = None
+        if audio_config.enable_audio_invert_tower:
+            self.audio_invert_tower = FunAudioChatSpeechHead(audio_config)
+        else:
+            self._tied_weights_keys = {}
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
         self.post_init()
 

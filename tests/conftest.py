@@ -1,0 +1,72 @@
+"""Shared fixtures: golden data of the official implementations and the tiny checkpoint (CPU, float32)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+import torch
+from safetensors.torch import load_file
+
+import transformers_fac  # noqa: F401  (registers the Auto classes)
+
+FIXTURES = Path(__file__).parent / "fixtures"
+GOLDEN = FIXTURES / "golden"
+TINY_FAC = GOLDEN / "tiny-fac"
+TINY_COSYVOICE = GOLDEN / "tiny-cosyvoice3"
+AUDIO_FILES = {
+    "en": FIXTURES / "audio" / "question_en.wav",
+    "zh": FIXTURES / "audio" / "question_zh.wav",
+    "long": FIXTURES / "audio" / "real_zh_6s.wav",
+}
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def golden() -> dict[str, torch.Tensor]:
+    return load_file(GOLDEN / "fac-golden.safetensors")
+
+
+@pytest.fixture(scope="session")
+def scenarios() -> dict:
+    return json.loads((GOLDEN / "fac-golden.json").read_text())["scenarios"]
+
+
+def scenario_inputs(golden: dict, name: str) -> dict[str, torch.Tensor]:
+    """The official processor's outputs for a scenario (`<name>.in.*`)."""
+    prefix = f"{name}.in."
+    return {key[len(prefix) :]: value.clone() for key, value in golden.items() if key.startswith(prefix)}
+
+
+def read_audio(name: str):
+    waveform, rate = sf.read(AUDIO_FILES[name], dtype="float32")
+    assert rate == 16000
+    return waveform
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    from transformers import AutoModelForMultimodalLM
+
+    return AutoModelForMultimodalLM.from_pretrained(TINY_FAC).eval()
+
+
+def whisper_features(names: list[str]) -> dict[str, torch.Tensor]:
+    """Log-mel features of the scenario audios, computed as the official processor does (padded to 30 s)."""
+    from transformers import WhisperFeatureExtractor
+
+    extractor = WhisperFeatureExtractor.from_pretrained(TINY_FAC)
+    waveforms = [read_audio(name) for name in names]
+    features = extractor(
+        waveforms, sampling_rate=16000, return_attention_mask=True, padding="max_length", return_tensors="pt"
+    )
+    return {"input_features": features["input_features"], "feature_attention_mask": features["attention_mask"]}
+
+
+def full_scenario_inputs(golden: dict, scenarios: dict, name: str) -> dict[str, torch.Tensor]:
+    """Scenario inputs with the waveform features added (the golden file stores them for forward/train only)."""
+    inputs = scenario_inputs(golden, name)
+    inputs.pop("speech_eos_embedding_row", None)
+    if "input_features" not in inputs:
+        inputs.update(whisper_features(scenarios[name]["audio"]))
+    return inputs
