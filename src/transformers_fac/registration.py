@@ -1,11 +1,13 @@
 """Registers the Fun-Audio-Chat classes with the transformers Auto classes (idempotent, no remote code)."""
 
-from transformers import AutoConfig
+from transformers import AutoConfig, AutoProcessor
 
 from .configuration_fun_audio_chat import FunAudioChatAudioEncoderConfig, FunAudioChatConfig
+from .processing_fun_audio_chat import FunAudioChatProcessor
 
 
 def register() -> None:
     """Make `AutoConfig`, `AutoModel*`, `AutoProcessor` and `pipeline()` know Fun-Audio-Chat. Safe to call twice."""
     AutoConfig.register(FunAudioChatAudioEncoderConfig.model_type, FunAudioChatAudioEncoderConfig, exist_ok=True)
     AutoConfig.register(FunAudioChatConfig.model_type, FunAudioChatConfig, exist_ok=True)
+    AutoProcessor.register(FunAudioChatConfig, FunAudioChatProcessor, exist_ok=True)
