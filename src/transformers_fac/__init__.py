@@ -9,6 +9,13 @@ hide_broken_torchaudio()  # must run before anything imports transformers.audio_
 
 from .configuration_fun_audio_chat import FunAudioChatAudioEncoderConfig, FunAudioChatConfig  # noqa: E402
 from .processing_fun_audio_chat import FunAudioChatProcessor  # noqa: E402
+from .prompts import (  # noqa: E402
+    AUDIO_TEMPLATE,
+    S2M_SYSTEM_PROMPT,
+    S2S_SYSTEM_PROMPT,
+    S2T_SYSTEM_PROMPT,
+    SPOKEN_S2M_PROMPT,
+)
 from .registration import register  # noqa: E402
 
 register()
@@ -16,8 +23,13 @@ register()
 __version__ = "0.1.0"
 
 __all__ = [
+    "AUDIO_TEMPLATE",
     "FunAudioChatAudioEncoderConfig",
     "FunAudioChatConfig",
     "FunAudioChatProcessor",
+    "S2M_SYSTEM_PROMPT",
+    "S2S_SYSTEM_PROMPT",
+    "S2T_SYSTEM_PROMPT",
+    "SPOKEN_S2M_PROMPT",
     "register",
 ]
