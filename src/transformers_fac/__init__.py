@@ -3,27 +3,55 @@
 `import transformers_fac` registers every class with the transformers Auto classes and the pipeline registry.
 """
 
-from .configuration_fun_audio_chat import FunAudioChatAudioEncoderConfig, FunAudioChatConfig
-from .generation_fun_audio_chat import FunAudioChatGenerateOutput, SpeechSamplingConfig, valid_speech_codes
-from .modeling_fun_audio_chat import (
+from ._compat import hide_broken_torchaudio
+
+hide_broken_torchaudio()  # must run before anything imports transformers.audio_utils
+
+from .configuration_fun_audio_chat import FunAudioChatAudioEncoderConfig, FunAudioChatConfig  # noqa: E402
+from .conversation import FunAudioChatConversation  # noqa: E402
+from .generation_fun_audio_chat import (  # noqa: E402
+    FunAudioChatGenerateOutput,
+    SpeechSamplingConfig,
+    valid_speech_codes,
+)
+from .modeling_fun_audio_chat import (  # noqa: E402
     FunAudioChatForConditionalGeneration,
     FunAudioChatOutput,
     FunAudioChatPreTrainedModel,
 )
-from .registration import register
+from .processing_fun_audio_chat import FunAudioChatProcessor  # noqa: E402
+from .prompts import (  # noqa: E402
+    AUDIO_TEMPLATE,
+    S2M_SYSTEM_PROMPT,
+    S2S_SYSTEM_PROMPT,
+    S2T_SYSTEM_PROMPT,
+    SPOKEN_S2M_PROMPT,
+)
+from .registration import register  # noqa: E402
+from .streaming import FunAudioChatIteratorStreamer, FunAudioChatStreamer, StreamChunk  # noqa: E402
 
 register()
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AUDIO_TEMPLATE",
     "FunAudioChatAudioEncoderConfig",
     "FunAudioChatConfig",
+    "FunAudioChatConversation",
     "FunAudioChatForConditionalGeneration",
     "FunAudioChatGenerateOutput",
+    "FunAudioChatIteratorStreamer",
     "FunAudioChatOutput",
     "FunAudioChatPreTrainedModel",
+    "FunAudioChatProcessor",
+    "FunAudioChatStreamer",
+    "S2M_SYSTEM_PROMPT",
+    "S2S_SYSTEM_PROMPT",
+    "S2T_SYSTEM_PROMPT",
+    "SPOKEN_S2M_PROMPT",
     "SpeechSamplingConfig",
+    "StreamChunk",
     "register",
     "valid_speech_codes",
 ]

@@ -1,14 +1,10 @@
 """Registers the Fun-Audio-Chat classes with the transformers Auto classes (idempotent, no remote code)."""
 
-from transformers import (
-    AutoConfig,
-    AutoModel,
-    AutoModelForMultimodalLM,
-    AutoModelForSeq2SeqLM,
-)
+from transformers import AutoConfig, AutoModel, AutoModelForMultimodalLM, AutoModelForSeq2SeqLM, AutoProcessor
 
 from .configuration_fun_audio_chat import FunAudioChatAudioEncoderConfig, FunAudioChatConfig
 from .modeling_fun_audio_chat import FunAudioChatForConditionalGeneration
+from .processing_fun_audio_chat import FunAudioChatProcessor
 
 
 def register() -> None:
@@ -17,3 +13,4 @@ def register() -> None:
     AutoConfig.register(FunAudioChatConfig.model_type, FunAudioChatConfig, exist_ok=True)
     for auto_class in (AutoModelForMultimodalLM, AutoModelForSeq2SeqLM, AutoModel):
         auto_class.register(FunAudioChatConfig, FunAudioChatForConditionalGeneration, exist_ok=True)
+    AutoProcessor.register(FunAudioChatConfig, FunAudioChatProcessor, exist_ok=True)
