@@ -4,6 +4,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForMultimodalLM, AutoMo
 
 from .configuration_fun_audio_chat import FunAudioChatAudioEncoderConfig, FunAudioChatConfig
 from .modeling_fun_audio_chat import FunAudioChatForConditionalGeneration
+from .pipeline_speech_to_speech import register_pipelines
 from .processing_fun_audio_chat import FunAudioChatProcessor
 
 
@@ -14,3 +15,4 @@ def register() -> None:
     for auto_class in (AutoModelForMultimodalLM, AutoModelForSeq2SeqLM, AutoModel):
         auto_class.register(FunAudioChatConfig, FunAudioChatForConditionalGeneration, exist_ok=True)
     AutoProcessor.register(FunAudioChatConfig, FunAudioChatProcessor, exist_ok=True)
+    register_pipelines()

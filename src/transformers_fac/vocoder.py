@@ -3,7 +3,7 @@
 A source is a [`FunAudioChatToken2Wav`] instance, a local directory (our `save_pretrained` layout with a
 `config.json`, or the CosyVoice3 release layout with `cosyvoice3.yaml`, `flow.pt`, `hift.pt`), or a Hub repo id.
 A relative directory name is first looked up inside the checkpoint directory, so that a checkpoint can ship its
-decoder in a subfolder.
+decoder in a subfolder; a `spk2info.pt` there replaces the stock voices (the tiny test checkpoint uses this).
 """
 
 import json
@@ -17,6 +17,8 @@ from huggingface_hub import hf_hub_download
 DEFAULT_TOKEN2WAV = "FunAudioLLM/Fun-CosyVoice3-0.5B-2512"
 # Checkpoints whose decoder is known although their config.json does not name one.
 KNOWN_TOKEN2WAV = {"FunAudioLLM/Fun-Audio-Chat-8B": DEFAULT_TOKEN2WAV}
+# A decoder directory may ship its own voices (same format as the official speaker file) under this name.
+VOICES_FILE = "spk2info.pt"
 
 
 def default_token2wav_source(config: Any, checkpoint: str | os.PathLike | None) -> str | None:
@@ -59,6 +61,8 @@ def load_token2wav(
                 if saved
                 else FunAudioChatToken2Wav.from_cosyvoice(directory)
             )
+            if (directory / VOICES_FILE).is_file():
+                model.load_voices(directory / VOICES_FILE, check_hash=False)
         elif _hub_repo_is_saved_token2wav(source, **hub_kwargs):
             model = FunAudioChatToken2Wav.from_pretrained(source, **hub_kwargs)
         else:
