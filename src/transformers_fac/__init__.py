@@ -5,6 +5,7 @@
 
 from .configuration_fun_audio_chat import FunAudioChatAudioEncoderConfig, FunAudioChatConfig
 from .registration import register
+from .token2wav import FunAudioChatToken2Wav, FunAudioChatToken2WavConfig
 
 register()
 
@@ -13,5 +14,7 @@ __version__ = "0.1.0"
 __all__ = [
     "FunAudioChatAudioEncoderConfig",
     "FunAudioChatConfig",
+    "FunAudioChatToken2Wav",
+    "FunAudioChatToken2WavConfig",
     "register",
 ]
