@@ -1,10 +1,10 @@
 """`fac-chat`: talk to Fun-Audio-Chat from the command line.
 
-    fac-chat question.wav -o reply.wav                      # one spoken reply
-    fac-chat q1.wav q2.wav -o reply.wav                     # a multi-turn chat: reply_1.wav, reply_2.wav
-    fac-chat --interactive -o reply.wav                     # asks for one audio file per turn
-    fac-chat question.wav --text-only                       # a written reply only
-    fac-chat question.wav -o reply.wav --model tiny         # the built-in tiny random checkpoint (CPU, no download)
+fac-chat question.wav -o reply.wav                      # one spoken reply
+fac-chat q1.wav q2.wav -o reply.wav                     # a multi-turn chat: reply_1.wav, reply_2.wav
+fac-chat --interactive -o reply.wav                     # asks for one audio file per turn
+fac-chat question.wav --text-only                       # a written reply only
+fac-chat question.wav -o reply.wav --model tiny         # the built-in tiny random checkpoint (CPU, no download)
 """
 
 import argparse

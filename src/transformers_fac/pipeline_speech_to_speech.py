@@ -69,7 +69,9 @@ class FunAudioChatSpeechToSpeechPipeline(Pipeline):
         if mode not in GENERATION_MODES:
             raise ValueError(f"generation_mode must be one of {GENERATION_MODES}, got {mode!r}.")
         if speaker is not None and mode == "text":
-            raise ValueError("`speaker` chooses the voice of spoken replies; it cannot be used with generation_mode='text'.")
+            raise ValueError(
+                "`speaker` chooses the voice of spoken replies; it cannot be used with generation_mode='text'."
+            )
         forward = {**(generate_kwargs or {}), **kwargs, "generation_mode": mode}
         if max_new_tokens is not None:
             forward["max_new_tokens"] = max_new_tokens
@@ -89,7 +91,9 @@ class FunAudioChatSpeechToSpeechPipeline(Pipeline):
         else:
             waveform = load_audio(inputs)
             if is_silent(waveform):
-                raise AudioInputError("The audio is silent (its level is below -60 dBFS): there is no question to answer.")
+                raise AudioInputError(
+                    "The audio is silent (its level is below -60 dBFS): there is no question to answer."
+                )
             messages = [{"role": "system", "content": system_prompt}, {"role": "user", "content": AUDIO_TEMPLATE}]
             prompt = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
             model_inputs = self.processor(text=prompt, audio=[waveform], return_tensors="pt")
