@@ -261,7 +261,8 @@ class FunAudioChatGenerationMixin(GenerationMixin):
                 "`from_pretrained(..., token2wav=<dir | hub id | FunAudioChatToken2Wav>)`."
             )
         if vocoder is not None:
-            result.audio = [_decode_row(vocoder, codes, speaker) for codes in valid_speech_codes(result[1])]
+            speech_ids = result.speech_ids if isinstance(result, FunAudioChatGenerateOutput) else result[1]
+            result.audio = [_decode_row(vocoder, codes, speaker) for codes in valid_speech_codes(speech_ids)]
             result.sampling_rate = vocoder.config.sampling_rate
         return result
 

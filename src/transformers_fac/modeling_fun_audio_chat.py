@@ -136,7 +136,7 @@ class FunAudioChatForConditionalGeneration(FunAudioChatGenerationMixin, FunAudio
         r"""Loads the checkpoint, and attaches its token-to-waveform decoder (for `generate(..., speaker=...)` audio).
 
         Args:
-            token2wav: `"auto"` (default): the decoder named by the config (`token2wav`) or known for the official
+            token2wav: `"auto"` (default): the decoder named by the config (`token2wav_source`) or known for the official
                 repo, loaded on first use; a directory, a Hub repo id or a [`FunAudioChatToken2Wav`]: loaded now;
                 None: no audio output.
         """

@@ -120,7 +120,7 @@ def _config(tokenizer: PreTrainedTokenizerFast) -> FunAudioChatConfig:
         "crq_transformer_config": head,
     }
     return FunAudioChatConfig(
-        audio_config=audio, text_config=text, audio_token_index=ids["<|AUDIO|>"], token2wav="token2wav"
+        audio_config=audio, text_config=text, audio_token_index=ids["<|AUDIO|>"], token2wav_source="token2wav"
     )
 
 

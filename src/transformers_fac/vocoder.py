@@ -22,9 +22,9 @@ VOICES_FILE = "spk2info.pt"
 
 
 def default_token2wav_source(config: Any, checkpoint: str | os.PathLike | None) -> str | None:
-    """The decoder a checkpoint uses: its config's `token2wav`, else a known one for the official repo id."""
-    if getattr(config, "token2wav", None):
-        return config.token2wav
+    """The decoder a checkpoint uses: its config's `token2wav_source`, else a known one for the official repo id."""
+    if getattr(config, "token2wav_source", None):
+        return config.token2wav_source
     return KNOWN_TOKEN2WAV.get(str(checkpoint)) if checkpoint is not None else None
 
 
