@@ -63,16 +63,19 @@ class SpeechReply(tuple):
     """`(sequences, speech_ids)`, what the official `generate` returns in speech mode, also carrying the waveforms.
 
     Unpacks like a plain pair; `audio` (one float32 24 kHz waveform per row, or None without a decoder) and
-    `sampling_rate` are attributes.
+    `sampling_rate` are attributes. They are also set on the `speech_ids` tensor, because pipelines rebuild tuples
+    (transformers' `any-to-any` pipeline moves outputs to the CPU element by element) and a tensor already on the
+    CPU survives that as the same object.
     """
-
-    audio: list[torch.Tensor] | None
-    sampling_rate: int | None
 
     def __new__(cls, sequences, speech_ids, audio=None, sampling_rate=None):
         reply = super().__new__(cls, (sequences, speech_ids))
-        reply.audio, reply.sampling_rate = audio, sampling_rate
+        reply.set_audio(audio, sampling_rate)
         return reply
+
+    def set_audio(self, audio: list[torch.Tensor] | None, sampling_rate: int | None) -> None:
+        for holder in (self, self[1]):
+            holder.audio, holder.sampling_rate = audio, sampling_rate
 
 
 def valid_speech_codes(speech_ids: torch.Tensor | None, codebook_limit: int = 6561) -> list[torch.LongTensor]:
@@ -236,6 +239,14 @@ class FunAudioChatGenerationMixin(GenerationMixin):
             )
         if (kwargs.get("num_beams") or 1) > 1 or (generation_config is not None and generation_config.num_beams > 1):
             raise ValueError("generation_mode='audio' supports greedy decoding and sampling only (num_beams=1).")
+        vocoder = self.token2wav if return_audio is not False else None
+        if return_audio and vocoder is None:
+            raise ValueError(
+                "return_audio=True needs a token-to-waveform decoder: load the model with "
+                "`from_pretrained(..., token2wav=<dir | hub id | FunAudioChatToken2Wav>)`."
+            )
+        if vocoder is not None and speaker is not None:
+            vocoder.speaker_embedding(speaker)  # an unknown voice fails now, not after generating
         overrides = {
             "do_sample": speech_do_sample,
             "temperature": speech_temperature,
@@ -254,16 +265,13 @@ class FunAudioChatGenerationMixin(GenerationMixin):
         )
         if not isinstance(result, FunAudioChatGenerateOutput):
             result = SpeechReply(*result)
-        vocoder = self.token2wav if return_audio is not False else None
-        if return_audio and vocoder is None:
-            raise ValueError(
-                "return_audio=True needs a token-to-waveform decoder: load the model with "
-                "`from_pretrained(..., token2wav=<dir | hub id | FunAudioChatToken2Wav>)`."
-            )
         if vocoder is not None:
-            speech_ids = result.speech_ids if isinstance(result, FunAudioChatGenerateOutput) else result[1]
-            result.audio = [_decode_row(vocoder, codes, speaker) for codes in valid_speech_codes(speech_ids)]
-            result.sampling_rate = vocoder.config.sampling_rate
+            if isinstance(result, FunAudioChatGenerateOutput):
+                result.audio = [_decode_row(vocoder, codes, speaker) for codes in result.valid_speech_codes()]
+                result.sampling_rate = vocoder.config.sampling_rate
+            else:
+                audio = [_decode_row(vocoder, codes, speaker) for codes in valid_speech_codes(result[1])]
+                result.set_audio(audio, vocoder.config.sampling_rate)
         return result
 
     def _check_new_tokens(self, generation_config: GenerationConfig | None, kwargs: dict) -> None:

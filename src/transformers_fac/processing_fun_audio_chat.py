@@ -501,6 +501,8 @@ class FunAudioChatProcessor(ProcessorMixin):
             return self.batch_decode(sequences, skip_special_tokens=skip_special_tokens, **kwargs)
         if generation_mode == "audio":
             audio = _field(generated_outputs, "audio", None)
+            if audio is generated_outputs and isinstance(generated_outputs, tuple) and len(generated_outputs) > 1:
+                audio = getattr(generated_outputs[1], "audio", None)  # a SpeechReply rebuilt as a plain tuple
             if audio is None or audio is generated_outputs:
                 raise ValueError(
                     "The generate() output carries no `audio`: generate with generation_mode='audio' on a model "
