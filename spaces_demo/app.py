@@ -26,9 +26,8 @@ EXAMPLES = [
     (HERE / "examples" / "real_zh_6s.wav", "Chinese question (real recording, 6 s)"),
 ]
 THEME = gr.themes.Default(primary_hue="indigo", secondary_hue="pink")
-CSS = "#notice p:empty { display: none; } footer { display: none !important; }"
-LAUNCH_OPTIONS = {"theme": THEME, "css": CSS, "allowed_paths": [str(HERE / "examples")]}
-"""What `launch()` needs besides the address (Gradio 6 takes the theme and css there)."""
+LAUNCH_OPTIONS = {"theme": THEME, "allowed_paths": [str(HERE / "examples")]}
+"""What `launch()` needs besides the address (Gradio 6 takes the theme there)."""
 
 VOICE_NAMES = {"中文女": "female", "中文男": "male"}
 PAUSE_PLAYBACK = "() => { document.querySelectorAll('audio').forEach((audio) => audio.pause()); }"
@@ -68,7 +67,6 @@ def build_demo(engine: Engine) -> gr.Blocks:
 
     def stop(session: logic.DemoSession):
         session.stop()
-        return session
 
     def call_tools(audio, tools_json):
         result = logic.call_tools(write, engine.processor, audio, tools_json, settings.max_seconds)
@@ -104,7 +102,7 @@ def build_demo(engine: Engine) -> gr.Blocks:
                             interactive=False,
                             buttons=["download"],
                         )
-                        notice = gr.Markdown(elem_id="notice", label="notice")
+                        notice = gr.Markdown(label="notice")
                     with gr.Column(scale=2):
                         question = gr.Audio(
                             sources=["microphone", "upload"],
@@ -171,7 +169,7 @@ def build_demo(engine: Engine) -> gr.Blocks:
             trigger_mode="always_last",
         )
         for trigger, name in ((stop_button.click, "stop"), (question.start_recording, "barge_in")):
-            trigger(stop, inputs=[session], outputs=[session], api_name=name, concurrency_limit=None)
+            trigger(stop, inputs=[session], api_name=name, concurrency_limit=None)
             trigger(None, js=PAUSE_PLAYBACK, api_visibility="private")
         for trigger, name in ((new_chat.click, "new_conversation"), (chatbot.clear, "clear_chat")):
             trigger(

@@ -188,9 +188,13 @@ class DemoSession:
     def reset(self) -> None:
         """A new conversation: stops the reply in progress and forgets everything."""
         self.stop()
-        with self._lock:
+        locked = self._lock.acquire(timeout=LOCK_TIMEOUT)  # let the stopped reply finish recording itself
+        try:
             self.conversation.reset()
             self.history.clear()
+        finally:
+            if locked:
+                self._lock.release()
 
 
 def respond(
