@@ -45,6 +45,7 @@ def stream_reply(
     exact: bool = False,
     interrupt: threading.Event | None = None,
     timeout: float | None = None,
+    generation_mode: str = "audio",
     **generate_kwargs,
 ) -> Iterator[ReplyChunk]:
     """Generates a spoken reply to `inputs` (processor outputs, batch of 1) and yields it piece by piece.
@@ -55,6 +56,7 @@ def stream_reply(
         speaker: voice name or [192] embedding.
         exact: stream with the official web-demo schedule (whole-history recomputation) instead of bounded cost.
         interrupt: set it to stop generating (the audio produced so far is still flushed).
+        generation_mode: `"audio"` (default) or `"text"`: a written reply only (text chunks; no decoder needed).
         generate_kwargs: more `generate` arguments (`max_new_tokens`, sampling, ...).
 
     Example:
@@ -69,11 +71,12 @@ def stream_reply(
     """
     if inputs["input_ids"].shape[0] != 1:
         raise ValueError("stream_reply streams one conversation at a time (batch size 1).")
-    vocoder = model.token2wav
-    if vocoder is None:
+    spoken = generation_mode == "audio"
+    vocoder = model.token2wav if spoken else None
+    if spoken and vocoder is None:
         raise ValueError("Streaming audio needs the CosyVoice3 decoder: from_pretrained(..., token2wav=...).")
-    decoder = vocoder.stream_decoder(speaker, exact=exact)
-    rate = vocoder.config.sampling_rate
+    decoder = vocoder.stream_decoder(speaker, exact=exact) if spoken else None
+    rate = vocoder.config.sampling_rate if spoken else ReplyChunk.sampling_rate
     streamer = FunAudioChatIteratorStreamer(getattr(tokenizer, "tokenizer", tokenizer), timeout=timeout)
     criteria = StoppingCriteriaList(generate_kwargs.pop("stopping_criteria", None) or [])
     if interrupt is not None:
@@ -85,7 +88,7 @@ def stream_reply(
             model.generate(
                 **inputs,
                 **generate_kwargs,
-                generation_mode="audio",
+                generation_mode=generation_mode,
                 return_audio=False,
                 stopping_criteria=criteria,
                 streamer=streamer,
@@ -106,7 +109,7 @@ def stream_reply(
     worker.join()
     if failure:
         raise failure[0]
-    if decoder.codes_received:
+    if spoken and decoder.codes_received:
         yield from _audio_chunk(decoder.finish(), rate)
 
 

@@ -1,0 +1,225 @@
+"""Talk to Fun-Audio-Chat in the browser: a Gradio 6 app that is also a ready Hugging Face Space.
+
+    python spaces_demo/app.py                  # the real model (FunAudioLLM/Fun-Audio-Chat-8B) on a GPU
+    FAC_MODEL=tiny python spaces_demo/app.py   # the tiny random checkpoint on CPU (plumbing only, no download)
+    python spaces_demo/app.py --model tiny --port 7861
+
+Settings come from environment variables (see `engine.Settings`) or the flags of `python app.py --help`.
+The turn handling is in `chat_logic.py`, the model side in `engine.py`; this file builds the page.
+"""
+
+import spaces  # isort: skip  (ZeroGPU: must be imported before anything initialises CUDA)
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import chat_logic as logic
+import gradio as gr
+from engine import Engine, Settings
+
+HERE = Path(__file__).resolve().parent
+EXAMPLES = [
+    (HERE / "examples" / "question_en.wav", "English question (synthesized)"),
+    (HERE / "examples" / "question_zh.wav", "Chinese question (synthesized)"),
+    (HERE / "examples" / "real_zh_6s.wav", "Chinese question (real recording, 6 s)"),
+]
+THEME = gr.themes.Default(primary_hue="indigo", secondary_hue="pink")
+LAUNCH_OPTIONS = {"theme": THEME, "allowed_paths": [str(HERE / "examples")]}
+"""What `launch()` needs besides the address (Gradio 6 takes the theme there)."""
+
+VOICE_NAMES = {"中文女": "female", "中文男": "male"}
+PAUSE_PLAYBACK = "() => { document.querySelectorAll('audio').forEach((audio) => audio.pause()); }"
+"""Barge-in and stop also silence the reply already buffered in the browser."""
+
+
+NOTICE_ICONS = {logic.STOPPED_NOTICE: "⏹️", logic.NO_TOOL_CALL: "ℹ️"}
+
+
+def notice_markdown(notice: str) -> str:
+    """A notice for the page: a warning sign unless it is only information."""
+    return f"{NOTICE_ICONS.get(notice, '⚠️')} {notice}" if notice else ""
+
+
+def build_demo(engine: Engine) -> gr.Blocks:
+    """The page, wired to a loaded `engine`. Per-tab state lives in `gr.State`; the model is shared."""
+    settings = engine.settings
+
+    @spaces.GPU(duration=settings.gpu_duration)
+    def speak(inputs, spoken: bool, voice: str | None):
+        yield from engine.speak(inputs, spoken, voice)
+
+    @spaces.GPU(duration=settings.gpu_duration)
+    def write(inputs) -> str:
+        return engine.write(inputs)
+
+    def respond(audio, mode, voice, persona, free_prompt, session: logic.DemoSession):
+        for update in logic.respond(
+            session, speak, engine.processor, audio, mode, voice, persona, free_prompt, settings.max_seconds
+        ):
+            audio_out = gr.skip() if update.audio is None else update.audio
+            yield update.history, audio_out, notice_markdown(update.notice), session
+
+    def new_conversation(session: logic.DemoSession):
+        session.reset()
+        return [], None, "", session
+
+    def stop(session: logic.DemoSession):
+        session.stop()
+
+    def call_tools(audio, tools_json):
+        result = logic.call_tools(write, engine.processor, audio, tools_json, settings.max_seconds)
+        return result.reply, result.calls, notice_markdown(result.notice)
+
+    def voice_control(mode):
+        return gr.Dropdown(interactive=mode == logic.SPEECH)
+
+    limit = f"max {settings.max_seconds} s"
+    voices = [(f"{name} ({VOICE_NAMES.get(name, 'voice')})", name) for name in engine.voices]
+    with gr.Blocks(title="Fun-Audio-Chat") as demo:
+        session = gr.State(logic.DemoSession())
+        gr.Markdown(
+            "# 🎙️ Fun-Audio-Chat\n"
+            "Ask a question out loud and hear **Fun-Audio-Chat-8B** answer: the spoken reply streams as it is generated "
+            "and its transcript appears live in the chat. Record a new question at any time to interrupt (barge-in). "
+            f"Model: `{settings.model}`; questions up to {settings.max_seconds} s."
+        )
+        with gr.Tabs():
+            with gr.Tab("Voice chat", id="chat"):
+                with gr.Row():
+                    with gr.Column(scale=3):
+                        chatbot = gr.Chatbot(
+                            label="Conversation",
+                            height=480,
+                            buttons=["copy_all"],
+                            placeholder="Your questions and the assistant's replies (text and audio) appear here.",
+                        )
+                        reply_audio = gr.Audio(
+                            label="Spoken reply (live)",
+                            streaming=True,
+                            autoplay=True,
+                            interactive=False,
+                            buttons=["download"],
+                        )
+                        notice = gr.Markdown(label="notice")
+                    with gr.Column(scale=2):
+                        question = gr.Audio(
+                            sources=["microphone", "upload"],
+                            type="filepath",
+                            label=f"Your question ({limit})",
+                            elem_id="question",
+                        )
+                        with gr.Row():
+                            send = gr.Button("Send", variant="primary")
+                            stop_button = gr.Button("Stop", variant="stop")
+                            new_chat = gr.Button("New conversation")
+                        mode = gr.Radio(logic.MODES, value=logic.SPEECH, label="Reply mode")
+                        voice = gr.Dropdown(voices, value=engine.default_voice, label="Voice")
+                        persona = gr.Dropdown(list(logic.PERSONAS), value=logic.XIAOYUN, label="Persona")
+                        free_prompt = gr.Textbox(
+                            label="Your own instructions (optional)",
+                            placeholder="e.g. Answer in Cantonese. / Speak slowly and cheerfully.",
+                            lines=2,
+                        )
+                        with gr.Accordion("System prompt sent to the model", open=False):
+                            prompt_preview = gr.Textbox(
+                                value=logic.system_prompt(logic.SPEECH, logic.XIAOYUN, ""),
+                                show_label=False,
+                                interactive=False,
+                                lines=4,
+                            )
+                        gr.Examples(
+                            [[str(path)] for path, _ in EXAMPLES],
+                            inputs=[question],
+                            example_labels=[label for _, label in EXAMPLES],
+                            label="Example questions",
+                        )
+            with gr.Tab("Function calling", id="tools"):
+                gr.Markdown(
+                    "Paste tool definitions (JSON, OpenAI style), ask for something out loud, and see which tools the "
+                    "model calls. The reply is text (speech-to-text mode with the official function-calling prompt)."
+                )
+                with gr.Row():
+                    with gr.Column():
+                        tools_question = gr.Audio(
+                            sources=["microphone", "upload"], type="filepath", label=f"Your request ({limit})"
+                        )
+                        ask = gr.Button("Ask", variant="primary")
+                        tools_json = gr.Code(
+                            value=json.dumps(logic.EXAMPLE_TOOLS, ensure_ascii=False, indent=2),
+                            language="json",
+                            label="Tool definitions (JSON)",
+                            max_lines=18,
+                        )
+                    with gr.Column():
+                        tools_reply = gr.Textbox(label="Model reply", lines=6, interactive=False)
+                        tool_calls = gr.JSON(label="Parsed tool calls")
+                        tools_notice = gr.Markdown(label="notice")
+                gr.Examples([[str(EXAMPLES[0][0])]], inputs=[tools_question], label="Example request")
+
+        gr.on(
+            [send.click, question.stop_recording],
+            respond,
+            inputs=[question, mode, voice, persona, free_prompt, session],
+            outputs=[chatbot, reply_audio, notice, session],
+            api_name="respond",
+            concurrency_limit=settings.concurrency,
+            concurrency_id="model",
+            trigger_mode="always_last",
+        )
+        for trigger, name in ((stop_button.click, "stop"), (question.start_recording, "barge_in")):
+            trigger(stop, inputs=[session], api_name=name, concurrency_limit=None)
+            trigger(None, js=PAUSE_PLAYBACK, api_visibility="private")
+        for trigger, name in ((new_chat.click, "new_conversation"), (chatbot.clear, "clear_chat")):
+            trigger(
+                new_conversation,
+                inputs=[session],
+                outputs=[chatbot, reply_audio, notice, session],
+                api_name=name,
+                concurrency_limit=None,
+            )
+        ask.click(
+            call_tools,
+            inputs=[tools_question, tools_json],
+            outputs=[tools_reply, tool_calls, tools_notice],
+            api_name="call_tools",
+            concurrency_limit=settings.concurrency,
+            concurrency_id="model",
+        )
+        mode.change(voice_control, inputs=[mode], outputs=[voice], api_name="voice_control")
+        gr.on(
+            [mode.change, persona.change, free_prompt.change],
+            logic.system_prompt,
+            inputs=[mode, persona, free_prompt],
+            outputs=[prompt_preview],
+            api_name="system_prompt",
+        )
+    return demo
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Fun-Audio-Chat Gradio demo. Flags override the FAC_* variables.")
+    parser.add_argument("--model", help="Hub id or directory, or 'tiny' for the tiny CPU checkpoint [FAC_MODEL]")
+    parser.add_argument("--max-new-tokens", type=int, help="longest reply in LLM steps [FAC_MAX_NEW_TOKENS]")
+    parser.add_argument("--host", help="server name (default: Gradio's; GRADIO_SERVER_NAME)")
+    parser.add_argument("--port", type=int, help="server port (default: Gradio's, 7860; GRADIO_SERVER_PORT)")
+    parser.add_argument("--share", action="store_true", help="also open a public share link")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    environ = dict(os.environ)
+    if args.model:
+        environ["FAC_MODEL"] = args.model
+    if args.max_new_tokens:
+        environ["FAC_MAX_NEW_TOKENS"] = str(args.max_new_tokens)
+    settings = Settings.from_env(environ)
+    demo = build_demo(Engine.load(settings))
+    demo.queue(default_concurrency_limit=settings.concurrency)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, **LAUNCH_OPTIONS)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""The model side of the demo: settings from environment variables, loading once at start-up, and the replies.
+
+`Engine.speak` and `Engine.write` are the only code that runs the model. `app.py` wraps them in `@spaces.GPU` (a
+no-op outside ZeroGPU), so they take and return only picklable values: ZeroGPU runs them in a forked worker process.
+"""
+
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import transformers_fac  # noqa: F401  (registers the Auto classes)
+from transformers_fac.audio_streaming import ReplyChunk, stream_reply
+
+REAL_MODEL = "FunAudioLLM/Fun-Audio-Chat-8B"
+DEFAULT_VOICE = "中文女"
+
+
+def _env_int(environ, name: str, default: int | None) -> int | None:
+    value = environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {value!r}.") from None
+
+
+@dataclass
+class Settings:
+    """What the app runs; every field has an environment variable (in brackets) and a command-line flag.
+
+    Args:
+        model: Hub id or directory, or `"tiny"` for the built-in tiny random checkpoint (CPU, no download) [FAC_MODEL].
+        token2wav: the speech decoder: `"auto"` (the one the checkpoint names), a directory or a Hub id [FAC_TOKEN2WAV].
+        device: `"cuda"` or `"cpu"`; default cuda when available (or on ZeroGPU) [FAC_DEVICE].
+        dtype: `"bfloat16"` or `"float32"`; default bf16 on cuda [FAC_DTYPE].
+        max_new_tokens: the longest reply in LLM steps (5 per second of speech) [FAC_MAX_NEW_TOKENS].
+        max_seconds: the longest question accepted, in seconds (the model itself takes up to 300 s) [FAC_MAX_SECONDS].
+        concurrency: replies generated at the same time, over all users [FAC_CONCURRENCY].
+        gpu_duration: seconds of GPU one reply may take on ZeroGPU [FAC_GPU_DURATION].
+    """
+
+    model: str = REAL_MODEL
+    token2wav: str = "auto"
+    device: str | None = None
+    dtype: str | None = None
+    max_new_tokens: int = 600
+    max_seconds: int = 60
+    concurrency: int = 1
+    gpu_duration: int = 120
+
+    @classmethod
+    def from_env(cls, environ=None) -> "Settings":
+        environ = os.environ if environ is None else environ
+        model = environ.get("FAC_MODEL", "").strip() or REAL_MODEL
+        return cls(
+            model=model,
+            token2wav=environ.get("FAC_TOKEN2WAV", "").strip() or "auto",
+            device=environ.get("FAC_DEVICE", "").strip() or None,
+            dtype=environ.get("FAC_DTYPE", "").strip() or None,
+            # the tiny model speaks gibberish: keep its replies short on CPU
+            max_new_tokens=_env_int(environ, "FAC_MAX_NEW_TOKENS", 40 if model == "tiny" else 600),
+            max_seconds=_env_int(environ, "FAC_MAX_SECONDS", 60),
+            concurrency=_env_int(environ, "FAC_CONCURRENCY", 1),
+            gpu_duration=_env_int(environ, "FAC_GPU_DURATION", 120),
+        )
+
+
+@dataclass
+class Engine:
+    """The loaded model and processor, the voices of its speech decoder, and the settings."""
+
+    model: object
+    processor: object
+    settings: Settings
+    voices: list[str] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, settings: Settings) -> "Engine":
+        """Loads the model, its processor and its speech decoder (with the voices) once, at start-up."""
+        import torch
+        from transformers import AutoModelForMultimodalLM, AutoProcessor
+
+        from transformers_fac.tiny import tiny_checkpoint
+
+        on_gpu = torch.cuda.is_available() or bool(os.environ.get("SPACES_ZERO_GPU"))
+        device = settings.device or ("cuda" if on_gpu else "cpu")
+        dtype = getattr(torch, settings.dtype) if settings.dtype else (torch.bfloat16 if device == "cuda" else None)
+        path = tiny_checkpoint() if settings.model == "tiny" else settings.model
+        print(f"Loading {settings.model} on {device}...", flush=True)
+        processor = AutoProcessor.from_pretrained(path)
+        model = AutoModelForMultimodalLM.from_pretrained(
+            path, dtype=dtype or torch.float32, device_map=device, token2wav=settings.token2wav
+        ).eval()
+        if model.token2wav is None:  # loads the decoder now rather than at the first reply
+            raise ValueError(f"{settings.model} names no speech decoder: set FAC_TOKEN2WAV to a decoder.")
+        model.token2wav.speaker_embedding(None)  # loads the voices
+        voices = list(model.token2wav._voices)
+        print(f"Ready: voices {', '.join(voices)}.", flush=True)
+        return cls(model=model, processor=processor, settings=settings, voices=voices)
+
+    @property
+    def default_voice(self) -> str:
+        return DEFAULT_VOICE if DEFAULT_VOICE in self.voices else self.voices[0]
+
+    def _on_device(self, inputs):
+        inputs = inputs.to(self.model.device)
+        inputs["input_features"] = inputs["input_features"].to(self.model.dtype)
+        return inputs
+
+    def speak(self, inputs, spoken: bool, voice: str | None) -> Iterator[ReplyChunk]:
+        """Streams a reply to processor outputs (CPU tensors): text pieces and, if `spoken`, 24 kHz audio pieces.
+
+        Closing the generator stops generating (the stop button and barge-in close it).
+        """
+        stop = threading.Event()
+        try:
+            yield from stream_reply(
+                self.model,
+                self.processor,
+                self._on_device(inputs),
+                speaker=voice if spoken else None,
+                interrupt=stop,
+                generation_mode="audio" if spoken else "text",
+                max_new_tokens=self.settings.max_new_tokens,
+            )
+        finally:
+            stop.set()  # ends the generation thread when the caller stops early
+
+    def write(self, inputs) -> str:
+        """A whole text reply (function calling); tool-call tags are kept, end-of-turn tokens removed."""
+        inputs = self._on_device(inputs)
+        sequences = self.model.generate(**inputs, generation_mode="text", max_new_tokens=self.settings.max_new_tokens)
+        tokenizer = self.processor.tokenizer
+        text = tokenizer.decode(sequences[0, inputs["input_ids"].shape[1] :], skip_special_tokens=False)
+        for token in ("<|im_end|>", "<|endoftext|>"):
+            text = text.replace(token, "")
+        return text.strip()

@@ -1,0 +1,359 @@
+"""The Gradio Space in `spaces_demo/`: turn handling, the app driven through `gradio_client` on the tiny checkpoint
+(CPU), the Space files, and the page rendered by headless Chromium from `python spaces_demo/app.py`."""
+
+import copy
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import soundfile as sf  # noqa: E402
+import yaml  # noqa: E402
+
+DEMO = Path(__file__).resolve().parents[1] / "spaces_demo"
+sys.path.insert(0, str(DEMO))
+
+import app  # noqa: E402
+import chat_logic as logic  # noqa: E402
+from engine import Engine, Settings  # noqa: E402
+
+from transformers_fac.audio_streaming import ReplyChunk  # noqa: E402
+from transformers_fac.prompts import S2T_SYSTEM_PROMPT, SPOKEN_S2M_PROMPT  # noqa: E402
+
+QUESTION_EN = DEMO / "examples" / "question_en.wav"
+QUESTION_ZH = DEMO / "examples" / "question_zh.wav"
+MAX_NEW_TOKENS = 10
+pytestmark = pytest.mark.filterwarnings(  # raised inside gradio's queue by pandas 3
+    "ignore:.*no_silent_downcasting:DeprecationWarning", "ignore:The copy keyword is deprecated:DeprecationWarning"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# ------------------------------------------------------------------------------------------------- turn handling
+def test_system_prompt_presets():
+    assert logic.system_prompt(logic.SPEECH, logic.XIAOYUN) == SPOKEN_S2M_PROMPT
+    assert logic.system_prompt(logic.TEXT_ONLY, logic.PLAIN, "") == S2T_SYSTEM_PROMPT
+    custom = logic.system_prompt(logic.TEXT_ONLY, logic.XIAOYUN, "  Answer in Cantonese. ")
+    assert custom.startswith(S2T_SYSTEM_PROMPT + " 你的名字是小云") and custom.endswith(
+        "会说四川话和粤语。 Answer in Cantonese."
+    )
+    with pytest.raises(logic.FriendlyError, match="reply mode"):
+        logic.system_prompt("Sing", logic.XIAOYUN)
+
+
+def test_each_tab_gets_a_fresh_session():
+    template = logic.DemoSession()
+    template.history.append({"role": "user", "content": "x"})
+    fresh = copy.deepcopy(template)
+    assert fresh is not template and fresh.history == [] and fresh.conversation.turns == []
+    first = fresh.begin_turn()
+    second = fresh.begin_turn()  # a barge-in stops the reply in progress
+    assert first.is_set() and not second.is_set()
+    fresh.stop()
+    assert second.is_set()
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return Engine.load(Settings(model="tiny", max_new_tokens=MAX_NEW_TOKENS))
+
+
+def fake_speak(pieces):
+    def speak(inputs, spoken, voice):
+        for piece in pieces:
+            if isinstance(piece, Exception):
+                raise piece
+            yield ReplyChunk(text=piece) if isinstance(piece, str) else ReplyChunk(audio=piece)
+
+    return speak
+
+
+def run_turn(session, speak, processor, audio=QUESTION_EN, mode=logic.SPEECH):
+    turn = logic.respond(session, speak, processor, str(audio), mode, "中文女", logic.XIAOYUN, "", 60)
+    return list(turn)
+
+
+def test_turn_records_text_and_audio(engine):
+    session = logic.DemoSession()
+    updates = run_turn(session, fake_speak(["Hel", np.ones(960, np.float32), "lo"]), engine.processor)
+    assert [update.audio is not None for update in updates] == [False, False, True, False, False]
+    assert updates[-1].notice == "" and session.conversation.turns[-1].reply == "Hello"
+    user, text, audio = session.history
+    assert user["role"] == "user" and sf.info(user["content"]["path"]).samplerate == 16000
+    assert text == {"role": "assistant", "content": "Hello"}
+    assert sf.read(audio["content"]["path"])[0].shape == (960,)
+
+
+def test_model_failure_leaves_a_usable_conversation(engine):
+    session = logic.DemoSession()
+    updates = run_turn(session, fake_speak(["Hi", RuntimeError("CUDA out of memory")]), engine.processor)
+    assert updates[-1].notice == "The model failed: CUDA out of memory"
+    assert session.history[-1]["content"].startswith("⚠️ Sorry, the reply failed")
+    assert session.conversation.turns == []
+    run_turn(session, fake_speak(["ok"]), engine.processor)
+    assert [turn.reply for turn in session.conversation.turns] == ["ok"]
+
+
+def test_closing_a_turn_midway_keeps_what_was_said(engine):
+    session = logic.DemoSession()
+    turn = logic.respond(
+        session,
+        fake_speak(["Hi", " there", "!"]),
+        engine.processor,
+        str(QUESTION_EN),
+        *(logic.SPEECH, "中文女", logic.XIAOYUN, "", 60),
+    )
+    next(turn), next(turn)
+    turn.close()  # the page was closed or the event cancelled
+    assert session.conversation.turns[-1].reply == "Hi"
+    assert session._lock.acquire(blocking=False)
+
+
+def test_stream_reply_text_mode_streams_words_only(engine):
+    from transformers_fac.audio_streaming import stream_reply
+
+    chat = logic.FunAudioChatConversation(system_prompt=S2T_SYSTEM_PROMPT)
+    chat.add_user_audio(str(QUESTION_EN))
+    inputs = chat.model_inputs(engine.processor)
+    chunks = list(stream_reply(engine.model, engine.processor, inputs, generation_mode="text", max_new_tokens=6))
+    expected = engine.model.generate(**inputs, generation_mode="text", max_new_tokens=6)
+    text = engine.processor.decode(expected[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert chunks and all(chunk.audio is None for chunk in chunks) and "".join(c.text for c in chunks) == text
+
+
+def test_function_calls_are_parsed(engine):
+    reply = '<tool_call>\n{"name": "get_weather", "arguments": {"location": "杭州"}}\n</tool_call>'
+    result = logic.call_tools(
+        lambda inputs: reply, engine.processor, str(QUESTION_EN), app.json.dumps(logic.EXAMPLE_TOOLS), 60
+    )
+    assert result.calls == [{"name": "get_weather", "arguments": {"location": "杭州"}}] and result.notice == ""
+    assert "not valid JSON" in logic.call_tools(None, engine.processor, str(QUESTION_EN), "[{", 60).notice
+    assert "list of objects" in logic.call_tools(None, engine.processor, str(QUESTION_EN), "[1]", 60).notice
+
+
+# ------------------------------------------------------------------------------------------------- the app, via gradio_client
+@pytest.fixture(scope="module")
+def server(engine):
+    demo = app.build_demo(engine)
+    demo.queue()
+    port = free_port()
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, **app.LAUNCH_OPTIONS)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+@pytest.fixture
+def client(server):
+    from gradio_client import Client
+
+    return Client(server, verbose=False, analytics_enabled=False)  # a new client is a new session (tab)
+
+
+def ask(client, audio=QUESTION_EN, mode=logic.SPEECH, voice="中文女", persona=logic.XIAOYUN, free_prompt=""):
+    """Runs one /respond turn; returns every streamed output (chat, audio, notice)."""
+    from gradio_client import handle_file
+
+    job = client.submit(handle_file(str(audio)), mode, voice, persona, free_prompt, api_name="/respond")
+    outputs = list(job)
+    assert outputs[-1] == job.result()
+    return outputs
+
+
+def message_text(message) -> str:
+    return "".join(item.get("text", "") for item in message["content"])
+
+
+def message_file(message) -> str | None:
+    return next((item["file"] for item in message["content"] if item.get("type") == "file"), None)
+
+
+def test_spoken_reply_streams_and_second_turn_uses_history(client, engine, monkeypatch):
+    prompts = []
+    speak = engine.speak
+
+    def recording_speak(inputs, spoken, voice):
+        prompts.append(engine.processor.decode(inputs["input_ids"][0]))
+        yield from speak(inputs, spoken, voice)
+
+    monkeypatch.setattr(engine, "speak", recording_speak)
+    outputs = ask(client)
+    chat, _, notice = outputs[-1]
+    assert notice == ""
+    user, answer, spoken = chat
+    assert user["role"] == "user" and message_file(user).endswith(".wav")
+    transcript = message_text(answer)
+    assert transcript and "(stopped)" not in transcript
+    live = [message_text(out[0][1]) for out in outputs if len(out[0]) >= 2]
+    assert len({text for text in live if text != "…"}) >= 3 and transcript.startswith(live[-2].rstrip("…"))
+    streamed = [out[1] for out in outputs if isinstance(out[1], str)]
+    assert len(streamed) >= 2 and all(path.endswith(".m3u8") for path in streamed)  # audio chunks as they came
+    waveform, rate = sf.read(message_file(spoken), dtype="float32")  # the whole reply, playable
+    assert rate == 24000 and waveform.size > 0 and waveform.size % 960 == 0 and np.abs(waveform).max() > 0
+
+    second = ask(client, QUESTION_ZH, voice="中文男")[-1][0]
+    assert [message["role"] for message in second] == ["user", "assistant", "assistant"] * 2
+    assert second[:3] == chat
+    assert prompts[1].count("<|im_start|>user") == 2 and prompts[1].count("<|AUDIO|>") > prompts[0].count("<|AUDIO|>")
+    assert SPOKEN_S2M_PROMPT in prompts[1]
+
+
+def test_text_only_mode_returns_no_audio(client):
+    outputs = ask(client, mode=logic.TEXT_ONLY, persona=logic.PLAIN)
+    chat, audio, notice = outputs[-1]
+    assert notice == "" and [message["role"] for message in chat] == ["user", "assistant"]
+    assert message_text(chat[1]) and message_file(chat[1]) is None
+    assert all(not isinstance(out[1], str) for out in outputs)  # no audio chunk was streamed
+
+
+def test_bad_input_gets_a_friendly_message(client, tmp_path):
+    not_audio = tmp_path / "notes.txt"
+    not_audio.write_text("this is not audio")
+    silence = tmp_path / "silence.wav"
+    sf.write(silence, np.zeros(16000, np.float32), 16000)
+    too_long = tmp_path / "long.wav"
+    sf.write(too_long, 0.1 * np.random.default_rng(0).standard_normal(61 * 16000).astype(np.float32), 16000)
+    expected = {
+        not_audio: "That file is not audio I can read",
+        silence: "The recording is silent",
+        too_long: "The recording is 61.0 s long; this demo takes questions of up to 60 s",
+    }
+    for audio, message in expected.items():
+        chat, _, notice = ask(client, audio)[-1]
+        assert message in notice and chat == []
+    from gradio_client import handle_file
+
+    tools = app.json.dumps(logic.EXAMPLE_TOOLS)
+    reply, calls, notice = client.predict(handle_file(str(not_audio)), tools, api_name="/call_tools")
+    assert reply == "" and calls == [] and "That file is not audio I can read" in notice
+
+
+def test_model_error_is_shown_and_the_app_stays_up(client, engine, monkeypatch):
+    monkeypatch.setattr(engine.settings, "max_new_tokens", 0)  # an impossible setting: generate refuses it
+    chat, _, notice = ask(client)[-1]
+    assert "The model failed: max_new_tokens must be at least 1" in notice
+    assert message_text(chat[-1]).startswith("⚠️ Sorry, the reply failed")
+    monkeypatch.undo()
+    chat, _, notice = ask(client)[-1]
+    assert notice == "" and len(chat) == 5  # the failed turn stays visible; the new one is answered
+
+
+def test_stop_button_interrupts_and_new_conversation_forgets(client, engine, monkeypatch):
+    monkeypatch.setattr(engine.settings, "max_new_tokens", 400)  # minutes on CPU unless stopped
+    from gradio_client import handle_file
+
+    start = time.monotonic()
+    job = client.submit(handle_file(str(QUESTION_EN)), logic.SPEECH, "中文女", logic.PLAIN, "", api_name="/respond")
+    while not any(out[0] and message_text(out[0][-1]) not in ("", "…") for out in job.outputs()):
+        assert not job.done() and time.monotonic() - start < 60
+        time.sleep(0.05)
+    client.predict(api_name="/stop")
+    chat, _, notice = job.result(timeout=60)
+    answer = next(message for message in reversed(chat) if message_text(message))  # the audio may follow it
+    assert notice == "⏹️ Stopped." and message_text(answer).endswith(logic.STOPPED)
+    assert time.monotonic() - start < 60
+    chat, audio, notice = client.predict(api_name="/new_conversation")
+    assert chat == [] and audio is None and notice == ""
+
+
+def test_function_calling_tab(client):
+    from gradio_client import handle_file
+
+    reply, calls, notice = client.predict(handle_file(str(QUESTION_EN)), "{not json", api_name="/call_tools")
+    assert reply == "" and calls == [] and "not valid JSON (line 1, column 2" in notice
+    tools = app.json.dumps(logic.EXAMPLE_TOOLS)
+    reply, calls, notice = client.predict(handle_file(str(QUESTION_EN)), tools, api_name="/call_tools")
+    assert isinstance(reply, str) and reply and calls == [] and notice == "ℹ️ The reply calls no tool."
+
+
+# ------------------------------------------------------------------------------------------------- Space files
+def test_space_files():
+    front = yaml.safe_load(re.match(r"---\n(.*?)\n---\n", (DEMO / "README.md").read_text(), re.DOTALL).group(1))
+    import gradio
+
+    assert front["sdk"] == "gradio" and front["sdk_version"] == gradio.__version__
+    assert tuple(map(int, front["python_version"].split("."))) >= (3, 11)
+    assert (DEMO / front["app_file"]).is_file() and front["suggested_hardware"]
+    assert "FunAudioLLM/Fun-Audio-Chat-8B" in front["models"] and len(front["short_description"]) <= 60
+    assert "transformers-fac[demo]" in (DEMO / "requirements.txt").read_text()
+    assert (DEMO / "packages.txt").read_text().split() == ["ffmpeg"]
+    assert all((DEMO / "examples" / path.name).is_file() for path, _ in app.EXAMPLES)
+
+
+# ------------------------------------------------------------------------------------------------- the page in Chromium
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,1600",
+    "--virtual-time-budget=15000",
+]
+
+
+@pytest.fixture(scope="module")
+def started_app():
+    """`python spaces_demo/app.py --model tiny` as the README says, on a free port."""
+    port = free_port()
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+    command = [sys.executable, str(DEMO / "app.py"), "--model", "tiny", "--host", "127.0.0.1", "--port", str(port)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 180
+    try:
+        while True:
+            assert process.poll() is None, f"the app exited:\n{process.stdout.read()}"
+            assert time.monotonic() < deadline, "the app did not start within 180 s"
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def chromium(tmp_path, *args) -> subprocess.CompletedProcess:
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.fail("chromium is not installed: `.ci/run` installs it (apt-get install -y chromium).")
+    profile = tmp_path / f"profile-{len(list(tmp_path.iterdir()))}"
+    command = [executable, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=180)
+
+
+def test_page_renders_in_headless_chromium(started_app, tmp_path):
+    dom = chromium(tmp_path, "--dump-dom", started_app).stdout
+    for text in ("Fun-Audio-Chat", "Voice chat", "Function calling", "Send", "Stop", "New conversation", "Persona"):
+        assert text in dom, f"{text!r} is not on the page"
+    assert "Your question (max 60 s)" in dom and "Spoken reply (live)" in dom
+
+    screenshot = tmp_path / "fac-demo.png"
+    chromium(tmp_path, f"--screenshot={screenshot}", started_app)
+    from PIL import Image
+
+    with Image.open(screenshot) as image:
+        assert image.size == (1280, 1600)
+        pixels = np.asarray(image.convert("RGB"))
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 100  # text, buttons, colours: not a blank page
+    print(f"screenshot: {screenshot}")
