@@ -23,7 +23,6 @@ HERE = Path(__file__).resolve().parent
 EXAMPLES = [
     (HERE / "examples" / "question_en.wav", "English question (synthesized)"),
     (HERE / "examples" / "question_zh.wav", "Chinese question (synthesized)"),
-    (HERE / "examples" / "real_zh_6s.wav", "Chinese question (real recording, 6 s)"),
 ]
 THEME = gr.themes.Default(primary_hue="indigo", secondary_hue="pink")
 LAUNCH_OPTIONS = {"theme": THEME, "allowed_paths": [str(HERE / "examples")]}
