@@ -70,3 +70,18 @@ def full_scenario_inputs(golden: dict, scenarios: dict, name: str) -> dict[str, 
     if "input_features" not in inputs:
         inputs.update(whisper_features(scenarios[name]["audio"]))
     return inputs
+
+
+@pytest.fixture(scope="session")
+def tiny_e2e_dir(tmp_path_factory):
+    """The built tiny end-to-end checkpoint (model, tokenizers, token2wav, voices) in the real Hub layouts."""
+    from transformers_fac.tiny import build_tiny_checkpoint
+
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-e2e"))
+
+
+@pytest.fixture(scope="session")
+def tiny_e2e_model(tiny_e2e_dir):
+    from transformers import AutoModelForMultimodalLM
+
+    return AutoModelForMultimodalLM.from_pretrained(tiny_e2e_dir).eval()

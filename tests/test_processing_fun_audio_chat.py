@@ -23,6 +23,7 @@ from tests.processing_test_utils import (
 )
 from transformers_fac import FunAudioChatProcessor
 from transformers_fac.audio_io import AudioInputError
+from transformers_fac.generation_fun_audio_chat import SpeechReply
 from transformers_fac.processing_fun_audio_chat import default_chat_template, format_speech_codes
 from transformers_fac.prompts import ASR_INSTRUCTION, AUDIO_TEMPLATE, S2M_SYSTEM_PROMPT, S2T_SYSTEM_PROMPT
 
@@ -312,12 +313,16 @@ def test_post_process_multimodal_output():
     assert processor.post_process_multimodal_output(ids) == ["Hello", "Hello"]
     assert processor.post_process_multimodal_output(ids[0], generation_mode="text") == ["Hello"]
     waveform = torch.linspace(-1, 1, 240)
-    for outputs in ((ids, [waveform]), {"sequences": ids, "audio": [waveform]}):
+    speech_ids = torch.full((2, 10), 6561)
+    for outputs in (SpeechReply(ids, speech_ids, audio=[waveform]), {"sequences": ids, "audio": [waveform]}):
         audio = processor.post_process_multimodal_output(outputs, generation_mode="audio")
         assert len(audio) == 1 and audio[0].dtype == np.float32 and np.allclose(audio[0], waveform.numpy())
-    assert processor.post_process_multimodal_output((ids, [waveform]), generation_mode="text") == ["Hello", "Hello"]
-    with pytest.raises(ValueError, match="no `audio`"):
-        processor.post_process_multimodal_output(ids, generation_mode="audio")
+    reply = SpeechReply(ids, speech_ids, audio=[waveform])
+    assert processor.post_process_multimodal_output(reply, generation_mode="text") == ["Hello", "Hello"]
+    for outputs in (ids, SpeechReply(ids, speech_ids), (ids, speech_ids)):
+        # Speech codes are not audio: without a decoder's waveforms, audio mode refuses.
+        with pytest.raises(ValueError, match="no `audio`"):
+            processor.post_process_multimodal_output(outputs, generation_mode="audio")
     with pytest.raises(ValueError, match="'image'"):
         processor.post_process_multimodal_output(ids, generation_mode="image")
 

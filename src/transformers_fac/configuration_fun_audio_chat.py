@@ -186,7 +186,8 @@ class FunAudioChatConfig(PreTrainedConfig):
         audio_token_index: text id of the `<|AUDIO|>` placeholder (151669 in the real tokenizer).
         ignore_index: label value ignored by the losses.
         hidden_size: defaults to the LLM hidden size.
-        token2wav: optional hub id or path of the CosyVoice3 token-to-waveform decoder to attach by default.
+        token2wav_source: Hub id or directory (absolute, or relative to the checkpoint) of the CosyVoice3
+            token-to-waveform decoder that `from_pretrained` attaches by default.
 
     Example:
 
@@ -210,7 +211,7 @@ class FunAudioChatConfig(PreTrainedConfig):
     audio_token_index: int = 151669
     ignore_index: int = -100
     hidden_size: int | None = None
-    token2wav: str | None = None
+    token2wav_source: str | None = None
     tie_word_embeddings: bool = True
 
     def __post_init__(self, **kwargs):

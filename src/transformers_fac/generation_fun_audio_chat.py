@@ -59,6 +59,25 @@ class FunAudioChatGenerateOutput(GenerateDecoderOnlyOutput):
         return valid_speech_codes(self.speech_ids, codebook_limit)
 
 
+class SpeechReply(tuple):
+    """`(sequences, speech_ids)`, what the official `generate` returns in speech mode, also carrying the waveforms.
+
+    Unpacks like a plain pair; `audio` (one float32 24 kHz waveform per row, or None without a decoder) and
+    `sampling_rate` are attributes. They are also set on the `speech_ids` tensor, because pipelines rebuild tuples
+    (transformers' `any-to-any` pipeline moves outputs to the CPU element by element) and a tensor already on the
+    CPU survives that as the same object.
+    """
+
+    def __new__(cls, sequences, speech_ids, audio=None, sampling_rate=None):
+        reply = super().__new__(cls, (sequences, speech_ids))
+        reply.set_audio(audio, sampling_rate)
+        return reply
+
+    def set_audio(self, audio: list[torch.Tensor] | None, sampling_rate: int | None) -> None:
+        for holder in (self, self[1]):
+            holder.audio, holder.sampling_rate = audio, sampling_rate
+
+
 def valid_speech_codes(speech_ids: torch.Tensor | None, codebook_limit: int = 6561) -> list[torch.LongTensor]:
     """Drops BOS/EOS/pad codes: returns, per row, the codes `0 <= id < codebook_limit` in order."""
     if speech_ids is None:
@@ -108,6 +127,14 @@ class SpeechSamplingConfig:
         return processors
 
 
+def _decode_row(vocoder, codes: torch.Tensor, speaker) -> torch.Tensor:
+    """One row's vocoder-valid codes → float32 waveform on the CPU (empty when the row did not speak)."""
+    if codes.numel() == 0:
+        return torch.zeros(0)
+    device = next(vocoder.parameters()).device
+    return vocoder.decode(codes[None].to(device), speaker=speaker)[0].float().cpu()
+
+
 def _choose(scores: torch.Tensor, do_sample: bool) -> torch.Tensor:
     if do_sample:
         return torch.multinomial(nn.functional.softmax(scores, dim=-1), num_samples=1).squeeze(1)
@@ -149,6 +176,8 @@ class FunAudioChatGenerationMixin(GenerationMixin):
         stopping_criteria: StoppingCriteriaList | None = None,
         streamer=None,
         generation_mode: str = "text",
+        speaker: str | torch.Tensor | None = None,
+        return_audio: bool | None = None,
         force_audio_bos: bool = True,
         speech_do_sample: bool | None = None,
         speech_temperature: float | None = None,
@@ -163,6 +192,9 @@ class FunAudioChatGenerationMixin(GenerationMixin):
         Args:
             generation_mode: `"text"` (speech-to-text, audio understanding, function calling; the speech head never
                 runs) or `"audio"` (joint text and 25 Hz speech codes).
+            speaker: voice of the audio output: `"中文女"` (default) or `"中文男"`, or a [192] speaker embedding.
+            return_audio: decode the speech codes into 24 kHz waveforms (default: when a token-to-waveform decoder
+                is attached or known for the checkpoint, see `from_pretrained(token2wav=...)`).
             force_audio_bos: in audio mode, force the first text token to `<|audio_bos|>` (what starts speech).
             speech_do_sample / speech_temperature / speech_top_k / speech_top_p / speech_min_p /
                 speech_repetition_penalty: sampling of the speech codes; each defaults to `speech_<name>` in the
@@ -174,7 +206,8 @@ class FunAudioChatGenerationMixin(GenerationMixin):
 
         Returns:
             Text mode: `sequences` (or a `GenerateDecoderOnlyOutput`). Audio mode: `(sequences, speech_ids)` like the
-            official API, or a [`FunAudioChatGenerateOutput`] with `return_dict_in_generate=True`.
+            official API (a [`SpeechReply`], whose `audio` holds the waveforms), or a [`FunAudioChatGenerateOutput`]
+            with `return_dict_in_generate=True`.
 
         Example:
 
@@ -196,6 +229,8 @@ class FunAudioChatGenerationMixin(GenerationMixin):
             streamer=streamer,
         )
         if generation_mode == "text":
+            if speaker is not None or return_audio:
+                raise ValueError("`speaker` and `return_audio` apply to generation_mode='audio' only.")
             return super().generate(**common, **kwargs)
         if not getattr(self, "has_speech_head", False):
             raise ValueError(
@@ -204,6 +239,14 @@ class FunAudioChatGenerationMixin(GenerationMixin):
             )
         if (kwargs.get("num_beams") or 1) > 1 or (generation_config is not None and generation_config.num_beams > 1):
             raise ValueError("generation_mode='audio' supports greedy decoding and sampling only (num_beams=1).")
+        vocoder = self.token2wav if return_audio is not False else None
+        if return_audio and vocoder is None:
+            raise ValueError(
+                "return_audio=True needs a token-to-waveform decoder: load the model with "
+                "`from_pretrained(..., token2wav=<dir | hub id | FunAudioChatToken2Wav>)`."
+            )
+        if vocoder is not None and speaker is not None:
+            vocoder.speaker_embedding(speaker)  # an unknown voice fails now, not after generating
         overrides = {
             "do_sample": speech_do_sample,
             "temperature": speech_temperature,
@@ -212,7 +255,7 @@ class FunAudioChatGenerationMixin(GenerationMixin):
             "min_p": speech_min_p,
             "repetition_penalty": speech_repetition_penalty,
         }
-        return super().generate(
+        result = super().generate(
             **common,
             custom_generate=joint_sample,
             step_streamer=streamer,
@@ -220,6 +263,16 @@ class FunAudioChatGenerationMixin(GenerationMixin):
             force_audio_bos=force_audio_bos,
             **kwargs,
         )
+        if not isinstance(result, FunAudioChatGenerateOutput):
+            result = SpeechReply(*result)
+        if vocoder is not None:
+            if isinstance(result, FunAudioChatGenerateOutput):
+                result.audio = [_decode_row(vocoder, codes, speaker) for codes in result.valid_speech_codes()]
+                result.sampling_rate = vocoder.config.sampling_rate
+            else:
+                audio = [_decode_row(vocoder, codes, speaker) for codes in valid_speech_codes(result[1])]
+                result.set_audio(audio, vocoder.config.sampling_rate)
+        return result
 
     def _check_new_tokens(self, generation_config: GenerationConfig | None, kwargs: dict) -> None:
         value = kwargs.get("max_new_tokens")
@@ -426,6 +479,7 @@ def _append_group(
 __all__ = [
     "FunAudioChatGenerateOutput",
     "FunAudioChatGenerationMixin",
+    "SpeechReply",
     "SpeechSamplingConfig",
     "joint_sample",
     "valid_speech_codes",

@@ -6,7 +6,9 @@ The module tree and parameter names are those of the official checkpoint (`conti
 mlx-audio.
 """
 
+import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -23,6 +25,7 @@ from .modeling_audio_encoders import (
     sinusoid_table,
 )
 from .modeling_speech_head import FunAudioChatSpeechHead
+from .vocoder import default_token2wav_source, load_token2wav
 
 
 @dataclass
@@ -120,7 +123,43 @@ class FunAudioChatForConditionalGeneration(FunAudioChatGenerationMixin, FunAudio
         else:
             self._tied_weights_keys = {}
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
+        # The token-to-waveform decoder is attached outside the module tree: its weights are not part of this
+        # checkpoint and `save_pretrained` must keep writing exactly the official keys.
+        self.token2wav_source: str | None = None
+        object.__setattr__(self, "_token2wav", None)
         self.post_init()
+
+    @classmethod
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike, *model_args, token2wav: Any = "auto", **kwargs
+    ):
+        r"""Loads the checkpoint, and attaches its token-to-waveform decoder (for `generate(..., speaker=...)` audio).
+
+        Args:
+            token2wav: `"auto"` (default): the decoder named by the config (`token2wav_source`) or known for the official
+                repo, loaded on first use; a directory, a Hub repo id or a [`FunAudioChatToken2Wav`]: loaded now;
+                None: no audio output.
+        """
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # (model, loading_info) on request
+        if token2wav == "auto":
+            model.token2wav_source = default_token2wav_source(model.config, pretrained_model_name_or_path)
+        elif token2wav is not None:
+            model.attach_token2wav(token2wav, checkpoint=pretrained_model_name_or_path)
+        return loaded
+
+    @property
+    def token2wav(self):
+        """The attached token-to-waveform decoder (the default one is loaded on first access), or None."""
+        if self._token2wav is None and self.token2wav_source is not None:
+            self.attach_token2wav(self.token2wav_source, checkpoint=self.name_or_path)
+        return self._token2wav
+
+    def attach_token2wav(self, source: Any, checkpoint: str | os.PathLike | None = None):
+        """Loads `source` (instance, directory or Hub id) as this model's decoder, on the model's device."""
+        decoder = load_token2wav(source, checkpoint=checkpoint, device=self.device)
+        object.__setattr__(self, "_token2wav", decoder)
+        return decoder
 
     # ------------------------------------------------------------------ accessors
     @property

@@ -492,7 +492,7 @@ class FunAudioChatProcessor(ProcessorMixin):
         - `generation_mode="text"` (or None): a list with the decoded text of each sequence. `generated_outputs` may
           be the token ids ([B, L] or [L]), a `(sequences, audio)` tuple, or an output object with `sequences`.
         - `generation_mode="audio"`: a list of mono float32 numpy waveforms, read from the outputs' `audio` (an
-          attribute, a dict key, or the second element of a `(sequences, audio)` tuple).
+          attribute or a dict key (a [`SpeechReply`] or a [`FunAudioChatGenerateOutput`]).
         """
         if generation_mode in (None, "text"):
             sequences = self._as_id_list(_field(generated_outputs, "sequences", 0))
@@ -500,7 +500,9 @@ class FunAudioChatProcessor(ProcessorMixin):
                 sequences = [sequences]  # a single sequence
             return self.batch_decode(sequences, skip_special_tokens=skip_special_tokens, **kwargs)
         if generation_mode == "audio":
-            audio = _field(generated_outputs, "audio", 1)
+            audio = _field(generated_outputs, "audio", None)
+            if audio is generated_outputs and isinstance(generated_outputs, tuple) and len(generated_outputs) > 1:
+                audio = getattr(generated_outputs[1], "audio", None)  # a SpeechReply rebuilt as a plain tuple
             if audio is None or audio is generated_outputs:
                 raise ValueError(
                     "The generate() output carries no `audio`: generate with generation_mode='audio' on a model "
@@ -540,13 +542,13 @@ def _present(value: Any) -> bool:
     return value is not None and (not hasattr(value, "__len__") or len(value) > 0)
 
 
-def _field(outputs: Any, name: str, position: int) -> Any:
+def _field(outputs: Any, name: str, position: int | None) -> Any:
     """`outputs.<name>`, `outputs[name]`, or `outputs[position]` of a tuple; else the outputs themselves."""
     if isinstance(outputs, Mapping):
         return outputs.get(name)
     if hasattr(outputs, name):
         return getattr(outputs, name)
-    if isinstance(outputs, tuple) and len(outputs) > position:
+    if position is not None and isinstance(outputs, tuple) and len(outputs) > position:
         return outputs[position]
     return outputs
 

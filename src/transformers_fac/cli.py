@@ -1,0 +1,184 @@
+"""`fac-chat`: talk to Fun-Audio-Chat from the command line.
+
+fac-chat question.wav -o reply.wav                      # one spoken reply
+fac-chat q1.wav q2.wav -o reply.wav                     # a multi-turn chat: reply_1.wav, reply_2.wav
+fac-chat --interactive -o reply.wav                     # asks for one audio file per turn
+fac-chat question.wav --text-only                       # a written reply only
+fac-chat question.wav -o reply.wav --model tiny         # the built-in tiny random checkpoint (CPU, no download)
+"""
+
+import argparse
+import sys
+from pathlib import Path
+from threading import Thread
+
+import numpy as np
+import soundfile as sf
+
+DEFAULT_MODEL = "FunAudioLLM/Fun-Audio-Chat-8B"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fac-chat",
+        description="Ask Fun-Audio-Chat a spoken question; print its reply and write the spoken reply to a wav file.",
+    )
+    parser.add_argument("audio", nargs="*", help="question audio file(s); several files are consecutive chat turns")
+    parser.add_argument("-o", "--output", default="reply.wav", help="where to write the spoken reply (24 kHz wav)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="Hub id or directory, or 'tiny' for the test model")
+    parser.add_argument("--token2wav", default=None, help="Hub id or directory of the CosyVoice3 decoder")
+    parser.add_argument("--speaker", default=None, help="voice: 中文女 (default) or 中文男")
+    parser.add_argument("--text-only", action="store_true", help="reply in text only (no speech)")
+    parser.add_argument("--system", default=None, help="system prompt (default: the official one of the mode)")
+    parser.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda when available")
+    parser.add_argument("--dtype", default=None, choices=["bfloat16", "float32"], help="default: bf16 on cuda")
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="LLM steps (5 per second of speech)")
+    parser.add_argument("--interactive", action="store_true", help="ask for an audio file at each turn")
+    return parser
+
+
+class ChatSession:
+    """A loaded model, processor and conversation; one `reply(audio)` call per user turn."""
+
+    def __init__(self, args: argparse.Namespace):
+        import torch
+        from transformers import AutoModelForMultimodalLM, AutoProcessor
+
+        from .conversation import FunAudioChatConversation
+        from .pipeline_speech_to_speech import default_system_prompt
+        from .tiny import tiny_checkpoint
+
+        self.args = args
+        self.mode = "text" if args.text_only else "audio"
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device == "cuda" else torch.float32)
+        model_path = tiny_checkpoint() if args.model == "tiny" else args.model
+        status(f"Loading {args.model} on {device} ({str(dtype).removeprefix('torch.')})...")
+        self.processor = AutoProcessor.from_pretrained(model_path)
+        token2wav = None if args.text_only else (args.token2wav or "auto")
+        self.model = AutoModelForMultimodalLM.from_pretrained(
+            model_path, dtype=dtype, device_map=device, token2wav=token2wav
+        ).eval()
+        if self.mode == "audio":
+            status("Loading the speech decoder...")
+            if self.model.token2wav is None:
+                raise ValueError("this checkpoint names no speech decoder: pass --token2wav, or use --text-only")
+        self.chat = FunAudioChatConversation(system_prompt=args.system or default_system_prompt(self.mode))
+
+    def reply(self, audio: str) -> tuple[str, np.ndarray | None, int | None]:
+        from .audio_io import AudioInputError, is_silent, load_audio
+        from .streaming import FunAudioChatIteratorStreamer
+
+        if not Path(audio).is_file():
+            raise FileNotFoundError(f"no such audio file: {audio}")
+        waveform = load_audio(audio, name=audio)
+        if is_silent(waveform):
+            raise AudioInputError(f"{audio}: the recording is silent")
+        self.chat.add_user_audio(waveform)
+        try:
+            inputs = self.chat.model_inputs(self.processor).to(self.model.device)
+        except Exception:
+            self.chat.turns.pop()
+            raise
+        inputs["input_features"] = inputs["input_features"].to(self.model.dtype)
+        streamer = FunAudioChatIteratorStreamer(self.processor.tokenizer)
+        kwargs = dict(generation_mode=self.mode, streamer=streamer, return_dict_in_generate=True)
+        if self.args.speaker is not None:
+            kwargs["speaker"] = self.args.speaker
+        if self.args.max_new_tokens is not None:
+            kwargs["max_new_tokens"] = self.args.max_new_tokens
+        result: dict = {}
+
+        def run() -> None:
+            try:
+                result["output"] = self.model.generate(**inputs, **kwargs)
+            except Exception as error:  # noqa: BLE001 - reported in the main thread
+                result["error"] = error
+                streamer.end()
+
+        worker = Thread(target=run)
+        worker.start()
+        status("Reply: ", end="")
+        for chunk in streamer:
+            if chunk.text:
+                print(chunk.text[0], end="", file=sys.stderr, flush=True)
+        worker.join()
+        print(file=sys.stderr)
+        if "error" in result:
+            self.chat.turns.pop()
+            raise result["error"]
+        output = result["output"]
+        text = self.processor.decode(output.sequences[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        self.chat.add_assistant_reply(text)
+        if self.mode == "text":
+            return text.strip(), None, None
+        return text.strip(), output.audio[0].numpy(), output.sampling_rate
+
+
+def status(message: str, end: str = "\n") -> None:
+    """Progress messages go to stderr, so that stdout holds only the reply text."""
+    print(message, end=end, file=sys.stderr, flush=True)
+
+
+def output_path(base: str, turn: int, turns: int) -> Path:
+    path = Path(base)
+    return path if turns == 1 else path.with_name(f"{path.stem}_{turn}{path.suffix or '.wav'}")
+
+
+def write_reply(session: ChatSession, audio: str, path: Path) -> None:
+    text, waveform, rate = session.reply(audio)
+    print(text, flush=True)
+    if waveform is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, waveform, rate)
+        status(f"Wrote {path} ({len(waveform) / rate:.1f} s)")
+
+
+def interactive(session: ChatSession, base: str) -> None:
+    status("Interactive chat: enter the path of an audio file per turn; /reset starts over, empty line quits.")
+    turn = 0
+    while True:
+        try:
+            line = input("audio> ").strip()
+        except EOFError:
+            break
+        if not line:
+            break
+        if line == "/reset":
+            session.chat.reset()
+            status("New conversation.")
+            continue
+        turn += 1
+        try:
+            write_reply(session, line, output_path(base, turn, 2))
+        except (OSError, ValueError) as error:
+            turn -= 1
+            status(f"error: {error}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.audio and not args.interactive:
+        build_parser().error("give at least one audio file, or --interactive")
+    if args.text_only and args.speaker:
+        build_parser().error("--speaker chooses the voice of spoken replies; it cannot be used with --text-only")
+    try:
+        for audio in args.audio:
+            if not Path(audio).is_file():
+                raise FileNotFoundError(f"no such audio file: {audio}")
+        session = ChatSession(args)
+        for turn, audio in enumerate(args.audio, start=1):
+            write_reply(session, audio, output_path(args.output, turn, len(args.audio)))
+        if args.interactive:
+            interactive(session, args.output)
+    except KeyboardInterrupt:
+        status("interrupted")
+        return 130
+    except (OSError, ValueError, RuntimeError) as error:
+        status(f"error: {error}")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,282 @@
+"""FunAudioChatToken2Wav: Fun-Audio-Chat speech codes (25 Hz, ids 0..6560) -> 24 kHz waveform, natively in PyTorch.
+
+The flow (`self.flow`, keys of the official `flow.pt`) turns codes into an 80-bin mel at 50 Hz, the causal HiFT
+(`self.hift`, keys of `hift.pt`) turns the mel into audio: 480 samples per mel frame, 960 per code.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from os import PathLike
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from .configuration_token2wav import FunAudioChatToken2WavConfig
+from .flow import CausalMaskedDiffWithDiT
+from .flow_dit import RotaryEmbedding
+from .hift import CausalHiFTGenerator, Snake
+from .noise import FixedNoise
+from .speakers import load_speaker_file, resolve_speaker
+
+CodesLike = torch.Tensor | Sequence[int]
+
+
+@dataclass
+class FunAudioChatToken2WavOutput(ModelOutput):
+    """Output of [`FunAudioChatToken2Wav.forward`].
+
+    Args:
+        waveform: 24 kHz audio [1, samples], in [-0.99, 0.99].
+    """
+
+    waveform: torch.Tensor | None = None
+
+
+class FunAudioChatToken2Wav(PreTrainedModel):
+    r"""
+    The CosyVoice3 token-to-waveform decoder used by Fun-Audio-Chat: code embedding + pre-look-ahead layer, a
+    conditional flow-matching DiT (10 Euler steps, cosine schedule, CFG 0.7, fixed noise) and the causal HiFT vocoder.
+
+    Load the official weights with [`~FunAudioChatToken2Wav.from_cosyvoice`] (reads `cosyvoice3.yaml`, `flow.pt`,
+    `hift.pt`), or a converted checkpoint with `from_pretrained`.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from transformers_fac import FunAudioChatToken2Wav, FunAudioChatToken2WavConfig
+    >>> config = FunAudioChatToken2WavConfig(
+    ...     dit_dim=64, dit_depth=1, dit_heads=4, dit_head_dim=16, pre_lookahead_channels=32,
+    ...     hift_base_channels=32, f0_cond_channels=32,
+    ... )
+    >>> model = FunAudioChatToken2Wav(config).eval()
+    >>> wav = model.decode(torch.tensor([[1, 2, 3, 4, 6562]]), speaker=torch.randn(192))
+    >>> wav.shape  # 4 valid codes -> 4 * 960 samples; 6562 (EOS) is dropped
+    torch.Size([1, 3840])
+    ```
+    """
+
+    config_class = FunAudioChatToken2WavConfig
+    config: FunAudioChatToken2WavConfig
+    base_model_prefix = "token2wav"
+    main_input_name = "codes"
+    _keep_in_fp32_modules_strict = ["f0_predictor", "m_source"]
+    _no_split_modules = ["DiTBlock", "ResBlock"]
+
+    def __init__(self, config: FunAudioChatToken2WavConfig):
+        super().__init__(config)
+        self.flow = CausalMaskedDiffWithDiT(config)
+        self.hift = CausalHiFTGenerator(config)
+        self.noise = FixedNoise(config.mel_bins, config.flow_noise_frames, config.nb_harmonics + 1, config.noise_seed)
+        self._voices: dict[str, torch.Tensor] | None = None
+        self.post_init()
+
+    # ----------------------------------------------------------------------------------------------- initialisation
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if parametrize.is_parametrized(module, "weight"):
+            original = module.parametrizations.weight
+            init.normal_(original.original1, mean=0.0, std=0.01)
+            init.copy_(
+                original.original0,
+                original.original1.norm(dim=tuple(range(1, original.original1.dim())), keepdim=True),
+            )
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, (nn.Linear, nn.Conv1d)):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=1.0)
+        elif isinstance(module, Snake):
+            init.ones_(module.alpha)
+        elif isinstance(module, RotaryEmbedding):
+            init.copy_(
+                module.inv_freq, RotaryEmbedding.default_inv_freq(self.config.dit_head_dim, self.config.rope_theta)
+            )
+
+    # ----------------------------------------------------------------------------------------------- loading
+    @classmethod
+    def from_cosyvoice(cls, path_or_repo_id: str | PathLike, **kwargs) -> "FunAudioChatToken2Wav":
+        """Build from a CosyVoice3 directory or hub repo (`cosyvoice3.yaml`, `flow.pt`, `hift.pt`; default repo
+        `FunAudioLLM/Fun-CosyVoice3-0.5B-2512`). Keyword arguments go to
+        [`~transformers_fac.token2wav.cosyvoice_loading.load_cosyvoice`]."""
+        from .cosyvoice_loading import load_cosyvoice
+
+        return load_cosyvoice(path_or_repo_id, model_class=cls, **kwargs)
+
+    # ----------------------------------------------------------------------------------------------- noise and voices
+    def set_noise(self, flow_noise: torch.Tensor | None = None, source_noise: torch.Tensor | None = None) -> None:
+        """Substitute prefixes of the fixed noise: `flow_noise` [1, 80, K] (flow frames < K) and `source_noise`
+        [1, L, 9] (the vocoder's uniform noise for output samples < L). Used to reproduce reference outputs."""
+        self.noise.override(flow_noise=flow_noise, source_noise=source_noise)
+
+    def reset_noise(self) -> None:
+        """Go back to the generated noise (forget `set_noise`)."""
+        self.noise.reset()
+
+    def load_voices(self, path: str | PathLike | None = None, check_hash: bool = True) -> list[str]:
+        """Read a speaker file (default: the official `new_spk2info.pt`, downloaded once) and return the voice names."""
+        self._voices = load_speaker_file(path, check_hash=check_hash)
+        return list(self._voices)
+
+    def speaker_embedding(self, speaker: str | torch.Tensor | None = None) -> torch.Tensor:
+        """`"中文女"` / `"中文男"` (or any name of the loaded speaker file) or an embedding -> [1, 192] float32."""
+        if isinstance(speaker, str) or speaker is None:
+            if self._voices is None:
+                self.load_voices()
+        return resolve_speaker(speaker, self._voices, self.config.speaker_embedding_dim)
+
+    # ----------------------------------------------------------------------------------------------- input checks
+    def filter_codes(self, codes: CodesLike) -> torch.Tensor:
+        """Codes (list, [N] or [1, N]) -> LongTensor [1, M] without the ids >= vocab_size (BOS/EOS/pad).
+        Raises on negative ids, non-integers or a batch of several sequences; may return an empty [1, 0]."""
+        codes = self._as_code_tensor(codes)
+        if (codes < 0).any():
+            raise ValueError(f"Speech codes must be >= 0, got {int(codes.min())}.")
+        return codes[codes < self.config.vocab_size].view(1, -1)
+
+    def _as_code_tensor(self, codes: CodesLike) -> torch.Tensor:
+        if not isinstance(codes, torch.Tensor):
+            codes = torch.tensor(list(codes), dtype=torch.long)
+        if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
+            raise ValueError(f"Speech codes must be integers, got {codes.dtype}.")
+        if codes.dim() == 2 and codes.shape[0] == 1:
+            codes = codes[0]
+        if codes.dim() != 1:
+            raise ValueError(f"Speech codes must be a list, [N] or [1, N] (batch size 1), got {tuple(codes.shape)}.")
+        return codes.long().cpu()
+
+    def _check_codes(self, codes: torch.Tensor, minimum: int = 1) -> torch.Tensor:
+        codes = self._as_code_tensor(codes)
+        if codes.numel() < minimum:
+            raise ValueError(f"Need at least {minimum} speech code(s), got {codes.numel()}.")
+        bad = (codes < 0) | (codes >= self.config.vocab_size)
+        if bad.any():
+            raise ValueError(
+                f"Speech codes must be in [0, {self.config.vocab_size}), got {int(codes[bad][0])}; "
+                "use decode() (or filter_codes()) to drop BOS/EOS/pad ids."
+            )
+        return codes.view(1, -1).to(self.device)
+
+    def _check_embedding(self, speaker_embedding: torch.Tensor) -> torch.Tensor:
+        if not isinstance(speaker_embedding, torch.Tensor):
+            raise ValueError("speaker_embedding must be a tensor; use decode(speaker=...) for voice names.")
+        return resolve_speaker(speaker_embedding, None, self.config.speaker_embedding_dim).to(self.device)
+
+    # ----------------------------------------------------------------------------------------------- building blocks
+    @torch.no_grad()
+    def token2mel(
+        self,
+        codes: torch.Tensor,
+        speaker_embedding: torch.Tensor,
+        finalize: bool = True,
+        chunk_causal: bool = False,
+        frame_offset: int = 0,
+    ) -> torch.Tensor:
+        """Flow: codes [1, N] (ids in [0, 6561)) + speaker embedding [1, 192] -> mel [1, 80, 2N], float32.
+
+        `finalize=False` treats the last 3 codes as look-ahead only (mel [1, 80, 2(N - 3)]); `chunk_causal=True` uses
+        the 50-frame chunk-causal attention mask instead of full attention. Frame k starts from column
+        `frame_offset + k` of the fixed noise (0 as in the reference).
+        """
+        look_ahead = self.flow.look_ahead
+        codes = self._check_codes(codes, minimum=1 if finalize else look_ahead + 1)
+        embedding = self._check_embedding(speaker_embedding)
+        frames = self.config.token_mel_ratio * (codes.shape[1] - (0 if finalize else look_ahead))
+        noise = self.noise.flow(frame_offset, frames, device=self.device)
+        return self.flow(codes, embedding, noise, finalize=finalize, chunk_causal=chunk_causal)
+
+    @torch.no_grad()
+    def mel2wav(self, mel: torch.Tensor, finalize: bool = True) -> torch.Tensor:
+        """Vocoder: mel [1, 80, T] -> wav [1, 480 T] (24 kHz); `finalize=False` holds back the last 8 frames
+        (wav [1, 480 (T - 8)]) that need look-ahead."""
+        wav, _ = self._vocode(mel, finalize)
+        return wav
+
+    @torch.no_grad()
+    def predict_f0(self, mel: torch.Tensor, finalize: bool = True) -> torch.Tensor:
+        """The vocoder's f0 (Hz) per mel frame: [1, T] (or [1, T - 3] when not finalising)."""
+        return self.hift.predict_f0(self._check_mel(mel, finalize), finalize=finalize)
+
+    def _check_mel(self, mel: torch.Tensor, finalize: bool) -> torch.Tensor:
+        bins = self.config.mel_bins
+        if not isinstance(mel, torch.Tensor) or mel.dim() != 3 or mel.shape[0] != 1 or mel.shape[1] != bins:
+            shape = tuple(mel.shape) if isinstance(mel, torch.Tensor) else type(mel).__name__
+            raise ValueError(f"mel must be [1, {bins}, T], got {shape}.")
+        minimum = 1 if finalize else self.hift.holdback_frames + 1
+        if mel.shape[-1] < minimum:
+            raise ValueError(f"mel needs at least {minimum} frame(s) (finalize={finalize}), got {mel.shape[-1]}.")
+        return mel.to(self.device)
+
+    def _vocode(self, mel: torch.Tensor, finalize: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        mel = self._check_mel(mel, finalize)
+        noise = self.noise.source(0, mel.shape[-1] * self.config.samples_per_frame, device=self.device)
+        return self.hift(mel, noise, finalize=finalize)
+
+    # ----------------------------------------------------------------------------------------------- offline
+    def segments(self, num_codes: int) -> list[tuple[int, int]]:
+        """The official offline split: 30 s pieces (750 codes); if there are several and the last one is shorter than
+        2 s (50 codes), the last two are merged and cut into two halves. Returns (start, end) pairs."""
+        size, tail = self.config.segment_codes, self.config.min_tail_codes
+        bounds = [(start, min(start + size, num_codes)) for start in range(0, num_codes, size)]
+        if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < tail:
+            start, end = bounds[-2][0], bounds[-1][1]
+            middle = start + (end - start) // 2
+            bounds[-2:] = [(start, middle), (middle, end)]
+        return bounds
+
+    @torch.no_grad()
+    def decode(
+        self,
+        codes: CodesLike,
+        speaker: str | torch.Tensor | None = None,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """Speech codes -> 24 kHz waveform [1, 960 N], exactly as Fun-Audio-Chat's offline detokenizer: ids >= 6561
+        are dropped, the codes are cut into 30 s segments (see `segments`), each decoded fully (finalize=True, full
+        attention) and the pieces are concatenated without cross-fade.
+
+        `speaker` is a voice name (`"中文女"` (default) or `"中文男"`, from the official speaker file) or an embedding
+        [192] / [1, 192]. `progress=True` shows a progress bar over the segments.
+        """
+        valid = self.filter_codes(codes)
+        if valid.numel() == 0:
+            raise ValueError("No speech codes to decode (empty input, or only BOS/EOS/pad ids).")
+        embedding = self.speaker_embedding(speaker)
+        bounds = self.segments(valid.shape[1])
+        if progress:
+            from tqdm.auto import tqdm
+
+            bounds = tqdm(bounds, desc="token2wav", unit="segment")
+        pieces = [self.mel2wav(self.token2mel(valid[:, start:end], embedding)) for start, end in bounds]
+        return torch.cat(pieces, dim=1)
+
+    def forward(
+        self, codes: torch.Tensor, speaker: str | torch.Tensor | None = None, **kwargs
+    ) -> FunAudioChatToken2WavOutput:
+        """Same as [`~FunAudioChatToken2Wav.decode`], wrapped in a [`FunAudioChatToken2WavOutput`]."""
+        return FunAudioChatToken2WavOutput(waveform=self.decode(codes, speaker=speaker))
+
+    # ----------------------------------------------------------------------------------------------- streaming
+    def stream_decoder(self, speaker: str | torch.Tensor | None = None, exact: bool = False):
+        """A streaming decoder with `push(codes) -> wav chunk` and `finish() -> last chunk`.
+
+        `exact=True` reproduces Fun-Audio-Chat's web-demo pattern (every 15 codes + 3 look-ahead, the flow re-run on all
+        codes so far, the vocoder over the whole mel history); the default keeps the cost per chunk bounded (flow over
+        the last `stream_flow_context_codes` codes, vocoder over a short window with carried f0 phase).
+        Both emit audio as soon as 18 codes are available and never depend on how the codes are split across pushes.
+        """
+        from .streaming import BoundedStreamDecoder, ExactStreamDecoder
+
+        embedding = self.speaker_embedding(speaker)
+        return (ExactStreamDecoder if exact else BoundedStreamDecoder)(self, embedding)
+
+
+__all__ = ["FunAudioChatToken2Wav", "FunAudioChatToken2WavOutput"]

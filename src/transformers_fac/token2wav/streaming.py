@@ -1,0 +1,183 @@
+"""Streaming decoders: `push(codes) -> wav chunk`, `finish() -> last chunk`.
+
+Both work in steps of `hop` codes (15 = 0.6 s) once `hop + 3` look-ahead codes are available, so their output never
+depends on how the codes are split across `push` calls, and `finish()` vocodes everything that is left (nothing is
+dropped). Concatenating all chunks gives 960 samples per code.
+
+- `ExactStreamDecoder` reproduces Fun-Audio-Chat's web-demo pattern: each step re-runs the flow on *all* codes so far
+  (full attention, `finalize=False`) keeping only the new mel frames, and the vocoder over the whole mel history, keeping
+  only the new samples. Its cost per step grows with the length of the reply. (The web demo also trims its code history
+  after 8 s and restarts the vocoder every 24 s; that is not reproduced here.)
+- `BoundedStreamDecoder` (the default) bounds the cost per step: the flow sees at most `stream_flow_context_codes` past
+  codes plus the new hop and look-ahead; the vocoder re-runs only a window of `stream_hift_context_frames` past frames
+  (at least its receptive field) with the f0 of earlier frames and the accumulated source phase carried over, so the
+  vocoder output equals the whole-history vocoder. Only the flow's truncated left
+  context makes it deviate from the exact mode.
+"""
+
+import torch
+
+from .modeling_token2wav import FunAudioChatToken2Wav
+
+
+class _StreamDecoder:
+    def __init__(self, model: FunAudioChatToken2Wav, speaker_embedding: torch.Tensor):
+        self.model = model
+        self.config = model.config
+        self.embedding = speaker_embedding
+        self.hop = self.config.stream_hop_codes
+        self.look_ahead = self.config.pre_lookahead_len
+        self.ratio = self.config.token_mel_ratio
+        self.samples_per_frame = self.config.samples_per_frame
+        self.codes = torch.zeros(0, dtype=torch.long)  # retained codes; codes[0] is code number `code_base`
+        self.code_base = 0
+        self.offset = 0  # codes whose mel frames are known
+        self.samples_emitted = 0
+        self.finished = False
+        self.steps: list[dict[str, int]] = []  # work done per step: frames seen by the flow and by the vocoder
+
+    @property
+    def codes_received(self) -> int:
+        return self.code_base + self.codes.numel()
+
+    @torch.no_grad()
+    def push(self, codes) -> torch.Tensor:
+        """Add speech codes (ids >= 6561 are dropped) and return the audio they complete ([1, S], S may be 0)."""
+        if self.finished:
+            raise ValueError("This stream is finished; start a new one with model.stream_decoder().")
+        new = self.model.filter_codes(codes)[0]
+        self.codes = torch.cat([self.codes, new])
+        chunks = [self._empty()]
+        while self.codes_received >= self.offset + self.hop + self.look_ahead:
+            chunks.append(self._step(finalize=False))
+        return torch.cat(chunks, dim=1)
+
+    @torch.no_grad()
+    def finish(self) -> torch.Tensor:
+        """Vocode every remaining code (finalize=True) and close the stream."""
+        if self.finished:
+            raise ValueError("This stream is already finished.")
+        self.finished = True
+        if self.codes_received == self.offset:
+            return self._empty()
+        return self._step(finalize=True)
+
+    def _empty(self) -> torch.Tensor:
+        return torch.zeros(1, 0, device=self.model.device)
+
+    def _codes(self, start: int, end: int) -> torch.Tensor:
+        return self.codes[start - self.code_base : end - self.code_base][None]
+
+    def _flow(self, start: int, finalize: bool) -> torch.Tensor:
+        """New mel frames for codes [offset, offset + hop) (or up to the end), the flow seeing codes from `start`."""
+        end = self.codes_received if finalize else self.offset + self.hop + self.look_ahead
+        mel = self.model.token2mel(
+            self._codes(start, end), self.embedding, finalize=finalize, frame_offset=self.ratio * start
+        )
+        self._cost["flow_frames"] = mel.shape[-1]
+        return mel[..., self.ratio * (self.offset - start) :]
+
+    def _step(self, finalize: bool) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class ExactStreamDecoder(_StreamDecoder):
+    """Fun-Audio-Chat's web-demo streaming (whole-history flow and vocoder), see the module docstring."""
+
+    def __init__(self, model: FunAudioChatToken2Wav, speaker_embedding: torch.Tensor):
+        super().__init__(model, speaker_embedding)
+        self.mel = torch.zeros(1, self.config.mel_bins, 0, device=model.device)
+
+    def _step(self, finalize: bool) -> torch.Tensor:
+        self._cost = {}
+        self.mel = torch.cat([self.mel, self._flow(0, finalize)], dim=-1)
+        self._cost["hift_frames"] = self.mel.shape[-1]
+        self.steps.append(self._cost)
+        wav = self.model.mel2wav(self.mel, finalize=finalize)[:, self.samples_emitted :]
+        self.samples_emitted += wav.shape[1]
+        if not finalize:
+            self.offset += self.hop
+        return wav
+
+
+class BoundedStreamDecoder(_StreamDecoder):
+    """Constant-cost streaming: bounded flow context, windowed vocoder with carried f0 phase (module docstring)."""
+
+    def __init__(self, model: FunAudioChatToken2Wav, speaker_embedding: torch.Tensor):
+        super().__init__(model, speaker_embedding)
+        self.flow_context = self.config.stream_flow_context_codes
+        self.hift_context = self.config.stream_hift_context_frames
+        hift = model.hift
+        self.f0_look_ahead = hift.f0_predictor.look_ahead
+        self.holdback = hift.holdback_frames
+        self.harmonics = self.config.nb_harmonics + 1
+        device = model.device
+        # retained history: mel frames from `mel_base`; f0 and accumulated source cycles from `f0_base`. The cycles are
+        # summed in float64 and rounded to float32 like the reference's cumulative sum, so that the windowed vocoder
+        # reproduces the whole-history one.
+        self.mel = torch.zeros(1, self.config.mel_bins, 0, device=device)
+        self.mel_base = 0
+        self.f0 = torch.zeros(1, 0, device=device)
+        self.cycles = torch.zeros(1, 0, self.harmonics, dtype=torch.float64, device=device)
+        self.f0_base = 0
+        self.frames_emitted = 0
+
+    def _step(self, finalize: bool) -> torch.Tensor:
+        self._cost = {}
+        start = max(0, self.offset - self.flow_context)
+        new_mel = self._flow(start, finalize)
+        self.mel = torch.cat([self.mel, new_mel], dim=-1)
+        if not finalize:
+            self.offset += self.hop
+        wav = self._vocode(finalize)
+        self.steps.append(self._cost)
+        self._trim()
+        return wav
+
+    def _vocode(self, finalize: bool) -> torch.Tensor:
+        model, hift = self.model, self.model.hift
+        total = self.mel_base + self.mel.shape[-1]  # mel frames known so far
+        window_start = max(0, self.frames_emitted - self.hift_context)
+        mel = self.mel[..., window_start - self.mel_base :]
+        self._cost["hift_frames"] = mel.shape[-1]
+
+        # f0: keep the values of frames already final, append the newly final ones (their left context is in window)
+        f0_end = total if finalize else total - self.f0_look_ahead
+        f0_known_end = self.f0_base + self.f0.shape[1]
+        f0_window = model.predict_f0(mel, finalize=finalize)
+        new_f0 = f0_window[:, f0_known_end - window_start :]
+        step_cycles = hift.m_source.cycles(new_f0).double()
+        last = self.cycles[:, -1:] if self.cycles.shape[1] else torch.zeros(1, 1, self.harmonics).to(step_cycles)
+        new_cycles = last + torch.cumsum(step_cycles, dim=1)
+        self.f0 = torch.cat([self.f0, new_f0], dim=1)
+        self.cycles = torch.cat([self.cycles, new_cycles], dim=1)
+
+        # source for frames [window_start, f0_end) with the carried phase, then decode and keep the new samples
+        f0 = self.f0[:, window_start - self.f0_base : f0_end - self.f0_base]
+        cycles = self.cycles[:, window_start - self.f0_base : f0_end - self.f0_base]
+        phase = hift.m_source.phase(cycles)
+        step = self.samples_per_frame
+        noise = model.noise.source(window_start * step, f0.shape[1] * step, device=model.device)
+        source = hift.source(f0, noise, phase=phase)
+        wav = hift.decode(mel[..., : f0.shape[1]], source, finalize=finalize)
+        emit_end = total if finalize else total - self.holdback
+        wav = wav[:, (self.frames_emitted - window_start) * step :]
+        self.frames_emitted = emit_end
+        self.samples_emitted += wav.shape[1]
+        return wav
+
+    def _trim(self) -> None:
+        """Forget what no later step can read (keeps memory bounded)."""
+        keep_codes_from = max(0, self.offset - self.flow_context)
+        if keep_codes_from > self.code_base:
+            self.codes = self.codes[keep_codes_from - self.code_base :]
+            self.code_base = keep_codes_from
+        keep_frames_from = max(0, self.frames_emitted - self.hift_context)
+        if keep_frames_from > self.mel_base:
+            self.mel = self.mel[..., keep_frames_from - self.mel_base :]
+            self.mel_base = keep_frames_from
+        keep_f0_from = max(0, keep_frames_from - 1)
+        if keep_f0_from > self.f0_base:
+            self.f0 = self.f0[:, keep_f0_from - self.f0_base :]
+            self.cycles = self.cycles[:, keep_f0_from - self.f0_base :]
+            self.f0_base = keep_f0_from

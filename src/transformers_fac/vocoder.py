@@ -1,0 +1,87 @@
+"""Finding and loading the CosyVoice3 token-to-waveform decoder that turns Fun-Audio-Chat's speech codes into audio.
+
+A source is a [`FunAudioChatToken2Wav`] instance, a local directory (our `save_pretrained` layout with a
+`config.json`, or the CosyVoice3 release layout with `cosyvoice3.yaml`, `flow.pt`, `hift.pt`), or a Hub repo id.
+A relative directory name is first looked up inside the checkpoint directory, so that a checkpoint can ship its
+decoder in a subfolder; a `spk2info.pt` there replaces the stock voices (the tiny test checkpoint uses this).
+"""
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub import hf_hub_download
+
+DEFAULT_TOKEN2WAV = "FunAudioLLM/Fun-CosyVoice3-0.5B-2512"
+# Checkpoints whose decoder is known although their config.json does not name one.
+KNOWN_TOKEN2WAV = {"FunAudioLLM/Fun-Audio-Chat-8B": DEFAULT_TOKEN2WAV}
+# A decoder directory may ship its own voices (same format as the official speaker file) under this name.
+VOICES_FILE = "spk2info.pt"
+
+
+def default_token2wav_source(config: Any, checkpoint: str | os.PathLike | None) -> str | None:
+    """The decoder a checkpoint uses: its config's `token2wav_source`, else a known one for the official repo id."""
+    if getattr(config, "token2wav_source", None):
+        return config.token2wav_source
+    return KNOWN_TOKEN2WAV.get(str(checkpoint)) if checkpoint is not None else None
+
+
+def _local_directory(source: str, checkpoint: str | os.PathLike | None) -> Path | None:
+    candidates = [Path(source)]
+    if checkpoint is not None and Path(checkpoint).is_dir():
+        candidates.insert(0, Path(checkpoint) / source)
+    return next((path for path in candidates if path.is_dir()), None)
+
+
+def _is_saved_token2wav(directory: Path) -> bool:
+    config = directory / "config.json"
+    return config.is_file() and json.loads(config.read_text()).get("model_type") == "funaudiochat_token2wav"
+
+
+def load_token2wav(
+    source: Any,
+    checkpoint: str | os.PathLike | None = None,
+    device: torch.device | str | None = None,
+    **hub_kwargs,
+):
+    """Loads a token-to-waveform decoder from `source` (see the module docstring) in float32 on `device`."""
+    from .token2wav import FunAudioChatToken2Wav
+
+    if isinstance(source, FunAudioChatToken2Wav):
+        model = source
+    elif isinstance(source, (str, os.PathLike)):
+        source = os.fspath(source)
+        directory = _local_directory(source, checkpoint)
+        if directory is not None:
+            saved = _is_saved_token2wav(directory)
+            model = (
+                FunAudioChatToken2Wav.from_pretrained(directory)
+                if saved
+                else FunAudioChatToken2Wav.from_cosyvoice(directory)
+            )
+            if (directory / VOICES_FILE).is_file():
+                model.load_voices(directory / VOICES_FILE, check_hash=False)
+        elif _hub_repo_is_saved_token2wav(source, **hub_kwargs):
+            model = FunAudioChatToken2Wav.from_pretrained(source, **hub_kwargs)
+        else:
+            model = FunAudioChatToken2Wav.from_cosyvoice(source, **hub_kwargs)
+    else:
+        raise TypeError(
+            f"token2wav must be a FunAudioChatToken2Wav, a directory or a Hub repo id, got {type(source).__name__}."
+        )
+    model = model.eval()
+    return model.to(device) if device is not None else model
+
+
+def _hub_repo_is_saved_token2wav(repo_id: str, **hub_kwargs) -> bool:
+    """True when the repo holds our `save_pretrained` layout (its config.json names our model type)."""
+    try:
+        path = hf_hub_download(repo_id, "config.json", **hub_kwargs)
+    except Exception:  # noqa: BLE001 - a CosyVoice release has no config.json; the other loader reports real errors
+        return False
+    return json.loads(Path(path).read_text()).get("model_type") == "funaudiochat_token2wav"
+
+
+__all__ = ["DEFAULT_TOKEN2WAV", "KNOWN_TOKEN2WAV", "default_token2wav_source", "load_token2wav"]

@@ -1,0 +1,50 @@
+"""Shared fixtures of the token2wav tests: paths of the golden data, the tiny reference decoder, SNR."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from transformers_fac.token2wav import FunAudioChatToken2Wav
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = REPO_ROOT / "tests" / "fixtures" / "golden"
+TINY_COSYVOICE = GOLDEN / "tiny-cosyvoice3"
+SPEAKER_FILE = REPO_ROOT.parent / "shared" / "voices" / "new_spk2info.pt"
+
+
+def golden() -> dict[str, torch.Tensor]:
+    return load_file(GOLDEN / "t2w-golden.safetensors")
+
+
+def golden_model(**overrides) -> FunAudioChatToken2Wav:
+    """The tiny reference decoder with the golden noise prefixes."""
+    data = golden()
+    model = FunAudioChatToken2Wav.from_cosyvoice(TINY_COSYVOICE, **overrides)
+    model.set_noise(flow_noise=data["ref.flow_rand_noise_prefix"], source_noise=data["ref.hift_sine_noise_prefix"])
+    return model
+
+
+def speaker_file() -> Path:
+    """The official speaker file (not committed: CI places ../shared beside the repository)."""
+    if not SPEAKER_FILE.is_file():
+        pytest.fail(
+            f"Official speaker file missing: expected {SPEAKER_FILE} (../shared/voices/ beside the repository)."
+        )
+    return SPEAKER_FILE
+
+
+def snr_db(reference: torch.Tensor, estimate: torch.Tensor) -> float:
+    """10 log10(|reference|^2 / |reference - estimate|^2)."""
+    noise = (reference - estimate).pow(2).sum().clamp_min(1e-20)
+    return float(10 * torch.log10(reference.pow(2).sum() / noise))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """One intra-op thread: on shared 2-core machines, spinning OpenMP threads make tiny ops erratic."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
