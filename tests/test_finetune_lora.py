@@ -1,8 +1,10 @@
-"""LoRA target selection and the adapter round trip: save, reload three ways, merge, save in the official layout."""
+"""LoRA target selection and the adapter round trip: save, reload (PEFT, load_adapter, Auto class, pipeline), merge,
+save in the official layout."""
 
 import json
 import re
 
+import numpy as np
 import pytest
 import torch
 from conftest import AUDIO_FILES, TINY_FAC
@@ -129,3 +131,25 @@ def test_merged_checkpoint_has_the_official_layout(adapter, tmp_path):
         "funaudiochat_audio_encoder"
     )
     assert_same_outputs(AutoModelForMultimodalLM.from_pretrained(tmp_path).eval(), batch, expected, tolerance=1e-5)
+
+
+def test_pipeline_loads_an_adapter_folder(tiny_e2e_dir, tmp_path):
+    """`pipeline("speech-to-speech", model=<adapter dir>)` loads the base named in the adapter, then the adapter."""
+    from transformers import pipeline
+
+    torch.manual_seed(0)
+    base = AutoModelForMultimodalLM.from_pretrained(tiny_e2e_dir).eval()
+    apply_lora(base, lora_config(r=4, alpha=8, init_lora_weights=False)).save_pretrained(tmp_path)
+    AutoProcessor.from_pretrained(tiny_e2e_dir).save_pretrained(tmp_path)
+    question, options = str(AUDIO_FILES["en"]), {"max_new_tokens": 4, "do_sample": False}
+    pipe = pipeline("speech-to-speech", model=str(tmp_path))
+    assert adapted_modules(pipe.model) == LLM_MODULES
+    reply = pipe(question, **options)
+    merged = merge_lora(
+        peft.PeftModel.from_pretrained(AutoModelForMultimodalLM.from_pretrained(tiny_e2e_dir), tmp_path)
+    )
+    expected = pipeline("speech-to-speech", model=merged.eval(), processor=AutoProcessor.from_pretrained(tmp_path))(
+        question, **options
+    )
+    assert reply["text"] == expected["text"]
+    np.testing.assert_allclose(reply["audio"], expected["audio"], atol=1e-4)
