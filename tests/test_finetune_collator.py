@@ -44,16 +44,20 @@ def test_collator_reproduces_the_golden_training_example_and_losses(processor, g
         assert getattr(output, name).item() == pytest.approx(scenarios["train"][name], rel=1e-5), name
 
 
-def test_official_format_gives_the_same_batch(processor, golden, scenarios):
+def official_example(scenarios) -> dict:
+    """The golden `train` scenario in the official training format (sharegpt + JSON audio items)."""
     train = scenarios["train"]
     user = {"path": str(AUDIO_FILES["en"]), "text": "", "token": "<|audio_pad|>" * 128, "ref_text": "unused"}
     assistant = {"path": "", "text": train["reply"], "token": format_speech_codes(train["codes"])}
-    example = {
+    return {
         "system": S2M_SYSTEM_PROMPT,
         "messages": [{"role": "user", "content": AUDIO_TEMPLATE}, {"role": "assistant", "content": AUDIO_TEMPLATE}],
         "audio": [json.dumps(user, sort_keys=True), json.dumps(assistant, sort_keys=True)],
     }
-    batch = FunAudioChatDataCollator(processor)([example])
+
+
+def test_official_format_gives_the_same_batch(processor, golden, scenarios):
+    batch = FunAudioChatDataCollator(processor)([official_example(scenarios)])
     for name, tensor in scenario_inputs(golden, "train").items():
         assert torch.equal(batch[name], tensor), name
 
@@ -130,8 +134,11 @@ def test_batches_pad_right_and_ignore_the_padding(processor, scenarios, tiny_mod
 
 
 def test_prompt_inputs_are_inference_inputs(processor, scenarios):
-    prompt = FunAudioChatDataCollator(processor).prompt_inputs([golden_example(scenarios)])
+    collator = FunAudioChatDataCollator(processor)
+    prompt = collator.prompt_inputs([golden_example(scenarios)])
     assert "text_ids" not in prompt and "labels" not in prompt
+    official = collator.prompt_inputs([official_example(scenarios)])
+    assert set(official) == set(prompt) and all(torch.equal(official[key], prompt[key]) for key in prompt)
     text = processor.decode(prompt["input_ids"][0])
     assert text.endswith("<|im_end|>\n<|im_start|>assistant\n") and text.count("<|im_start|>") == 3
 

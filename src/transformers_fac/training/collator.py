@@ -102,10 +102,17 @@ class FunAudioChatDataCollator:
             last = max(position for position, message in enumerate(messages) if message["role"] == "assistant")
             placeholders = sum(message["content"].count(self.processor.audio_token) for message in messages[:last])
             texts.append(render_chatml(system, messages[:last]) + "<|im_start|>assistant\n")
-            items.extend(
-                {key: value for key, value in item.items() if key != "text"} for item in audios[:placeholders]
-            )
+            items.extend(self._waveform_source(item, index) for item in audios[:placeholders])
         return dict(self.processor(text=texts, audio=items or None, return_tensors="pt"))
+
+    @staticmethod
+    def _waveform_source(item: Mapping[str, Any], index: int) -> Any:
+        """A prompt audio item as a plain (inference) audio input: its waveform, without speech tokens or text."""
+        if item.get("array") is not None:
+            return {"array": item["array"], "sampling_rate": item.get("sampling_rate", SAMPLING_RATE)}
+        if item.get("path") or item.get("wav_path"):
+            return item.get("path") or item["wav_path"]
+        raise ValueError(f"example {index}: a prompt audio item has no waveform ('path' or 'array') to generate from.")
 
     # ---------------------------------------------------------------- examples → conversations
     def conversation(self, example: Mapping[str, Any], index: int = 0) -> tuple[str | None, list[dict], list[dict]]:

@@ -158,7 +158,8 @@ def prepare_dataset(
             CosyVoice3 tokenizer, downloaded on first use).
         processor: a `FunAudioChatProcessor`; when given, a `length` column (LLM tokens) is added, for filtering by
             `max_length` and for `group_by_length`.
-        num_proc / batch_size: `datasets.map` workers and rows per batch.
+        num_proc / batch_size: `datasets.map` workers and rows per batch. With a `cuda` speech tokenizer the
+            workers are spread over the GPUs (call this before anything in the process uses CUDA).
         max_audio_seconds: user audio longer than this is skipped.
         num_bos: `<|audio_bos|>` delay codes before the reply codes (10 in the official recipe).
         return_skipped: also return the list of [`SkippedRow`].
@@ -193,6 +194,15 @@ def prepare_dataset(
         raise ValueError("task='function_calling' needs the tool definitions: pass tools or tools_column.")
     if task == "s2s" and codes_column is None and speech_tokenizer is None:
         speech_tokenizer = SpeechCodeTokenizer()
+    if (num_proc or 1) > 1 and speech_tokenizer is not None and speech_tokenizer.device.startswith("cuda"):
+        import torch
+
+        if torch.cuda.is_initialized():
+            logger.warning(
+                "CUDA is already in use in this process, and forked datasets.map workers cannot use it: tokenizing "
+                "in this process instead (num_proc=None). Prepare the data before loading models to use num_proc."
+            )
+            num_proc = None
 
     # Audio is read (and resampled) by `load_audio` inside the batch function, so that a bad file is one skipped
     # row rather than a crash of the whole `map`.

@@ -216,12 +216,11 @@ class SpeechCodeTokenizer:
         return s3tokenizer.load_model(DEFAULT_SPEECH_TOKENIZER, download_root=self.download_root)
 
     def for_rank(self, rank: int | None) -> "SpeechCodeTokenizer":
-        """The tokenizer a `datasets.map(with_rank=True)` worker uses: `cuda` is spread over the visible GPUs."""
-        if rank is None or self.device != "cuda" or not torch.cuda.is_available():
-            return self
-        clone = SpeechCodeTokenizer(**self.to_dict())
-        clone.device = f"cuda:{rank % torch.cuda.device_count()}"
-        return clone
+        """The tokenizer a `datasets.map(with_rank=True)` worker uses: `"cuda"` becomes `cuda:{rank % n}` (in the
+        worker's own copy, before its model loads), spreading the workers over the visible GPUs."""
+        if rank is not None and self.device == "cuda" and self._model is None and torch.cuda.is_available():
+            self.device = f"cuda:{rank % torch.cuda.device_count()}"
+        return self
 
     def __call__(self, audio: Any, sampling_rate: int | None = None) -> list[int]:
         """Speech codes (25 per second) of one audio input; `sampling_rate` is that of a bare waveform."""
