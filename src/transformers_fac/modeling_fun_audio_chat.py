@@ -462,7 +462,7 @@ class FunAudioChatForConditionalGeneration(FunAudioChatGenerationMixin, FunAudio
             logits,
             None,
             vocab_size=self.config.audio_config.codebook_size,
-            shift_labels=shifted[:, self.group_size :],
+            shift_labels=shifted[:, self.group_size :].contiguous(),  # a slice of a batch > 1 is not contiguous
         )
         return logits, loss
 
