@@ -11,8 +11,6 @@ from transformers_fac import AUDIO_TEMPLATE, S2M_SYSTEM_PROMPT, S2T_SYSTEM_PROMP
 from transformers_fac.processing_fun_audio_chat import format_speech_codes
 from transformers_fac.training import FunAudioChatDataCollator
 
-pytest.importorskip("peft")
-
 
 @pytest.fixture(scope="module")
 def processor():

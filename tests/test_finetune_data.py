@@ -1,10 +1,10 @@
 """Data preparation: datasets with Audio columns → training examples (speech codes, bad rows, tasks, lengths)."""
 
-import importlib.util
 import json
 import pickle
 import sys
 
+import datasets  # noqa: E402
 import numpy as np
 import pytest
 import torch
@@ -22,11 +22,6 @@ from transformers_fac.training import (
     split_windows,
 )
 
-datasets = pytest.importorskip("datasets")
-requires_s3tokenizer = pytest.mark.skipif(
-    importlib.util.find_spec("s3tokenizer") is None,
-    reason="needs s3tokenizer: pip install --no-deps s3tokenizer==0.3.0 (see finetune/README.md)",
-)
 TINY_TOKENIZER = {"n_audio_state": 64, "n_audio_head": 1, "n_audio_layer": 1}
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
 
@@ -48,7 +43,6 @@ def smoke_rows(tmp_path_factory):
     return build_smoke_dataset(tmp_path_factory.mktemp("smoke"), rows=4, bad_rows=True)
 
 
-@requires_s3tokenizer
 def test_s2s_rows_become_examples_and_bad_rows_are_skipped(smoke_rows, speech_tokenizer, processor, caplog):
     prepared, skipped = prepare_dataset(
         smoke_rows,
@@ -149,7 +143,6 @@ def test_windows_follow_the_official_rule():
     assert [len(w) for w in split_windows(np.zeros(rate // 2))] == [rate // 2]
 
 
-@requires_s3tokenizer
 def test_speech_tokenizer_codes(speech_tokenizer):
     waveform = read_audio("en")
     codes = speech_tokenizer(waveform)
@@ -163,7 +156,6 @@ def test_speech_tokenizer_codes(speech_tokenizer):
     assert len(speech_tokenizer((np.tile(waveform, 3)[:44100], 44100))) == 25
 
 
-@requires_s3tokenizer
 def test_speech_tokenizer_pickles_without_weights(speech_tokenizer):
     speech_tokenizer(read_audio("en")[:16000])
     assert speech_tokenizer._model is not None
@@ -172,7 +164,6 @@ def test_speech_tokenizer_pickles_without_weights(speech_tokenizer):
     assert len(pickle.dumps(speech_tokenizer)) < 2000
 
 
-@requires_s3tokenizer
 def test_s3tokenizer_import_leaves_torchaudio_alone(monkeypatch):
     for name in [name for name in sys.modules if name.startswith(("s3tokenizer", "torchaudio"))]:
         monkeypatch.delitem(sys.modules, name)

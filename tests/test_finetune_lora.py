@@ -5,6 +5,7 @@ import json
 import re
 
 import numpy as np
+import peft  # noqa: E402
 import pytest
 import torch
 from conftest import AUDIO_FILES, TINY_FAC
@@ -20,8 +21,6 @@ from transformers_fac.training import (
     lora_target_modules,
     merge_lora,
 )
-
-peft = pytest.importorskip("peft")
 
 LLM_MODULES = [
     f"language_model.model.layers.{layer}.{name}"

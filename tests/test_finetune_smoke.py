@@ -17,14 +17,12 @@ from transformers_fac.training import (
 )
 from transformers_fac.training.recipe import build_training_arguments, load_recipe
 
-pytest.importorskip("peft")
-pytest.importorskip("datasets")
-
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    if importlib.util.find_spec("s3tokenizer") is None:
-        pytest.skip("needs s3tokenizer: pip install --no-deps s3tokenizer==0.3.0 (see finetune/README.md)")
+    assert importlib.util.find_spec("s3tokenizer"), (
+        "pip install --no-deps s3tokenizer==0.3.0 (the README test command)"
+    )
     from finetune.smoke_test import run_smoke
 
     return run_smoke(tmp_path_factory.mktemp("smoke"), steps=10, rows=8, new_tokens=4)
