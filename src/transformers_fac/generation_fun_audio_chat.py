@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import GenerationConfig, GenerationMixin
+from transformers import DynamicCache, GenerationConfig, GenerationMixin
 from transformers.generation import (
     LogitsProcessorList,
     MinPLogitsWarper,
@@ -21,6 +21,8 @@ from transformers.generation import (
     TopPLogitsWarper,
 )
 from transformers.generation.utils import GenerateDecoderOnlyOutput
+
+from .growing_cache import GrowingCache
 
 GENERATION_MODES = ("text", "audio")
 # Inputs that only the prefill consumes (the audio is merged into the prompt once).
@@ -220,6 +222,13 @@ class FunAudioChatGenerationMixin(GenerationMixin):
             force_audio_bos=force_audio_bos,
             **kwargs,
         )
+
+    def _prepare_cache_for_generation(self, generation_config: GenerationConfig, model_kwargs: dict, *args, **kwargs):
+        """The default dynamic LLM cache becomes a [`GrowingCache`] (same values, no copy of the history per step)."""
+        super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
+        cache = model_kwargs.get("cache")
+        if type(cache) is DynamicCache and not cache.offloading and not getattr(cache, "_is_user_defined", False):
+            model_kwargs["cache"] = GrowingCache(config=self.config.get_text_config(decoder=True))
 
     def _check_new_tokens(self, generation_config: GenerationConfig | None, kwargs: dict) -> None:
         value = kwargs.get("max_new_tokens")

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import AutoModel, DynamicCache
+from transformers import AutoModel
 
 from .configuration_fun_audio_chat import FunAudioChatAudioEncoderConfig
+from .growing_cache import GrowingCache
 
 
 @dataclass
@@ -21,7 +22,7 @@ class SpeechHeadState:
     `attention_mask` is None when no row is padded; otherwise it covers every sub-position fed so far.
     """
 
-    cache: DynamicCache
+    cache: GrowingCache
     last_code_embedding: torch.Tensor
     next_position: torch.Tensor
     attention_mask: torch.Tensor | None
@@ -105,7 +106,7 @@ class FunAudioChatSpeechHead(nn.Module):
         """Empty cache; the first sub-step is conditioned on the speech BOS embedding."""
         bos = torch.full((batch_size,), self.config.bos_token_id, dtype=torch.long, device=reference.device)
         return SpeechHeadState(
-            cache=DynamicCache(config=self.crq_transformer.config),
+            cache=GrowingCache(config=self.crq_transformer.config),
             last_code_embedding=self.code_embeddings(bos).to(reference.dtype),
             next_position=torch.zeros(batch_size, dtype=torch.long, device=reference.device),
             attention_mask=None,
