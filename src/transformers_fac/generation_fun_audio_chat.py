@@ -298,7 +298,7 @@ def joint_sample(
     head_input = hidden + embed(input_ids[:, -hidden.shape[1] :]).to(hidden.dtype)
     prompt_mask = model_kwargs.get("attention_mask")
     valid = None
-    if prompt_mask is not None:
+    if prompt_mask is not None and not bool(prompt_mask.all()):  # padded rows: the speech head needs a mask
         valid = prompt_mask[:, -hidden.shape[1] :].repeat_interleave(group, dim=1)
         valid = valid[:, : valid.shape[1] - (group - 1)]
         head_input = torch.where(prompt_mask[:, -hidden.shape[1] :, None].bool(), head_input, 0.0)
@@ -378,6 +378,7 @@ def joint_sample(
     return input_ids, speech_ids
 
 
+@torch.inference_mode()  # the speech head's state never leaves the loop; the returned codes are only read
 def _speech_group(
     head,
     head_input: torch.Tensor,
@@ -400,8 +401,10 @@ def _speech_group(
     for sub in range(group):
         inputs = upsampled[:, :first] if sub == 0 else upsampled[:, first + sub - 1 : first + sub]
         logits = head.step(inputs, state, valid if sub == 0 else None)
-        seen = torch.cat([history, *[c[:, None] for c in codes]], dim=1)
-        code = _choose(processors(seen, logits), speech.do_sample)
+        if processors:
+            seen = torch.cat([history, *[c[:, None] for c in codes]], dim=1)
+            logits = processors(seen, logits)
+        code = _choose(logits, speech.do_sample)
         codes.append(code)
         state.last_code_embedding = head.code_embeddings(code).to(upsampled.dtype)
     return torch.stack(codes, dim=1)
