@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import GenerationConfig, GenerationMixin
+from transformers import DynamicCache, GenerationConfig, GenerationMixin
 from transformers.generation import (
     LogitsProcessorList,
     MinPLogitsWarper,
@@ -21,6 +21,8 @@ from transformers.generation import (
     TopPLogitsWarper,
 )
 from transformers.generation.utils import GenerateDecoderOnlyOutput
+
+from .growing_cache import GrowingCache
 
 GENERATION_MODES = ("text", "audio")
 # Inputs that only the prefill consumes (the audio is merged into the prompt once).
@@ -274,6 +276,13 @@ class FunAudioChatGenerationMixin(GenerationMixin):
                 result.set_audio(audio, vocoder.config.sampling_rate)
         return result
 
+    def _prepare_cache_for_generation(self, generation_config: GenerationConfig, model_kwargs: dict, *args, **kwargs):
+        """The default dynamic LLM cache becomes a [`GrowingCache`] (same values, no copy of the history per step)."""
+        super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
+        cache = model_kwargs.get("cache")
+        if type(cache) is DynamicCache and not cache.offloading and not getattr(cache, "_is_user_defined", False):
+            model_kwargs["cache"] = GrowingCache(config=self.config.get_text_config(decoder=True))
+
     def _check_new_tokens(self, generation_config: GenerationConfig | None, kwargs: dict) -> None:
         value = kwargs.get("max_new_tokens")
         if value is None and generation_config is not None:
@@ -342,7 +351,7 @@ def joint_sample(
     head_input = hidden + embed(input_ids[:, -hidden.shape[1] :]).to(hidden.dtype)
     prompt_mask = model_kwargs.get("attention_mask")
     valid = None
-    if prompt_mask is not None:
+    if prompt_mask is not None and not bool(prompt_mask.all()):  # padded rows: the speech head needs a mask
         valid = prompt_mask[:, -hidden.shape[1] :].repeat_interleave(group, dim=1)
         valid = valid[:, : valid.shape[1] - (group - 1)]
         head_input = torch.where(prompt_mask[:, -hidden.shape[1] :, None].bool(), head_input, 0.0)
@@ -422,6 +431,7 @@ def joint_sample(
     return input_ids, speech_ids
 
 
+@torch.inference_mode()  # the speech head's state never leaves the loop; the returned codes are only read
 def _speech_group(
     head,
     head_input: torch.Tensor,
@@ -444,8 +454,10 @@ def _speech_group(
     for sub in range(group):
         inputs = upsampled[:, :first] if sub == 0 else upsampled[:, first + sub - 1 : first + sub]
         logits = head.step(inputs, state, valid if sub == 0 else None)
-        seen = torch.cat([history, *[c[:, None] for c in codes]], dim=1)
-        code = _choose(processors(seen, logits), speech.do_sample)
+        if processors:
+            seen = torch.cat([history, *[c[:, None] for c in codes]], dim=1)
+            logits = processors(seen, logits)
+        code = _choose(logits, speech.do_sample)
         codes.append(code)
         state.last_code_embedding = head.code_embeddings(code).to(upsampled.dtype)
     return torch.stack(codes, dim=1)

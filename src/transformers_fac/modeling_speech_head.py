@@ -9,9 +9,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import AutoModel, DynamicCache
+from transformers import AutoModel
 
 from .configuration_fun_audio_chat import FunAudioChatAudioEncoderConfig
+from .growing_cache import GrowingCache
 
 
 @dataclass
@@ -21,7 +22,7 @@ class SpeechHeadState:
     `attention_mask` is None when no row is padded; otherwise it covers every sub-position fed so far.
     """
 
-    cache: DynamicCache
+    cache: GrowingCache
     last_code_embedding: torch.Tensor
     next_position: torch.Tensor
     attention_mask: torch.Tensor | None
@@ -105,7 +106,7 @@ class FunAudioChatSpeechHead(nn.Module):
         """Empty cache; the first sub-step is conditioned on the speech BOS embedding."""
         bos = torch.full((batch_size,), self.config.bos_token_id, dtype=torch.long, device=reference.device)
         return SpeechHeadState(
-            cache=DynamicCache(config=self.crq_transformer.config),
+            cache=GrowingCache(config=self.crq_transformer.config),
             last_code_embedding=self.code_embeddings(bos).to(reference.dtype),
             next_position=torch.zeros(batch_size, dtype=torch.long, device=reference.device),
             attention_mask=None,
@@ -116,29 +117,64 @@ class FunAudioChatSpeechHead(nn.Module):
     ) -> torch.Tensor:
         """Feeds upsampled sub-positions [B, n, dim] (plus the previous code's embedding) and returns the logits of the
         last one [B, codebook_size]. `valid` [B, n] marks non-padding inputs (None: all valid)."""
-        inputs = sub_positions + state.last_code_embedding[:, None, :]
-        batch, count = inputs.shape[:2]
+        inputs = self.input_matching(sub_positions + state.last_code_embedding[:, None, :])
+        unpadded = valid is None and state.attention_mask is None
+        if unpadded and inputs.shape[1] == 1 and not self.crq_transformer.has_sliding_layers:
+            hidden = self._decode_one(inputs, state)
+        else:
+            hidden = self._decode_many(inputs, state, valid)
+        return self._logits(hidden[:, -1]).float()
+
+    def _decode_many(
+        self, inputs_embeds: torch.Tensor, state: SpeechHeadState, valid: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Any number of sub-positions, padded or not, through `crq_transformer.forward` (masks built as needed)."""
+        batch, count = inputs_embeds.shape[:2]
+        device = inputs_embeds.device
         if valid is not None or state.attention_mask is not None:
             if valid is None:
-                valid = torch.ones(batch, count, dtype=torch.long, device=inputs.device)
+                valid = torch.ones(batch, count, dtype=torch.long, device=device)
             previous = state.attention_mask
             if previous is None:
-                previous = torch.ones(batch, state.cache.get_seq_length(), dtype=torch.long, device=inputs.device)
+                previous = torch.ones(batch, state.cache.get_seq_length(), dtype=torch.long, device=device)
             state.attention_mask = torch.cat([previous, valid.long()], dim=1)
             positions = state.next_position[:, None] + valid.long().cumsum(-1) - 1
             positions = positions.clamp(min=0)
             state.next_position = state.next_position + valid.long().sum(-1)
         else:
-            positions = state.next_position[:, None] + torch.arange(count, device=inputs.device)
+            positions = state.next_position[:, None] + torch.arange(count, device=device)
             state.next_position = state.next_position + count
         output = self.crq_transformer(
-            inputs_embeds=self.input_matching(inputs),
+            inputs_embeds=inputs_embeds,
             attention_mask=state.attention_mask,
             position_ids=positions,
             cache=state.cache,
             use_cache=True,
         )
-        return self._logits(output.last_hidden_state[:, -1]).float()
+        return output.last_hidden_state
+
+    def _decode_one(self, inputs_embeds: torch.Tensor, state: SpeechHeadState) -> torch.Tensor:
+        """One sub-position [B, 1, hidden] of unpadded rows through the transformer's layers, called directly.
+
+        The same computation as `crq_transformer.forward`, without its per-call machinery (argument and output
+        handling, mask building): a single query of unpadded rows, without sliding-window layers, needs no mask. This
+        is the decoding path, run 5 times per LLM step.
+        """
+        transformer = self.crq_transformer
+        positions = state.next_position[:, None]
+        state.next_position = state.next_position + 1
+        position_embeddings = transformer.rotary_emb(inputs_embeds, positions)
+        hidden = inputs_embeds
+        for layer in transformer.layers:
+            hidden = layer(
+                hidden,
+                attention_mask=None,
+                position_embeddings=position_embeddings,
+                position_ids=positions,
+                cache=state.cache,
+                use_cache=True,
+            )
+        return transformer.norm(hidden)
 
 
 __all__ = ["FunAudioChatSpeechHead", "SpeechHeadState"]
