@@ -1,35 +1,21 @@
 """Shared fixtures: golden data of the official implementations and the tiny checkpoint (CPU, float32)."""
 
-import json
-from pathlib import Path
-
 import pytest
-import soundfile as sf
 import torch
-from safetensors.torch import load_file
 
-import transformers_fac  # noqa: F401  (registers the Auto classes)
+from tests.processing_test_utils import AUDIO_FILES, GOLDEN, TINY_FAC, golden_scenarios, golden_tensors, read_wav
 
-FIXTURES = Path(__file__).parent / "fixtures"
-GOLDEN = FIXTURES / "golden"
-TINY_FAC = GOLDEN / "tiny-fac"
-TINY_COSYVOICE = GOLDEN / "tiny-cosyvoice3"
-AUDIO_FILES = {
-    "en": FIXTURES / "audio" / "question_en.wav",
-    "zh": FIXTURES / "audio" / "question_zh.wav",
-    "long": FIXTURES / "audio" / "real_zh_6s.wav",
-}
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+__all__ = ["AUDIO_FILES", "GOLDEN", "TINY_FAC"]
 
 
 @pytest.fixture(scope="session")
 def golden() -> dict[str, torch.Tensor]:
-    return load_file(GOLDEN / "fac-golden.safetensors")
+    return golden_tensors()
 
 
 @pytest.fixture(scope="session")
 def scenarios() -> dict:
-    return json.loads((GOLDEN / "fac-golden.json").read_text())["scenarios"]
+    return golden_scenarios()
 
 
 def scenario_inputs(golden: dict, name: str) -> dict[str, torch.Tensor]:
@@ -39,9 +25,8 @@ def scenario_inputs(golden: dict, name: str) -> dict[str, torch.Tensor]:
 
 
 def read_audio(name: str):
-    waveform, rate = sf.read(AUDIO_FILES[name], dtype="float32")
-    assert rate == 16000
-    return waveform
+    """A fixture clip as a 16 kHz float32 waveform (a fresh copy)."""
+    return read_wav(name).copy()
 
 
 @pytest.fixture(scope="session")
