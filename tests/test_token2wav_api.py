@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tests.token2wav_testing import TINY_COSYVOICE, single_thread, speaker_file  # noqa: F401
-from transformers_fac.token2wav import DEFAULT_SPEAKER, FunAudioChatToken2Wav, load_speaker_file
+from transformers_fac.token2wav import DEFAULT_SPEAKER, FunAudioChatToken2Wav, load_speaker_file, speakers
 from transformers_fac.token2wav.speakers import SPEAKER_FILE_SHA256, _sha256
 
 
@@ -131,3 +131,28 @@ def test_set_noise_changes_only_the_given_prefix(speaker, codes):
     source = model.noise.source(23990, 30)
     assert source.shape == (1, 30, 9) and torch.equal(source, model.noise.source(23990, 30))
     assert torch.equal(model.noise.source(0, 24020)[:, 23990:], source)
+
+
+def test_speaker_file_download_is_cached_and_hash_checked(tmp_path, monkeypatch):
+    import huggingface_hub.file_download
+
+    payload = {"bytes": speaker_file().read_bytes()}
+    calls = []
+
+    def fake_http_get(url, temp_file, **kwargs):
+        calls.append(url)
+        temp_file.write(payload["bytes"])
+
+    monkeypatch.setattr(speakers.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(huggingface_hub.file_download, "http_get", fake_http_get)
+    voices = load_speaker_file()
+    assert set(voices) == {"中文女", "中文男"} and len(calls) == 1
+    assert calls[0].startswith("https://raw.githubusercontent.com/FunAudioLLM/Fun-Audio-Chat/")
+    assert speakers.cached_speaker_file_path().is_file()
+    load_speaker_file()
+    assert len(calls) == 1  # cached
+    speakers.cached_speaker_file_path().unlink()
+    payload["bytes"] = b"not the speaker file"
+    with pytest.raises(ValueError, match="sha256"):
+        load_speaker_file()
+    assert not speakers.cached_speaker_file_path().exists()

@@ -172,3 +172,24 @@ def test_conversion_command_both_ways(tmp_path, capsys):
     original = FunAudioChatToken2Wav.from_cosyvoice(TINY_COSYVOICE)
     for key, value in original.state_dict().items():
         assert torch.equal(back.state_dict()[key], value), key
+
+
+def test_hub_id_downloads_only_the_three_files(monkeypatch):
+    import huggingface_hub
+
+    requested = []
+
+    def fake_download(repo_id, filename, **kwargs):
+        requested.append((repo_id, filename, kwargs.get("revision")))
+        return str(TINY_COSYVOICE / filename)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    model = FunAudioChatToken2Wav.from_cosyvoice("FunAudioLLM/Fun-CosyVoice3-0.5B-2512", revision="main")
+    assert sorted(requested) == [
+        ("FunAudioLLM/Fun-CosyVoice3-0.5B-2512", name, "main") for name in ("cosyvoice3.yaml", "flow.pt", "hift.pt")
+    ]
+    assert model.config.dit_dim == 64
+    with pytest.raises(FileNotFoundError, match="neither a CosyVoice3 directory nor a hub repo id"):
+        FunAudioChatToken2Wav.from_cosyvoice("/no/such/dir/anywhere")
+    with pytest.raises(FileNotFoundError, match="missing cosyvoice3.yaml, flow.pt, hift.pt"):
+        FunAudioChatToken2Wav.from_cosyvoice(GOLDEN)
