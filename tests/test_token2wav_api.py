@@ -34,6 +34,17 @@ def test_length_laws(model, codes, speaker):
     assert model.mel2wav(mel, finalize=False).shape == (1, 480 * (2 * n - 8))  # 8 mel frames held back
 
 
+def test_chunk_causal_flow_is_streamable(model, codes, speaker):
+    """With the chunk-causal mask, the frames of a 50-frame chunk only depend on its codes, earlier ones and 3
+    look-ahead codes (the reference's own self-check of `streaming=True`)."""
+    codes = torch.cat([codes, codes], dim=1)  # 82 codes: 3 chunks
+    full = model.token2mel(codes, speaker, chunk_causal=True)
+    for chunk in range(2):
+        end = 25 * (chunk + 1)
+        part = model.token2mel(codes[:, : end + 3], speaker, finalize=False, chunk_causal=True)
+        torch.testing.assert_close(part[..., 50 * chunk :], full[..., 50 * chunk : 2 * end], atol=1e-5, rtol=0)
+
+
 def test_finalize_false_vocoder_prefix_matches_full(model, speaker, codes):
     mel = model.token2mel(codes, speaker)
     full = model.mel2wav(mel)

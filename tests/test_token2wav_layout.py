@@ -67,6 +67,7 @@ def test_default_config_matches_full_size_checkpoint_layout():
 def test_yaml_tags_and_references():
     text = """
 base: 4
+name: tiny
 pair: [1, 2]
 sizes:
     inner: 3
@@ -74,6 +75,7 @@ __seed: !apply:torch.manual_seed [1986]
 flow: !new:pkg.Thing
     size: !ref <base> * 2 + 1
     copied: !ref <pair>
+    path: !ref models/<name>/flow.pt
     eps: 1e-06
     fn: !name:pkg.function
         k: !ref <base>
@@ -86,6 +88,7 @@ hift: !new:pkg.Other
     flow = sections["flow"]
     assert (flow.kind, flow.target) == ("new", "pkg.Thing")
     assert flow.args["size"] == 9 and flow.args["copied"] == [1, 2] and flow.args["eps"] == 1e-6
+    assert flow.args["path"] == "models/tiny/flow.pt"
     assert flow.args["fn"].kind == "name" and flow.args["fn"].args == {"k": 4}
     assert sections["hift"].args["nested"] == {"a": 3, "b": 1}
 
