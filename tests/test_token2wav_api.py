@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tests.token2wav_testing import TINY_COSYVOICE, single_thread, speaker_file  # noqa: F401
-from transformers_fac.token2wav import DEFAULT_SPEAKER, FunAudioChatToken2Wav, load_speaker_file
+from transformers_fac.token2wav import DEFAULT_SPEAKER, FunAudioChatToken2Wav, load_speaker_file, speakers
 from transformers_fac.token2wav.speakers import SPEAKER_FILE_SHA256, _sha256
 
 
@@ -32,6 +32,17 @@ def test_length_laws(model, codes, speaker):
     assert held.shape == (1, 80, 2 * (n - 3))  # the last 3 codes are look-ahead only
     assert model.mel2wav(mel).shape == (1, 480 * 2 * n)
     assert model.mel2wav(mel, finalize=False).shape == (1, 480 * (2 * n - 8))  # 8 mel frames held back
+
+
+def test_chunk_causal_flow_is_streamable(model, codes, speaker):
+    """With the chunk-causal mask, the frames of a 50-frame chunk only depend on its codes, earlier ones and 3
+    look-ahead codes (the reference's own self-check of `streaming=True`)."""
+    codes = torch.cat([codes, codes], dim=1)  # 82 codes: 3 chunks
+    full = model.token2mel(codes, speaker, chunk_causal=True)
+    for chunk in range(2):
+        end = 25 * (chunk + 1)
+        part = model.token2mel(codes[:, : end + 3], speaker, finalize=False, chunk_causal=True)
+        torch.testing.assert_close(part[..., 50 * chunk :], full[..., 50 * chunk : 2 * end], atol=1e-5, rtol=0)
 
 
 def test_finalize_false_vocoder_prefix_matches_full(model, speaker, codes):
@@ -131,3 +142,28 @@ def test_set_noise_changes_only_the_given_prefix(speaker, codes):
     source = model.noise.source(23990, 30)
     assert source.shape == (1, 30, 9) and torch.equal(source, model.noise.source(23990, 30))
     assert torch.equal(model.noise.source(0, 24020)[:, 23990:], source)
+
+
+def test_speaker_file_download_is_cached_and_hash_checked(tmp_path, monkeypatch):
+    import huggingface_hub.file_download
+
+    payload = {"bytes": speaker_file().read_bytes()}
+    calls = []
+
+    def fake_http_get(url, temp_file, **kwargs):
+        calls.append(url)
+        temp_file.write(payload["bytes"])
+
+    monkeypatch.setattr(speakers.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(huggingface_hub.file_download, "http_get", fake_http_get)
+    voices = load_speaker_file()
+    assert set(voices) == {"中文女", "中文男"} and len(calls) == 1
+    assert calls[0].startswith("https://raw.githubusercontent.com/FunAudioLLM/Fun-Audio-Chat/")
+    assert speakers.cached_speaker_file_path().is_file()
+    load_speaker_file()
+    assert len(calls) == 1  # cached
+    speakers.cached_speaker_file_path().unlink()
+    payload["bytes"] = b"not the speaker file"
+    with pytest.raises(ValueError, match="sha256"):
+        load_speaker_file()
+    assert not speakers.cached_speaker_file_path().exists()

@@ -67,6 +67,7 @@ def test_default_config_matches_full_size_checkpoint_layout():
 def test_yaml_tags_and_references():
     text = """
 base: 4
+name: tiny
 pair: [1, 2]
 sizes:
     inner: 3
@@ -74,6 +75,7 @@ __seed: !apply:torch.manual_seed [1986]
 flow: !new:pkg.Thing
     size: !ref <base> * 2 + 1
     copied: !ref <pair>
+    path: !ref models/<name>/flow.pt
     eps: 1e-06
     fn: !name:pkg.function
         k: !ref <base>
@@ -86,6 +88,7 @@ hift: !new:pkg.Other
     flow = sections["flow"]
     assert (flow.kind, flow.target) == ("new", "pkg.Thing")
     assert flow.args["size"] == 9 and flow.args["copied"] == [1, 2] and flow.args["eps"] == 1e-6
+    assert flow.args["path"] == "models/tiny/flow.pt"
     assert flow.args["fn"].kind == "name" and flow.args["fn"].args == {"k": 4}
     assert sections["hift"].args["nested"] == {"a": 3, "b": 1}
 
@@ -172,3 +175,24 @@ def test_conversion_command_both_ways(tmp_path, capsys):
     original = FunAudioChatToken2Wav.from_cosyvoice(TINY_COSYVOICE)
     for key, value in original.state_dict().items():
         assert torch.equal(back.state_dict()[key], value), key
+
+
+def test_hub_id_downloads_only_the_three_files(monkeypatch):
+    import huggingface_hub
+
+    requested = []
+
+    def fake_download(repo_id, filename, **kwargs):
+        requested.append((repo_id, filename, kwargs.get("revision")))
+        return str(TINY_COSYVOICE / filename)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    model = FunAudioChatToken2Wav.from_cosyvoice("FunAudioLLM/Fun-CosyVoice3-0.5B-2512", revision="main")
+    assert sorted(requested) == [
+        ("FunAudioLLM/Fun-CosyVoice3-0.5B-2512", name, "main") for name in ("cosyvoice3.yaml", "flow.pt", "hift.pt")
+    ]
+    assert model.config.dit_dim == 64
+    with pytest.raises(FileNotFoundError, match="neither a CosyVoice3 directory nor a hub repo id"):
+        FunAudioChatToken2Wav.from_cosyvoice("/no/such/dir/anywhere")
+    with pytest.raises(FileNotFoundError, match="missing cosyvoice3.yaml, flow.pt, hift.pt"):
+        FunAudioChatToken2Wav.from_cosyvoice(GOLDEN)

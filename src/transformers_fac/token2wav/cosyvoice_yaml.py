@@ -122,11 +122,11 @@ class _Resolver:
         whole = _REF.fullmatch(expression)
         if whole:
             return self.lookup(whole.group(1))
-        text = _REF.sub(lambda match: repr(self.lookup(match.group(1))), expression)
+        values = {match.group(1): self.lookup(match.group(1)) for match in _REF.finditer(expression)}
         try:
-            return _arithmetic(ast.parse(text, mode="eval"))
+            return _arithmetic(ast.parse(_REF.sub(lambda m: repr(values[m.group(1)]), expression), mode="eval"))
         except (ValueError, SyntaxError):
-            return text
+            return _REF.sub(lambda m: str(values[m.group(1)]), expression)  # string interpolation
 
     def resolve(self, value: Any) -> Any:
         if isinstance(value, Reference):
@@ -238,6 +238,8 @@ def config_from_cosyvoice_yaml_text(text: str, **overrides: Any) -> FunAudioChat
     for name, (found, expected) in checks.items():
         if found != expected:
             raise ValueError(f"{name} is {found}, but this decoder needs {expected}.")
+    if values["sampling_rate"] == 22050:
+        raise ValueError("hift.sampling_rate 22050 selects the non-causal CosyVoice-1 sine source; not supported.")
     values.update(overrides)
     return FunAudioChatToken2WavConfig(**values)
 

@@ -76,16 +76,19 @@ class CausalConditionalCFM(nn.Module):
             torch.cat([cond, zeros(cond)]),
         )
         # time and step accumulate like the reference (t += dt; dt = t_span[i + 1] - t) for float parity
-        t, dt = t_span[0:1], t_span[1] - t_span[0]
-        for step in range(1, len(t_span)):
+        times, steps = [t_span[0:1]], [t_span[1] - t_span[0]]
+        for step in range(1, len(t_span) - 1):
+            times.append(times[-1] + steps[-1])
+            steps.append(t_span[step + 1] - times[-1])
+        # both CFG rows share t: their time conditioning is computed once, for all steps
+        all_modulations = self.estimator.time_modulations(torch.cat(times))
+        for step, dt in enumerate(steps):
+            modulations = [tuple(m[step : step + 1] for m in block) for block in all_modulations]
             velocity = self.estimator(
-                torch.cat([x, x]), mu_in, t.expand(2), spks_in, cond_in, chunk_causal=chunk_causal
+                torch.cat([x, x]), mu_in, None, spks_in, cond_in, chunk_causal=chunk_causal, modulations=modulations
             ).float()
             conditional, unconditional = velocity.chunk(2)
             x = x + dt * ((1.0 + self.cfg_rate) * conditional - self.cfg_rate * unconditional)
-            t = t + dt
-            if step < len(t_span) - 1:
-                dt = t_span[step + 1] - t
         return x
 
 

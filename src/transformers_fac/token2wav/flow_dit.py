@@ -101,6 +101,9 @@ def apply_partial_rotary_(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor)
     return x
 
 
+Modulation = tuple[torch.Tensor, ...]
+
+
 class AdaLayerNormZero(nn.Module):
     """SiLU(t) -> Linear -> (shift, scale, gate) for attention and for the feed-forward, in this order."""
 
@@ -108,7 +111,7 @@ class AdaLayerNormZero(nn.Module):
         super().__init__()
         self.linear = nn.Linear(dim, 6 * dim)
 
-    def forward(self, t: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, t: torch.Tensor) -> Modulation:
         return self.linear(F.silu(t))[:, None, :].chunk(6, dim=-1)
 
 
@@ -154,8 +157,8 @@ class DiTBlock(nn.Module):
         self.attn = Attention(dim, config.dit_heads, config.dit_head_dim)
         self.ff = FeedForward(dim, config.dit_ff_mult)
 
-    def forward(self, x, t, rope, mask):
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.attn_norm(t)
+    def forward(self, x: torch.Tensor, modulation: Modulation, rope, mask: torch.Tensor | None) -> torch.Tensor:
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = modulation
         norm = torch.addcmul(shift_msa, F.layer_norm(x, x.shape[-1:], eps=1e-6), 1 + scale_msa)
         x = torch.addcmul(x, gate_msa, self.attn(norm, rope, mask))
         norm = torch.addcmul(shift_mlp, F.layer_norm(x, x.shape[-1:], eps=1e-6), 1 + scale_mlp)
@@ -169,8 +172,11 @@ class FinalAdaLayerNorm(nn.Module):
         super().__init__()
         self.linear = nn.Linear(dim, 2 * dim)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        scale, shift = self.linear(F.silu(t))[:, None, :].chunk(2, dim=-1)
+    def modulation(self, t: torch.Tensor) -> Modulation:
+        return self.linear(F.silu(t))[:, None, :].chunk(2, dim=-1)
+
+    def forward(self, x: torch.Tensor, modulation: Modulation) -> torch.Tensor:
+        scale, shift = modulation
         return torch.addcmul(shift, F.layer_norm(x, x.shape[-1:], eps=1e-6), 1 + scale)
 
 
@@ -194,23 +200,34 @@ class DiT(nn.Module):
         self.norm_out = FinalAdaLayerNorm(config.dit_dim)
         self.proj_out = nn.Linear(config.dit_dim, config.mel_bins)
 
+    def time_modulations(self, t: torch.Tensor) -> list[Modulation]:
+        """The time conditioning of every block and of the final norm for times t [S] (tensors [S, 1, D]). It does not
+        depend on x, so a sampler computes it once for all its steps (one matmul per block instead of one per step)."""
+        embedding = self.time_embed(t.to(self.proj_out.weight.dtype))
+        return [block.attn_norm(embedding) for block in self.transformer_blocks] + [
+            self.norm_out.modulation(embedding)
+        ]
+
     def forward(
         self,
         x: torch.Tensor,
         mu: torch.Tensor,
-        t: torch.Tensor,
+        t: torch.Tensor | None,
         spks: torch.Tensor,
         cond: torch.Tensor,
         chunk_causal: bool = False,
+        modulations: list[Modulation] | None = None,
     ) -> torch.Tensor:
-        """x, mu, cond [B, C, T]; t [B]; spks [B, C]. Attention is bidirectional unless `chunk_causal`."""
+        """x, mu, cond [B, C, T]; t [B] (or precomputed `time_modulations`); spks [B, C] -> velocity [B, C, T].
+        Attention is bidirectional unless `chunk_causal`."""
+        if modulations is None:
+            modulations = self.time_modulations(t)
         dtype = self.proj_out.weight.dtype
         x, mu, cond = (y.to(dtype).transpose(1, 2) for y in (x, mu, cond))
-        t = self.time_embed(t.to(dtype))
         h = self.input_embed(x, cond, mu, spks.to(dtype))
         length = h.shape[1]
         rope = self.rotary_embed(length)
         mask = chunk_causal_mask(length, self.static_chunk_size, h.device) if chunk_causal else None
-        for block in self.transformer_blocks:
-            h = block(h, t, rope, mask)
-        return self.proj_out(self.norm_out(h, t)).transpose(1, 2)
+        for block, modulation in zip(self.transformer_blocks, modulations):
+            h = block(h, modulation, rope, mask)
+        return self.proj_out(self.norm_out(h, modulations[-1])).transpose(1, 2)

@@ -75,6 +75,11 @@ class FunAudioChatToken2Wav(PreTrainedModel):
         self._voices: dict[str, torch.Tensor] | None = None
         self.post_init()
 
+    @property
+    def sampling_rate(self) -> int:
+        """Output sample rate (24000)."""
+        return self.config.sampling_rate
+
     # ----------------------------------------------------------------------------------------------- initialisation
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -258,9 +263,7 @@ class FunAudioChatToken2Wav(PreTrainedModel):
         pieces = [self.mel2wav(self.token2mel(valid[:, start:end], embedding)) for start, end in bounds]
         return torch.cat(pieces, dim=1)
 
-    def forward(
-        self, codes: torch.Tensor, speaker: str | torch.Tensor | None = None, **kwargs
-    ) -> FunAudioChatToken2WavOutput:
+    def forward(self, codes: torch.Tensor, speaker: str | torch.Tensor | None = None) -> FunAudioChatToken2WavOutput:
         """Same as [`~FunAudioChatToken2Wav.decode`], wrapped in a [`FunAudioChatToken2WavOutput`]."""
         return FunAudioChatToken2WavOutput(waveform=self.decode(codes, speaker=speaker))
 

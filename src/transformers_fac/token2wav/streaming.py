@@ -11,9 +11,11 @@ dropped). Concatenating all chunks gives 960 samples per code.
 - `BoundedStreamDecoder` (the default) bounds the cost per step: the flow sees at most `stream_flow_context_codes` past
   codes plus the new hop and look-ahead; the vocoder re-runs only a window of `stream_hift_context_frames` past frames
   (at least its receptive field) with the f0 of earlier frames and the accumulated source phase carried over, so the
-  vocoder output equals the whole-history vocoder. Only the flow's truncated left
-  context makes it deviate from the exact mode.
+  vocoder output equals the whole-history vocoder. Only the flow's truncated left context makes it deviate from the
+  exact mode.
 """
+
+from collections import deque
 
 import torch
 
@@ -34,7 +36,9 @@ class _StreamDecoder:
         self.offset = 0  # codes whose mel frames are known
         self.samples_emitted = 0
         self.finished = False
-        self.steps: list[dict[str, int]] = []  # work done per step: frames seen by the flow and by the vocoder
+        # work of the latest steps: mel frames computed by the flow and frames re-run by the vocoder
+        self.steps: deque[dict[str, int]] = deque(maxlen=100)
+        self._cost: dict[str, int] = {}
 
     @property
     def codes_received(self) -> int:
