@@ -97,8 +97,7 @@ class Engine:
         ).eval()
         if model.token2wav is None:  # loads the decoder now rather than at the first reply
             raise ValueError(f"{settings.model} names no speech decoder: set FAC_TOKEN2WAV to a decoder.")
-        model.token2wav.speaker_embedding(None)  # loads the voices
-        voices = list(model.token2wav._voices)
+        voices = model.token2wav.voice_names  # loads the voices now
         print(f"Ready: voices {', '.join(voices)}.", flush=True)
         return cls(model=model, processor=processor, settings=settings, voices=voices)
 

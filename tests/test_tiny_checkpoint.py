@@ -53,5 +53,6 @@ def test_tiny_checkpoint_loads_with_the_auto_classes(tiny_e2e_dir, tiny_e2e_mode
     assert text_ids == [config.audio_token_index, config.text_config.audio_bos_index, config.text_config.sil_index]
     _, info = AutoModelForMultimodalLM.from_pretrained(tiny_e2e_dir, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
-    voices = tiny_e2e_model.token2wav
-    assert voices.speaker_embedding("中文女").shape == voices.speaker_embedding("中文男").shape == (1, 192)
+    decoder = tiny_e2e_model.token2wav
+    assert decoder.voice_names == ["中文女", "中文男"]
+    assert decoder.speaker_embedding("中文女").shape == decoder.speaker_embedding("中文男").shape == (1, 192)

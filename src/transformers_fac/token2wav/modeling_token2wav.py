@@ -131,6 +131,13 @@ class FunAudioChatToken2Wav(PreTrainedModel):
         self._voices = load_speaker_file(path, check_hash=check_hash)
         return list(self._voices)
 
+    @property
+    def voice_names(self) -> list[str]:
+        """The names of the available voices (the official speaker file is loaded on first use)."""
+        if self._voices is None:
+            self.load_voices()
+        return list(self._voices)
+
     def speaker_embedding(self, speaker: str | torch.Tensor | None = None) -> torch.Tensor:
         """`"中文女"` / `"中文男"` (or any name of the loaded speaker file) or an embedding -> [1, 192] float32."""
         if isinstance(speaker, str) or speaker is None:
