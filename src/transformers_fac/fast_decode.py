@@ -228,23 +228,23 @@ class LeanDecoder:
             return None
         return cls(model, layers)
 
-    def rotary(
-        self, hidden: torch.Tensor, position_ids: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """`Qwen3RotaryEmbedding.forward` (default RoPE), unsqueezed for the [B, heads, S, head_dim] layout: cos, sin,
-        and sin with its first half negated (for `_rotate`)."""
+    def rotary(self, hidden: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`Qwen3RotaryEmbedding.forward` (default RoPE), unsqueezed for the [B, heads, S, head_dim] layout: cos, and
+        sin with its first half negated (for `_rotate`). The scaling is skipped when it is 1 (`x * 1.0` is `x`)."""
         inv_freq = self.inv_freq.to(device=hidden.device, dtype=torch.float)
         freqs = position_ids[..., None].float() * inv_freq
         emb = torch.cat((freqs, freqs), dim=-1)
-        cos = (emb.cos() * self.attention_scaling).to(dtype=hidden.dtype).unsqueeze(1)
-        sin = (emb.sin() * self.attention_scaling).to(dtype=hidden.dtype).unsqueeze(1)
+        cos, sin = emb.cos(), emb.sin()
+        if self.attention_scaling != 1.0:
+            cos, sin = cos * self.attention_scaling, sin * self.attention_scaling
+        cos, sin = cos.to(dtype=hidden.dtype).unsqueeze(1), sin.to(dtype=hidden.dtype).unsqueeze(1)
         half = sin.shape[-1] // 2
-        return cos, sin, torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
+        return cos, torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
 
     def __call__(self, inputs_embeds: torch.Tensor, position_ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
         """inputs_embeds [B, 1, hidden] at `position_ids` [B or 1, 1] → the final normed hidden states [B, 1, hidden];
         the layers' keys and values are appended to `cache`."""
-        cos, _, signed_sin = self.rotary(inputs_embeds, position_ids)
+        cos, signed_sin = self.rotary(inputs_embeds, position_ids)
         hidden = inputs_embeds
         linear, rms_norm, rotate, attend = nn.functional.linear, _rms_norm, _rotate, self._attend
         update = cache.update
@@ -278,7 +278,6 @@ class LeanDecoder:
         output = nn.functional.scaled_dot_product_attention(
             query, key, value, attn_mask=None, dropout_p=0.0, scale=layer.scaling, is_causal=False, **layer.sdpa_kwargs
         )
-        output = output.reshape(output.shape[0], -1, query.shape[2], value.shape[-1])
         return output.transpose(1, 2).contiguous()
 
 
