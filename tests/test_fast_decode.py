@@ -12,12 +12,12 @@ from transformers_fac import FunAudioChatConfig, FunAudioChatForConditionalGener
 from transformers_fac.fast_decode import LeanDecoder, LeanLanguageModelStep
 from transformers_fac.growing_cache import GrowingCache
 
-# (hidden, layers, heads, key/value heads, head_dim, ffn): the tiny LLM and speech head, the mid-size benchmark ones,
-# and an ungrouped one.
+# (hidden, layers, heads, key/value heads, head_dim, ffn): the tiny LLM and speech head, the mid-size benchmark ones
+# (fewer LLM layers: the layers are alike), and an ungrouped one.
 SHAPES = {
     "tiny-llm": (64, 2, 4, 2, 16, 128),
     "tiny-head": (32, 2, 4, 2, 8, 64),
-    "mid-llm": (512, 8, 8, 4, 64, 1536),
+    "mid-llm": (512, 3, 8, 4, 64, 1536),
     "mid-head": (256, 4, 4, 2, 64, 768),
     "no-gqa": (64, 2, 4, 4, 16, 96),
 }

@@ -43,8 +43,6 @@ class _LeanSubStep:
 
     @classmethod
     def build(cls, head: "FunAudioChatSpeechHead") -> "_LeanSubStep | None":
-        if head.crq_transformer.has_sliding_layers:
-            return None
         parts = (
             LeanDecoder.build(head.crq_transformer),
             linear_parameters(head.input_matching),
