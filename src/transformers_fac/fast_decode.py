@@ -175,7 +175,7 @@ class _Layer:
             weight = torch.cat(
                 (q_norm.weight.detach().expand(self.query_heads, -1), k_norm.weight.detach().expand(key_heads, -1))
             )
-            self.qk_norm = (weight, *self.q_norm[1:])
+            self.qk_norm = (weight[:, None, :], *self.q_norm[1:])  # for [B, heads, 1, head_dim]
         act = mlp.act_fn
         if is_plain(act, SiLUActivation) or is_plain(act, nn.SiLU):
             act = nn.functional.silu  # what their `forward` calls
@@ -246,42 +246,44 @@ class LeanDecoder:
 
     def __call__(self, inputs_embeds: torch.Tensor, position_ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
         """inputs_embeds [B, 1, hidden] at `position_ids` [B or 1, 1] → the final normed hidden states [B, 1, hidden];
-        the layers' keys and values are appended to `cache`."""
+        the layers' keys and values are appended to `cache`.
+
+        The position axis (of length 1) is left out inside: states are [B, hidden], heads [B, heads, 1, head_dim]
+        directly. A linear map of [B, 1, n] is the matrix product of its [B, n] view, and the head tensors hold the
+        same elements in the same order as the module path's transposed views, so this changes no value.
+        """
         cos, signed_sin = self.rotary(inputs_embeds, position_ids)
-        hidden = inputs_embeds
+        batch = inputs_embeds.shape[0]
+        hidden = inputs_embeds.reshape(batch, -1)
         linear, rms_norm, rotate, attend = nn.functional.linear, _rms_norm, _rotate, self._attend
         update = cache.update
         for layer in self.layers:
-            residual = hidden
+            heads = (batch, -1, 1, layer.head_dim)
             normed = rms_norm(hidden, *layer.input_norm)
-            input_shape = normed.shape[:-1]
-            hidden_shape = (*input_shape, -1, layer.head_dim)
             if layer.qk_norm is not None:
-                states = torch.cat((linear(normed, *layer.q), linear(normed, *layer.k)), dim=-1).view(hidden_shape)
-                states = rotate(rms_norm(states, *layer.qk_norm).transpose(1, 2), cos, signed_sin)
+                states = torch.cat((linear(normed, *layer.q), linear(normed, *layer.k)), dim=-1).view(heads)
+                states = rotate(rms_norm(states, *layer.qk_norm), cos, signed_sin)
                 query, key = states[:, : layer.query_heads], states[:, layer.query_heads :]
             else:
-                query = rms_norm(linear(normed, *layer.q).view(hidden_shape), *layer.q_norm).transpose(1, 2)
-                key = rms_norm(linear(normed, *layer.k).view(hidden_shape), *layer.k_norm).transpose(1, 2)
-                query, key = rotate(query, cos, signed_sin), rotate(key, cos, signed_sin)
-            value = linear(normed, *layer.v).view(hidden_shape).transpose(1, 2)
-            key, value = update(key, value, layer.index)
-            attended = attend(layer, query, key, value).reshape(*input_shape, -1).contiguous()
-            hidden = residual + linear(attended, *layer.o)
-            residual = hidden
+                query = rotate(rms_norm(linear(normed, *layer.q).view(heads), *layer.q_norm), cos, signed_sin)
+                key = rotate(rms_norm(linear(normed, *layer.k).view(heads), *layer.k_norm), cos, signed_sin)
+            key, value = update(key, linear(normed, *layer.v).view(heads), layer.index)
+            hidden = linear(attend(layer, query, key, value).reshape(batch, -1), *layer.o).add_(hidden)
             normed = rms_norm(hidden, *layer.post_norm)
-            hidden = residual + linear(layer.act(linear(normed, *layer.gate)) * linear(normed, *layer.up), *layer.down)
-        return rms_norm(hidden, *self.norm)
+            gated = layer.act(linear(normed, *layer.gate)) * linear(normed, *layer.up)
+            hidden = linear(gated, *layer.down).add_(hidden)
+        return rms_norm(hidden, *self.norm).view(batch, 1, -1)
 
     @staticmethod
     def _attend(layer: _Layer, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        """The attention output as the layer's attention function computes it without a mask: [B, heads, 1, head_dim]
+        from SDPA directly, [B, 1, heads, head_dim] from the function (its transpose; both flatten alike)."""
         if layer.sdpa_kwargs is None:
             attend: Callable = layer.attend
             return attend(layer.attention, query, key, value, None, dropout=0.0, scaling=layer.scaling)[0]
-        output = nn.functional.scaled_dot_product_attention(
+        return nn.functional.scaled_dot_product_attention(
             query, key, value, attn_mask=None, dropout_p=0.0, scale=layer.scaling, is_causal=False, **layer.sdpa_kwargs
         )
-        return output.transpose(1, 2).contiguous()
 
 
 class LeanLanguageModelStep:
