@@ -22,6 +22,7 @@ from transformers.generation import (
 )
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 
+from .fast_decode import LeanLanguageModelStep
 from .growing_cache import GrowingCache
 
 GENERATION_MODES = ("text", "audio")
@@ -321,6 +322,8 @@ def joint_sample(
     the input token embedding into 5 codes. EOS in any of them ends the row's speech: the group becomes 5 × EOS and
     the step's text token becomes `<|audio_eos|>`; the text continues to `<|im_end|>`.
     """
+    from .modeling_fun_audio_chat import FunAudioChatOutput  # (that module imports this one)
+
     config = model.config
     text_config, audio_config = config.text_config, config.audio_config
     head = model.audio_invert_tower
@@ -357,6 +360,8 @@ def joint_sample(
         head_input = torch.where(prompt_mask[:, -hidden.shape[1] :, None].bool(), head_input, 0.0)
     step_group = _speech_group(head, head_input, head_state, valid, stream.history, speech, speech_processors)
     first_step = True
+    # Unpadded rows: the decoding steps may skip the module machinery (same operations, see `fast_decode`).
+    lean_step = LeanLanguageModelStep.build(model) if valid is None else None
 
     while True:
         model_kwargs = model._update_model_kwargs_for_generation(outputs, model_kwargs)
@@ -400,7 +405,11 @@ def joint_sample(
         model_inputs = model.prepare_inputs_for_generation(input_ids, next_sequence_length=1, **model_kwargs)
         model_inputs["input_ids"] = None
         model_inputs["inputs_embeds"] = inputs_embeds
-        outputs = model(**model_inputs, return_dict=True)
+        lean = lean_step(model_inputs) if lean_step is not None else None
+        if lean is not None:
+            outputs = FunAudioChatOutput(text_logits=lean[0], cache=model_inputs["cache"], last_hidden_state=lean[1])
+        else:
+            outputs = model(**model_inputs, return_dict=True)
 
         step_group = None
         if not bool((stream.ended | ~unfinished).all()):

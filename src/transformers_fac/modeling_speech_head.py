@@ -12,6 +12,7 @@ from torch import nn
 from transformers import AutoModel
 
 from .configuration_fun_audio_chat import FunAudioChatAudioEncoderConfig
+from .fast_decode import LeanDecoder, linear_parameters
 from .growing_cache import GrowingCache
 
 
@@ -19,13 +20,36 @@ from .growing_cache import GrowingCache
 class SpeechHeadState:
     """Per-`generate`-call decoding state of the speech head (nothing is stored on the module).
 
-    `attention_mask` is None when no row is padded; otherwise it covers every sub-position fed so far.
+    `attention_mask` is None when no row is padded; otherwise it covers every sub-position fed so far. `lean` runs the
+    one-position sub-steps of unpadded rows when the transformer allows it (see `fast_decode`).
     """
 
     cache: GrowingCache
     last_code_embedding: torch.Tensor
     next_position: torch.Tensor
     attention_mask: torch.Tensor | None
+    lean: "_LeanSubStep | None" = None
+
+
+@dataclass
+class _LeanSubStep:
+    """What a one-position sub-step of unpadded rows needs, read once per call: the transformer's [`LeanDecoder`] and
+    the (weight, bias) of the plain linear maps around it."""
+
+    decoder: LeanDecoder
+    input_matching: tuple
+    output_matching: tuple
+    lm_head: tuple
+
+    @classmethod
+    def build(cls, head: "FunAudioChatSpeechHead") -> "_LeanSubStep | None":
+        parts = (
+            LeanDecoder.build(head.crq_transformer),
+            linear_parameters(head.input_matching),
+            linear_parameters(head.output_matching),
+            linear_parameters(head.lm_head),
+        )
+        return None if any(part is None for part in parts) else cls(*parts)
 
 
 class FunAudioChatSpeechHead(nn.Module):
@@ -54,7 +78,7 @@ class FunAudioChatSpeechHead(nn.Module):
 
     def code_embeddings(self, codes: torch.Tensor) -> torch.Tensor:
         """Embedding of speech codes, read from the (tied) output matrix."""
-        return self.lm_head.weight[codes]
+        return nn.functional.embedding(codes, self.lm_head.weight)
 
     def _logits(self, transformer_output: torch.Tensor) -> torch.Tensor:
         return self.lm_head(self.output_matching(transformer_output))
@@ -110,6 +134,7 @@ class FunAudioChatSpeechHead(nn.Module):
             last_code_embedding=self.code_embeddings(bos).to(reference.dtype),
             next_position=torch.zeros(batch_size, dtype=torch.long, device=reference.device),
             attention_mask=None,
+            lean=_LeanSubStep.build(self),
         )
 
     def step(
@@ -117,6 +142,15 @@ class FunAudioChatSpeechHead(nn.Module):
     ) -> torch.Tensor:
         """Feeds upsampled sub-positions [B, n, dim] (plus the previous code's embedding) and returns the logits of the
         last one [B, codebook_size]. `valid` [B, n] marks non-padding inputs (None: all valid)."""
+        lean = state.lean
+        if lean is not None and valid is None and state.attention_mask is None and sub_positions.shape[1] == 1:
+            # The decoding sub-steps: the same operations as below, without the module machinery.
+            linear = nn.functional.linear
+            inputs = linear(sub_positions + state.last_code_embedding[:, None, :], *lean.input_matching)
+            positions = state.next_position[:, None]
+            state.next_position = state.next_position + 1
+            hidden = lean.decoder(inputs, positions, state.cache)
+            return linear(linear(hidden[:, -1], *lean.output_matching), *lean.lm_head).float()
         inputs = self.input_matching(sub_positions + state.last_code_embedding[:, None, :])
         unpadded = valid is None and state.attention_mask is None
         if unpadded and inputs.shape[1] == 1 and not self.crq_transformer.has_sliding_layers:
