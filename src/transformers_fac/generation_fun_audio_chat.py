@@ -68,7 +68,7 @@ class SpeechReply(tuple):
     Unpacks like a plain pair; `audio` (one float32 24 kHz waveform per row, or None without a decoder) and
     `sampling_rate` are attributes. They are also set on the `speech_ids` tensor, because pipelines rebuild tuples
     (transformers' `any-to-any` pipeline moves outputs to the CPU element by element) and a tensor already on the
-    CPU survives that as the same object.
+    CPU survives that as the same object: when waveforms are returned, `speech_ids` is on the CPU like them.
     """
 
     def __new__(cls, sequences, speech_ids, audio=None, sampling_rate=None):
@@ -266,16 +266,16 @@ class FunAudioChatGenerationMixin(GenerationMixin):
             force_audio_bos=force_audio_bos,
             **kwargs,
         )
-        if not isinstance(result, FunAudioChatGenerateOutput):
-            result = SpeechReply(*result)
-        if vocoder is not None:
-            if isinstance(result, FunAudioChatGenerateOutput):
-                result.audio = [_decode_row(vocoder, codes, speaker) for codes in result.valid_speech_codes()]
-                result.sampling_rate = vocoder.config.sampling_rate
-            else:
-                audio = [_decode_row(vocoder, codes, speaker) for codes in valid_speech_codes(result[1])]
-                result.set_audio(audio, vocoder.config.sampling_rate)
-        return result
+        if vocoder is None:
+            return result if isinstance(result, FunAudioChatGenerateOutput) else SpeechReply(*result)
+        if isinstance(result, FunAudioChatGenerateOutput):
+            result.audio = [_decode_row(vocoder, codes, speaker) for codes in result.valid_speech_codes()]
+            result.sampling_rate = vocoder.config.sampling_rate
+            return result
+        sequences, speech_ids = result
+        audio = [_decode_row(vocoder, codes, speaker) for codes in valid_speech_codes(speech_ids)]
+        # On the CPU, like the waveforms: the codes tensor then survives pipelines' moves to the CPU (see SpeechReply).
+        return SpeechReply(sequences, speech_ids.cpu(), audio, vocoder.config.sampling_rate)
 
     def _prepare_cache_for_generation(self, generation_config: GenerationConfig, model_kwargs: dict, *args, **kwargs):
         """The default dynamic LLM cache becomes a [`GrowingCache`] (same values, no copy of the history per step)."""
