@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from .streaming import FunAudioChatIteratorStreamer
+from .streaming import BackgroundGeneration, FunAudioChatIteratorStreamer
 
 VOCODER_CODES = 6561
 
@@ -81,24 +81,15 @@ def stream_reply(
     criteria = StoppingCriteriaList(generate_kwargs.pop("stopping_criteria", None) or [])
     if interrupt is not None:
         criteria.append(InterruptCriteria(interrupt))
-    failure: list[BaseException] = []
-
-    def generate() -> None:
-        try:
-            model.generate(
-                **inputs,
-                **generate_kwargs,
-                generation_mode=generation_mode,
-                return_audio=False,
-                stopping_criteria=criteria,
-                streamer=streamer,
-            )
-        except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread
-            failure.append(error)
-            streamer.end()
-
-    worker = threading.Thread(target=generate, daemon=True)
-    worker.start()
+    generation = BackgroundGeneration(
+        model,
+        streamer,
+        **inputs,
+        **generate_kwargs,
+        generation_mode=generation_mode,
+        return_audio=False,
+        stopping_criteria=criteria,
+    )
     for chunk in streamer:
         if chunk.text and chunk.text[0]:
             yield ReplyChunk(text=chunk.text[0], sampling_rate=rate)
@@ -106,9 +97,7 @@ def stream_reply(
             codes = [code for code in chunk.speech_codes[0] if 0 <= code < VOCODER_CODES]
             if codes:
                 yield from _audio_chunk(decoder.push(codes), rate)
-    worker.join()
-    if failure:
-        raise failure[0]
+    generation.result()
     if spoken and decoder.codes_received:
         yield from _audio_chunk(decoder.finish(), rate)
 

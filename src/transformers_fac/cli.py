@@ -10,7 +10,6 @@ fac-chat question.wav -o reply.wav --model tiny         # the built-in tiny rand
 import argparse
 import sys
 from pathlib import Path
-from threading import Thread
 
 import numpy as np
 import soundfile as sf
@@ -69,7 +68,7 @@ class ChatSession:
 
     def reply(self, audio: str) -> tuple[str, np.ndarray | None, int | None]:
         from .audio_io import AudioInputError, is_silent, load_audio
-        from .streaming import FunAudioChatIteratorStreamer
+        from .streaming import BackgroundGeneration, FunAudioChatIteratorStreamer
 
         if not Path(audio).is_file():
             raise FileNotFoundError(f"no such audio file: {audio}")
@@ -84,32 +83,23 @@ class ChatSession:
             raise
         inputs["input_features"] = inputs["input_features"].to(self.model.dtype)
         streamer = FunAudioChatIteratorStreamer(self.processor.tokenizer)
-        kwargs = dict(generation_mode=self.mode, streamer=streamer, return_dict_in_generate=True)
+        kwargs = dict(generation_mode=self.mode, return_dict_in_generate=True)
         if self.args.speaker is not None:
             kwargs["speaker"] = self.args.speaker
         if self.args.max_new_tokens is not None:
             kwargs["max_new_tokens"] = self.args.max_new_tokens
-        result: dict = {}
-
-        def run() -> None:
-            try:
-                result["output"] = self.model.generate(**inputs, **kwargs)
-            except Exception as error:  # noqa: BLE001 - reported in the main thread
-                result["error"] = error
-                streamer.end()
-
-        worker = Thread(target=run)
-        worker.start()
+        generation = BackgroundGeneration(self.model, streamer, **inputs, **kwargs)
         status("Reply: ", end="")
         for chunk in streamer:
             if chunk.text:
                 print(chunk.text[0], end="", file=sys.stderr, flush=True)
-        worker.join()
-        print(file=sys.stderr)
-        if "error" in result:
+        try:
+            output = generation.result()
+        except BaseException:
             self.chat.turns.pop()
-            raise result["error"]
-        output = result["output"]
+            raise
+        finally:
+            print(file=sys.stderr)
         text = self.processor.decode(output.sequences[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
         self.chat.add_assistant_reply(text)
         if self.mode == "text":

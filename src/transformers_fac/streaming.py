@@ -5,8 +5,10 @@
 Any transformers streamer (e.g. `TextStreamer`) also works: it simply never sees the speech.
 """
 
+import threading
 from dataclasses import dataclass, field
 from queue import Queue
+from typing import Any
 
 import torch
 from transformers.generation.streamers import BaseStreamer
@@ -128,4 +130,42 @@ class FunAudioChatIteratorStreamer(FunAudioChatStreamer):
         return item
 
 
-__all__ = ["FunAudioChatIteratorStreamer", "FunAudioChatStreamer", "StreamChunk"]
+class BackgroundGeneration:
+    """Runs `model.generate(streamer=streamer, **generate_kwargs)` in a worker thread while the caller iterates the
+    streamer. An error in `generate` ends the stream and is re-raised by `result()` in the caller's thread.
+
+    Example:
+
+    ```python
+    >>> streamer = FunAudioChatIteratorStreamer(processor.tokenizer)
+    >>> generation = BackgroundGeneration(model, streamer, **inputs, generation_mode="audio")
+    >>> for chunk in streamer:
+    ...     print(*chunk.text, end="")
+    >>> output = generation.result()
+    ```
+    """
+
+    def __init__(self, model, streamer: BaseStreamer, **generate_kwargs):
+        self._output: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(model, streamer, generate_kwargs), daemon=True, name="fac-generate"
+        )
+        self._thread.start()
+
+    def _run(self, model, streamer: BaseStreamer, generate_kwargs: dict) -> None:
+        try:
+            self._output = model.generate(**generate_kwargs, streamer=streamer)
+        except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread by `result`
+            self._error = error
+            streamer.end()
+
+    def result(self) -> Any:
+        """Waits for `generate` to return and gives its output (or raises its error)."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._output
+
+
+__all__ = ["BackgroundGeneration", "FunAudioChatIteratorStreamer", "FunAudioChatStreamer", "StreamChunk"]
