@@ -124,6 +124,11 @@ def test_batched_rows_end_speech_independently(golden, scenarios):
     batched = model.generate(**_left_pad(rows, pad_id=401), **settings)
     for index, single in enumerate(singles):
         assert batched.valid_speech_codes()[index].tolist() == single.valid_speech_codes()[0].tolist()
+    # The static caches mask the padded rows alike (the step run uncompiled: no new graph for this batch size).
+    static = model.generate(
+        **_left_pad(rows, pad_id=401), **settings, cache_implementation="static", disable_compile=True
+    )
+    assert torch.equal(static.sequences, batched.sequences) and torch.equal(static.speech_ids, batched.speech_ids)
     # Row 0 ended with an EOS group, then only padding groups; row 1 kept speaking.
     ended = batched.speech_ids[0]
     eos_at = (ended == 6562).nonzero()[0].item()

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import TINY_FAC, full_scenario_inputs
+from conftest import TINY_FAC
 from transformers import AutoConfig, DynamicCache
 
 from transformers_fac.growing_cache import GrowingCache
@@ -50,12 +50,3 @@ def test_growing_cache_survives_edits_of_its_history(edit):
         growing.update(keys, values, layer)
         dynamic.update(keys, values, layer)
     _assert_same(growing, dynamic)
-
-
-def test_generation_uses_a_growing_llm_cache_unless_one_is_given(golden, scenarios, tiny_model):
-    inputs = full_scenario_inputs(golden, scenarios, "s2m_zh_plain")
-    settings = dict(do_sample=False, max_new_tokens=3, return_dict_in_generate=True)
-    for mode in ("text", "audio"):
-        assert type(tiny_model.generate(**inputs, **settings, generation_mode=mode).cache) is GrowingCache
-    given = DynamicCache(config=tiny_model.config.text_config)
-    assert tiny_model.generate(**inputs, **settings, generation_mode="audio", cache=given).cache is given

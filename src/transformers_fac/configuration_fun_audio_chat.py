@@ -161,6 +161,13 @@ class FunAudioChatAudioEncoderConfig(PreTrainedConfig):
                 f"{self.crq_transformer_config.get('model_type')!r}."
             )
 
+    @property
+    def num_speech_codes(self) -> int:
+        """How many real speech codes there are (ids `0 <= id < num_speech_codes`, what the token-to-waveform decoder
+        reads): the ids below the first speech special id (6561 in the checkpoint)."""
+        specials = [i for i in (self.bos_token_id, self.eos_token_id, self.pad_token_id) if i is not None]
+        return min(specials, default=self.codebook_size)
+
     def speech_head_config(self) -> PreTrainedConfig:
         """The speech head transformer's config, built from the `crq_transformer_config` dict."""
         head = dict(self.crq_transformer_config)

@@ -6,26 +6,26 @@ head, conditioned on the LLM's hidden state and the input text token. All decodi
 """
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
-from torch import nn
-from transformers import DynamicCache, GenerationConfig, GenerationMixin
+from transformers import GenerationConfig, GenerationMixin, StaticCache
 from transformers.generation import (
+    GenerateDecoderOnlyOutput,
     LogitsProcessorList,
-    MinPLogitsWarper,
-    RepetitionPenaltyLogitsProcessor,
+    StoppingCriteria,
     StoppingCriteriaList,
-    TemperatureLogitsWarper,
-    TopKLogitsWarper,
-    TopPLogitsWarper,
 )
-from transformers.generation.utils import GenerateDecoderOnlyOutput
 
-from .fast_decode import LeanLanguageModelStep
-from .growing_cache import GrowingCache
+from .configuration_fun_audio_chat import FunAudioChatAudioEncoderConfig
+from .decoding_cache import GrowingSequence, StaticSequence, static_cache_length
+from .decoding_step import DecodingState, compiled_decode_step, decode_attention, decode_step
+from .speech_sampling import ProcessorChooser, SpeechSamplingConfig, StaticSpeechSampler, choose
 
 GENERATION_MODES = ("text", "audio")
+# Decoding steps run by `warm_up`: compiling, then (CUDA graphs) warming up, recording and replaying.
+WARM_UP_STEPS = 4
 # Inputs that only the prefill consumes (the audio is merged into the prompt once).
 PREFILL_ONLY_INPUTS = (
     "input_features",
@@ -36,7 +36,6 @@ PREFILL_ONLY_INPUTS = (
     "text_ids",
     "text_attention_mask",
 )
-SPEECH_SAMPLING_KEYS = ("do_sample", "temperature", "top_k", "top_p", "min_p", "repetition_penalty")
 
 
 @dataclass
@@ -56,10 +55,12 @@ class FunAudioChatGenerateOutput(GenerateDecoderOnlyOutput):
     speech_ids: torch.LongTensor | None = None
     audio: list[torch.Tensor] | None = None
     sampling_rate: int | None = None
+    num_speech_codes: int | None = None
 
-    def valid_speech_codes(self, codebook_limit: int = 6561) -> list[torch.LongTensor]:
-        """The vocoder-valid codes (`0 <= id < codebook_limit`) of each row, in order."""
-        return valid_speech_codes(self.speech_ids, codebook_limit)
+    def valid_speech_codes(self, codebook_limit: int | None = None) -> list[torch.LongTensor]:
+        """The vocoder-valid codes (`0 <= id < codebook_limit`, default: the model's `num_speech_codes`) of each
+        row, in order."""
+        return valid_speech_codes(self.speech_ids, codebook_limit or self.num_speech_codes)
 
 
 class SpeechReply(tuple):
@@ -81,53 +82,14 @@ class SpeechReply(tuple):
             holder.audio, holder.sampling_rate = audio, sampling_rate
 
 
-def valid_speech_codes(speech_ids: torch.Tensor | None, codebook_limit: int = 6561) -> list[torch.LongTensor]:
-    """Drops BOS/EOS/pad codes: returns, per row, the codes `0 <= id < codebook_limit` in order."""
+def valid_speech_codes(speech_ids: torch.Tensor | None, codebook_limit: int | None = None) -> list[torch.LongTensor]:
+    """Drops BOS/EOS/pad codes: returns, per row, the codes `0 <= id < codebook_limit` in order (default: the
+    `num_speech_codes` of the released configuration)."""
     if speech_ids is None:
         return []
+    if codebook_limit is None:
+        codebook_limit = FunAudioChatAudioEncoderConfig().num_speech_codes
     return [row[(row >= 0) & (row < codebook_limit)] for row in speech_ids]
-
-
-@dataclass
-class SpeechSamplingConfig:
-    """How the 25 Hz speech codes are chosen. By default the text settings are reused, as the official model does."""
-
-    do_sample: bool = False
-    temperature: float | None = None
-    top_k: int | None = None
-    top_p: float | None = None
-    min_p: float | None = None
-    repetition_penalty: float | None = None
-
-    @classmethod
-    def resolve(cls, generation_config: GenerationConfig, overrides: dict) -> "SpeechSamplingConfig":
-        """Per key: an explicit `speech_<key>` argument, else `speech_<key>` in the generation config, else `<key>`."""
-        values = {}
-        for key in SPEECH_SAMPLING_KEYS:
-            value = overrides.get(key)
-            if value is None:
-                value = getattr(generation_config, f"speech_{key}", None)
-            if value is None:
-                value = getattr(generation_config, key, None)
-            values[key] = value
-        values["do_sample"] = bool(values["do_sample"])
-        return cls(**values)
-
-    def processors(self) -> LogitsProcessorList:
-        """Repetition penalty, then (when sampling) the usual warpers, in transformers' order."""
-        processors = LogitsProcessorList()
-        if self.repetition_penalty is not None and self.repetition_penalty != 1.0:
-            processors.append(RepetitionPenaltyLogitsProcessor(self.repetition_penalty))
-        if self.do_sample:
-            if self.temperature is not None and self.temperature != 1.0:
-                processors.append(TemperatureLogitsWarper(self.temperature))
-            if self.top_k is not None and self.top_k != 0:
-                processors.append(TopKLogitsWarper(self.top_k))
-            if self.top_p is not None and self.top_p < 1.0:
-                processors.append(TopPLogitsWarper(self.top_p))
-            if self.min_p is not None:
-                processors.append(MinPLogitsWarper(self.min_p))
-        return processors
 
 
 def _decode_row(vocoder, codes: torch.Tensor, speaker) -> torch.Tensor:
@@ -136,12 +98,6 @@ def _decode_row(vocoder, codes: torch.Tensor, speaker) -> torch.Tensor:
         return torch.zeros(0)
     device = next(vocoder.parameters()).device
     return vocoder.decode(codes[None].to(device), speaker=speaker)[0].float().cpu()
-
-
-def _choose(scores: torch.Tensor, do_sample: bool) -> torch.Tensor:
-    if do_sample:
-        return torch.multinomial(nn.functional.softmax(scores, dim=-1), num_samples=1).squeeze(1)
-    return torch.argmax(scores, dim=-1)
 
 
 class FunAudioChatGenerationMixin(GenerationMixin):
@@ -196,8 +152,8 @@ class FunAudioChatGenerationMixin(GenerationMixin):
             generation_mode: `"text"` (speech-to-text, audio understanding, function calling; the speech head never
                 runs) or `"audio"` (joint text and 25 Hz speech codes).
             speaker: voice of the audio output: `"中文女"` (default) or `"中文男"`, or a [192] speaker embedding.
-            return_audio: decode the speech codes into 24 kHz waveforms (default: when a token-to-waveform decoder
-                is attached or known for the checkpoint, see `from_pretrained(token2wav=...)`).
+            return_audio: decode the speech codes into 24 kHz waveforms (default: when the model has its
+                token-to-waveform decoder, see `from_pretrained(token2wav=...)`).
             force_audio_bos: in audio mode, force the first text token to `<|audio_bos|>` (what starts speech).
             speech_do_sample / speech_temperature / speech_top_k / speech_top_p / speech_min_p /
                 speech_repetition_penalty: sampling of the speech codes; each defaults to `speech_<name>` in the
@@ -205,7 +161,11 @@ class FunAudioChatGenerationMixin(GenerationMixin):
             streamer: receives the prompt, then each step's text ids `put(ids [B])` and, in audio mode and if the
                 streamer has `put_speech`, each step's speech group `put_speech(codes [B, 5], speaking [B])`.
             kwargs: the usual `generate` arguments (`max_new_tokens`, `do_sample`, `temperature`, ...) and the
-                processor outputs.
+                processor outputs. `cache_implementation="static"` (here or in the generation config) decodes with
+                preallocated caches and one compiled step per position, on every device (see `decoding_step`);
+                `compile_config` (a `transformers.CompileConfig`) sets the `torch.compile` options and
+                `disable_compile=True` runs the same step uncompiled. The first call of a new shape compiles (tens of
+                seconds on a CPU): see [`~FunAudioChatGenerationMixin.warm_up`].
 
         Returns:
             Text mode: `sequences` (or a `GenerateDecoderOnlyOutput`). Audio mode: `(sequences, speech_ids)` like the
@@ -218,6 +178,7 @@ class FunAudioChatGenerationMixin(GenerationMixin):
         >>> out = model.generate(**inputs, generation_mode="audio", max_new_tokens=200, return_dict_in_generate=True)
         >>> processor.batch_decode(out.sequences[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
         >>> codes = out.valid_speech_codes()[0]  # for the CosyVoice3 decoder
+        >>> fast = model.generate(**inputs, generation_mode="audio", cache_implementation="static")  # compiled step
         ```
         """
         if generation_mode not in GENERATION_MODES:
@@ -234,13 +195,19 @@ class FunAudioChatGenerationMixin(GenerationMixin):
         if generation_mode == "text":
             if speaker is not None or return_audio:
                 raise ValueError("`speaker` and `return_audio` apply to generation_mode='audio' only.")
+            if self._static_decoding(generation_config or self.generation_config, kwargs):
+                return super().generate(
+                    **common, custom_generate=joint_sample, step_streamer=streamer, speech=False, **kwargs
+                )
             return super().generate(**common, **kwargs)
         if not getattr(self, "has_speech_head", False):
             raise ValueError(
                 "generation_mode='audio' needs a speech head, but this checkpoint has none "
                 "(audio_config.enable_audio_invert_tower=False). Use generation_mode='text'."
             )
-        if (kwargs.get("num_beams") or 1) > 1 or (generation_config is not None and generation_config.num_beams > 1):
+        if (kwargs.get("num_beams") or 1) > 1 or (
+            generation_config is not None and (generation_config.num_beams or 1) > 1
+        ):
             raise ValueError("generation_mode='audio' supports greedy decoding and sampling only (num_beams=1).")
         vocoder = self.token2wav if return_audio is not False else None
         if return_audio and vocoder is None:
@@ -273,16 +240,61 @@ class FunAudioChatGenerationMixin(GenerationMixin):
             result.sampling_rate = vocoder.config.sampling_rate
             return result
         sequences, speech_ids = result
-        audio = [_decode_row(vocoder, codes, speaker) for codes in valid_speech_codes(speech_ids)]
+        codes = valid_speech_codes(speech_ids, self.config.audio_config.num_speech_codes)
+        audio = [_decode_row(vocoder, row, speaker) for row in codes]
         # On the CPU, like the waveforms: the codes tensor then survives pipelines' moves to the CPU (see SpeechReply).
         return SpeechReply(sequences, speech_ids.cpu(), audio, vocoder.config.sampling_rate)
 
-    def _prepare_cache_for_generation(self, generation_config: GenerationConfig, model_kwargs: dict, *args, **kwargs):
-        """The default dynamic LLM cache becomes a [`GrowingCache`] (same values, no copy of the history per step)."""
-        super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
-        cache = model_kwargs.get("cache")
-        if type(cache) is DynamicCache and not cache.offloading and not getattr(cache, "_is_user_defined", False):
-            model_kwargs["cache"] = GrowingCache(config=self.config.get_text_config(decoder=True))
+    def warm_up(
+        self, batch_size: int = 1, max_length: int = 256, generation_mode: str = "audio", **generate_kwargs
+    ) -> None:
+        """Compiles the static decoding step ahead of the first request, with a short dummy generation.
+
+        `generate(..., cache_implementation="static")` compiles its step on the first call of each new shape: batch
+        size, cache bucket (`decoding_cache.static_cache_length` of prompt + `max_new_tokens`), mode, greedy or
+        sampled speech, dtype and device. This runs a few steps of such a call on a dummy prompt, so that later calls
+        with the same settings (`generate_kwargs`: sampling, `compile_config`, ...), batch size and a total length in
+        the same bucket as `max_length` decode at full speed from their first step. With `mode="reduce-overhead"` (the
+        CUDA default) it also records the CUDA graphs.
+
+        Example:
+
+        ```python
+        >>> model.warm_up(batch_size=1, max_length=1024)  # then requests of up to 1024 positions in all
+        ```
+        """
+        prompt = torch.full((batch_size, 2), self.config.text_config.sil_index, dtype=torch.long, device=self.device)
+        self.generate(
+            prompt,
+            generation_mode=generation_mode,
+            max_new_tokens=max(max_length - prompt.shape[1], 1),
+            stopping_criteria=StoppingCriteriaList([_StopAfter(prompt.shape[1] + WARM_UP_STEPS)]),
+            cache_implementation="static",
+            return_audio=False,
+            **generate_kwargs,
+        )
+
+    @staticmethod
+    def _static_decoding(generation_config: GenerationConfig | None, kwargs: dict) -> bool:
+        """`cache_implementation="static"` with plain greedy or sampled decoding (what the static step runs; beam
+        search and assisted decoding keep transformers' own loops)."""
+
+        def setting(name: str, default=None):
+            value = kwargs.get(name)
+            if value is None and generation_config is not None:
+                value = getattr(generation_config, name, None)
+            return default if value is None else value
+
+        plain = setting("num_beams", 1) == 1 and kwargs.get("assistant_model") is None
+        return setting("cache_implementation") == "static" and plain
+
+    def _prepare_cache_for_generation(self, generation_config: GenerationConfig, model_kwargs: dict, *args):
+        """A static cache is sized in buckets (`decoding_cache.static_cache_length`), so that calls of similar length
+        share one compiled step."""
+        if generation_config.cache_implementation == "static" and not model_kwargs.get("cache"):
+            *args, max_cache_length = args
+            args = (*args, static_cache_length(max_cache_length))
+        super()._prepare_cache_for_generation(generation_config, model_kwargs, *args)
 
     def _check_new_tokens(self, generation_config: GenerationConfig | None, kwargs: dict) -> None:
         value = kwargs.get("max_new_tokens")
@@ -292,15 +304,15 @@ class FunAudioChatGenerationMixin(GenerationMixin):
             raise ValueError(f"max_new_tokens must be at least 1, got {value}.")
 
 
-@dataclass
-class _SpeechStream:
-    """Per-call speech decoding state of every row."""
+class _StopAfter(StoppingCriteria):
+    """Ends every row once the sequences are `length` long."""
 
-    speaking: torch.Tensor  # row is currently producing speech
-    appended_last: torch.Tensor  # row appended a real group at the previous step
-    ended: torch.Tensor  # row emitted speech EOS
-    groups: list  # [B, 5] groups appended so far (pad groups for rows not speaking)
-    history: torch.Tensor  # codes seen by the repetition penalty ([B, T]; `codebook_size` = nothing)
+    def __init__(self, length: int):
+        self.length = length
+
+    def __call__(self, input_ids: torch.LongTensor, scores=None, **kwargs) -> torch.BoolTensor:
+        done = input_ids.shape[1] >= self.length
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
 
 
 def joint_sample(
@@ -313,122 +325,138 @@ def joint_sample(
     step_streamer=None,
     speech_overrides: dict | None = None,
     force_audio_bos: bool = True,
+    speech: bool = True,
     **model_kwargs,
 ):
-    """The joint text + speech decoding loop (`custom_generate` of `generation_mode="audio"`).
+    """The decoding loop (`custom_generate` of `generation_mode="audio"`, and of static text mode with
+    `speech=False`).
 
-    Per step: the LLM reads one input (the text token embedding, averaged with the discrete encoding of the previous
-    speech group while speaking), the text token is chosen, and the speech head turns the step's hidden state plus
-    the input token embedding into 5 codes. EOS in any of them ends the row's speech: the group becomes 5 × EOS and
-    the step's text token becomes `<|audio_eos|>`; the text continues to `<|im_end|>`.
+    Per step: the text token is chosen from the logits (logits processors, stopping criteria and streamer, every
+    step and per row), the step's speech group is appended for the speaking rows (EOS in any code ends the row's
+    speech: the group becomes 5 × EOS and the step's text token `<|audio_eos|>`; the text goes on to `<|im_end|>`),
+    and [`decode_step`] computes the next position's logits and speech group. The host reads the device once per
+    step (one small tensor holding every flag the loop and the streamer need).
     """
-    from .modeling_fun_audio_chat import FunAudioChatOutput  # (that module imports this one)
-
     config = model.config
     text_config, audio_config = config.text_config, config.audio_config
-    head = model.audio_invert_tower
-    embed = model.get_input_embeddings()
-    group = audio_config.group_size
     batch, device = input_ids.shape[0], input_ids.device
-    speech = SpeechSamplingConfig.resolve(generation_config, speech_overrides or {})
-    speech_processors = speech.processors()
+    static = isinstance(model_kwargs.get("cache"), StaticCache)
     pad_token_id = generation_config._pad_token_tensor
     has_eos_criteria = any(hasattr(criteria, "eos_token_id") for criteria in stopping_criteria)
     scores = () if generation_config.return_dict_in_generate and generation_config.output_scores else None
     raw_logits = () if generation_config.return_dict_in_generate and generation_config.output_logits else None
     streamer = step_streamer
-    put_speech: Callable | None = getattr(streamer, "put_speech", None)
+    put_speech: Callable | None = getattr(streamer, "put_speech", None) if speech else None
 
-    unfinished = torch.ones(batch, dtype=torch.bool, device=device)
-    stream = _SpeechStream(
-        speaking=input_ids[:, -1] == text_config.audio_bos_index,
-        appended_last=torch.zeros(batch, dtype=torch.bool, device=device),
-        ended=torch.zeros(batch, dtype=torch.bool, device=device),
-        groups=[],
-        history=torch.empty(batch, 0, dtype=torch.long, device=device),
-    )
-
-    outputs = model._prefill(input_ids, generation_config, model_kwargs)
-    hidden = outputs.last_hidden_state
-    head_state = head.start_state(batch, hidden)
-    head_input = hidden + embed(input_ids[:, -hidden.shape[1] :]).to(hidden.dtype)
     prompt_mask = model_kwargs.get("attention_mask")
-    valid = None
-    if prompt_mask is not None and not bool(prompt_mask.all()):  # padded rows: the speech head needs a mask
-        valid = prompt_mask[:, -hidden.shape[1] :].repeat_interleave(group, dim=1)
-        valid = valid[:, : valid.shape[1] - (group - 1)]
-        head_input = torch.where(prompt_mask[:, -hidden.shape[1] :, None].bool(), head_input, 0.0)
-    step_group = _speech_group(head, head_input, head_state, valid, stream.history, speech, speech_processors)
-    first_step = True
-    # Unpadded rows: the decoding steps may skip the module machinery (same operations, see `fast_decode`).
-    lean_step = LeanLanguageModelStep.build(model) if valid is None else None
+    prompt_positions = model_kwargs.get("position_ids")
+    outputs = model._prefill(input_ids, generation_config, model_kwargs)
+    state = _start_decoding(
+        model,
+        input_ids,
+        outputs,
+        prompt_mask,
+        prompt_positions,
+        static,
+        speech,
+        generation_config,
+        speech_overrides or {},
+    )
+    step = decode_step
+    if static and not generation_config.disable_compile:
+        step = compiled_decode_step(generation_config.compile_config, device)
+    cuda_graphs = step is not decode_step and device.type == "cuda"
 
-    while True:
-        model_kwargs = model._update_model_kwargs_for_generation(outputs, model_kwargs)
-        logits = outputs.logits[:, -1].to(copy=True, dtype=torch.float32, device=device)
-        next_scores = logits_processor(input_ids, logits)
-        if scores is not None:
-            scores += (next_scores,)
-        if raw_logits is not None:
-            raw_logits += (logits,)
-        tokens = _choose(next_scores, generation_config.do_sample)
-        if first_step and force_audio_bos:
-            tokens = torch.full_like(tokens, text_config.audio_bos_index)
-        first_step = False
-        if has_eos_criteria:
-            tokens = torch.where(unfinished, tokens, pad_token_id)
-        input_ids = torch.cat([input_ids, tokens[:, None]], dim=-1)
-        was_unfinished = unfinished
-        unfinished = unfinished & ~stopping_criteria(input_ids, scores)
-
-        kept = stream.speaking & was_unfinished
-        if step_group is None:
-            kept = torch.zeros_like(kept)
-        input_ids[:, -1] = _append_group(step_group, kept, stream, audio_config, text_config, input_ids[:, -1])
-        if streamer is not None:
-            streamer.put(input_ids[:, -1].cpu())
-            if put_speech is not None and bool(kept.any()):
-                put_speech(stream.groups[-1].cpu(), kept.cpu())
-        if not bool(unfinished.any()):
-            break
-
-        # Next LLM input: the text token, averaged with the previous group's discrete encoding while speaking.
-        last = input_ids[:, -1]
-        stream.speaking |= last == text_config.audio_bos_index
-        text_embeds = embed(last)[:, None, :]
-        inputs_embeds = text_embeds
-        fuse = stream.speaking & stream.appended_last
-        if bool(fuse.any()):
-            audio_embeds = model.audio_tower(stream.groups[-1])
-            fused = (text_embeds + audio_embeds.to(text_embeds.dtype)) / 2
-            inputs_embeds = torch.where(fuse[:, None, None], fused, text_embeds)
-        model_inputs = model.prepare_inputs_for_generation(input_ids, next_sequence_length=1, **model_kwargs)
-        model_inputs["input_ids"] = None
-        model_inputs["inputs_embeds"] = inputs_embeds
-        lean = lean_step(model_inputs) if lean_step is not None else None
-        if lean is not None:
-            outputs = FunAudioChatOutput(text_logits=lean[0], cache=model_inputs["cache"], last_hidden_state=lean[1])
-        else:
-            outputs = model(**model_inputs, return_dict=True)
-
+    # Static decoding: attention without copying grouped keys/values (see `decode_attention`).
+    with decode_attention(model) if static else nullcontext():
         step_group = None
-        if not bool((stream.ended | ~unfinished).all()):
+        if speech:
             hidden = outputs.last_hidden_state
-            step_group = _speech_group(
-                head,
-                hidden + text_embeds.to(hidden.dtype),
-                head_state,
-                None,
-                stream.history,
-                speech,
-                speech_processors,
-            )
+            head_input = hidden + model.get_input_embeddings()(input_ids[:, -hidden.shape[1] :]).to(hidden.dtype)
+            valid = None
+            if prompt_mask is not None and not bool(prompt_mask.all()):  # padded rows: the speech head needs a mask
+                valid = prompt_mask[:, -hidden.shape[1] :].repeat_interleave(audio_config.group_size, dim=1)
+                valid = valid[:, : valid.shape[1] - (audio_config.group_size - 1)]
+                head_input = torch.where(prompt_mask[:, -hidden.shape[1] :, None].bool(), head_input, 0.0)
+            step_group = model.audio_invert_tower.generate_group(head_input, state.head, state.chooser, valid)
+        logits = outputs.logits[:, -1]
+        del outputs
+
+        unfinished = torch.ones(batch, dtype=torch.bool, device=device)
+        speaking = input_ids[:, -1] == text_config.audio_bos_index
+        appended_last = torch.zeros(batch, dtype=torch.bool, device=device)
+        last_group = torch.full((batch, audio_config.group_size), audio_config.pad_token_id, device=device)
+        groups = []
+        ended_host = [False] * batch
+        first_step = True
+        while True:
+            logits = logits.to(copy=True, dtype=torch.float32, device=device)
+            next_scores = logits_processor(input_ids, logits)
+            if scores is not None:
+                scores += (next_scores,)
+            if raw_logits is not None:
+                raw_logits += (logits,)
+            tokens = choose(next_scores, generation_config.do_sample)
+            if first_step and force_audio_bos and speech:
+                tokens = torch.full_like(tokens, text_config.audio_bos_index)
+            first_step = False
+            if has_eos_criteria:
+                tokens = torch.where(unfinished, tokens, pad_token_id)
+            input_ids = torch.cat([input_ids, tokens[:, None]], dim=-1)
+            was_unfinished = unfinished
+            unfinished = unfinished & ~stopping_criteria(input_ids, scores)
+
+            flags = [unfinished]
+            if speech:
+                kept = speaking & was_unfinished
+                if step_group is None:
+                    kept = torch.zeros_like(kept)
+                    step_group = last_group
+                finished = kept & (step_group == audio_config.eos_token_id).any(dim=-1)
+                appended = torch.where(finished[:, None], audio_config.eos_token_id, step_group)
+                appended = torch.where(kept[:, None], appended, audio_config.pad_token_id)
+                input_ids[:, -1] = torch.where(finished, text_config.audio_eos_index, input_ids[:, -1])
+                speaking = speaking & ~finished
+                flags += [kept, finished, appended]
+            # The step's one host read: per row the text id, the flags and the appended group, as Python values.
+            rows = torch.cat([input_ids[:, -1:], *[flag.view(batch, -1).long() for flag in flags]], dim=1).tolist()
+            going_on = [bool(row[1]) for row in rows]
+            kept_any = False
+            if speech:
+                kept_host = [bool(row[2]) for row in rows]
+                ended_host = [ended or bool(row[3]) for ended, row in zip(ended_host, rows)]
+                kept_any = any(kept_host)
+                if kept_any:
+                    groups.append(appended)
+                    state.chooser.commit(appended, kept)
+                    last_group = appended
+                appended_last = kept
+            if streamer is not None:
+                streamer.put(torch.tensor([row[0] for row in rows]))
+                if put_speech is not None and kept_any:
+                    put_speech(torch.tensor([row[4:] for row in rows]), torch.tensor(kept_host))
+            if not any(going_on):
+                break
+
+            # Next position: the text token, averaged with the group just appended where the row goes on speaking.
+            last = input_ids[:, -1].clone(memory_format=torch.contiguous_format)  # the same strides at every step
+            speaking = speaking | (last == text_config.audio_bos_index)
+            run_head = speech and (static or not all(e or not g for e, g in zip(ended_host, going_on)))
+            if cuda_graphs:
+                torch.compiler.cudagraph_mark_step_begin()
+            logits, step_group = step(model, state, last, last_group, speaking & appended_last, run_head)
+            if step_group is not None:
+                step_group = step_group.clone()  # may live in a CUDA graph's memory, which the next replay overwrites
 
     if streamer is not None:
         streamer.end()
-    speech_ids = (
-        torch.cat(stream.groups, dim=1) if stream.groups else torch.empty(batch, 0, dtype=torch.long, device=device)
-    )
+    if not speech:
+        if generation_config.return_dict_in_generate:
+            return GenerateDecoderOnlyOutput(
+                sequences=input_ids, scores=scores, logits=raw_logits, cache=model_kwargs.get("cache")
+            )
+        return input_ids
+    speech_ids = torch.cat(groups, dim=1) if groups else torch.empty(batch, 0, dtype=torch.long, device=device)
     if generation_config.return_dict_in_generate:
         return FunAudioChatGenerateOutput(
             sequences=input_ids,
@@ -436,65 +464,48 @@ def joint_sample(
             logits=raw_logits,
             cache=model_kwargs.get("cache"),
             speech_ids=speech_ids,
+            num_speech_codes=audio_config.num_speech_codes,
         )
     return input_ids, speech_ids
 
 
-@torch.inference_mode()  # the speech head's state never leaves the loop; the returned codes are only read
-def _speech_group(
-    head,
-    head_input: torch.Tensor,
-    state,
-    valid: torch.Tensor | None,
-    history: torch.Tensor,
-    speech: SpeechSamplingConfig,
-    processors: LogitsProcessorList,
-) -> torch.Tensor:
-    """Runs the speech head for the last LLM position of `head_input` [B, S, dim] and returns its 5 codes [B, 5].
-
-    Sub-step 0 feeds every upsampled sub-position up to sub-position 0 of the last LLM position (the whole prompt at
-    prefill); sub-steps 1..4 feed one sub-position each. Each input is offset by the embedding of the code chosen
-    just before it (speech BOS at the very first sub-step).
-    """
-    group = head.group_size
-    upsampled = head.upsample(head_input)
-    first = upsampled.shape[1] - (group - 1)
-    codes = []
-    for sub in range(group):
-        inputs = upsampled[:, :first] if sub == 0 else upsampled[:, first + sub - 1 : first + sub]
-        logits = head.step(inputs, state, valid if sub == 0 else None)
-        if processors:
-            seen = torch.cat([history, *[c[:, None] for c in codes]], dim=1)
-            logits = processors(seen, logits)
-        code = _choose(logits, speech.do_sample)
-        codes.append(code)
-        state.last_code_embedding = head.code_embeddings(code).to(upsampled.dtype)
-    return torch.stack(codes, dim=1)
-
-
-def _append_group(
-    step_group: torch.Tensor | None,
-    kept: torch.Tensor,
-    stream: _SpeechStream,
-    audio_config,
-    text_config,
-    tokens: torch.Tensor,
-) -> torch.Tensor:
-    """Appends the step's group for the speaking rows; returns the step's text tokens (`<|audio_eos|>` where speech
-    ended)."""
-    if not bool(kept.any()):
-        stream.appended_last = kept
-        return tokens
-    finished = kept & (step_group == audio_config.eos_token_id).any(dim=-1)
-    appended = torch.where(finished[:, None], audio_config.eos_token_id, step_group)
-    appended = torch.where(kept[:, None], appended, audio_config.pad_token_id)
-    stream.groups.append(appended)
-    seen = torch.where(kept[:, None], appended, audio_config.codebook_size)
-    stream.history = torch.cat([stream.history, seen], dim=1)
-    stream.appended_last = kept
-    stream.speaking = stream.speaking & ~finished
-    stream.ended |= finished
-    return torch.where(finished, text_config.audio_eos_index, tokens)
+def _start_decoding(
+    model,
+    input_ids: torch.Tensor,
+    outputs,
+    prompt_mask: torch.Tensor | None,
+    prompt_positions: torch.Tensor | None,
+    static: bool,
+    speech: bool,
+    generation_config: GenerationConfig,
+    speech_overrides: dict,
+) -> DecodingState:
+    """The decoding state after the prefill: the LLM's sequence (its cache holds the prompt), and in audio mode an
+    empty speech head sequence of the same kind and the code chooser."""
+    batch, length, device = input_ids.shape[0], input_ids.shape[1], input_ids.device
+    cache = outputs.cache
+    if static:
+        llm = StaticSequence(cache, cache.get_max_length(), batch, device, prompt_mask, length)
+    else:
+        padded = prompt_mask is not None and not bool(prompt_mask.all())
+        if prompt_positions is not None:
+            next_position = prompt_positions[:, -1] + 1
+        else:
+            next_position = torch.full((batch,), length, dtype=torch.long, device=device)
+        llm = GrowingSequence(cache, next_position, prompt_mask if padded else None)
+    if not speech:
+        return DecodingState(llm)
+    head = model.audio_invert_tower
+    head_config = head.crq_transformer.config
+    sampling = SpeechSamplingConfig.resolve(generation_config, speech_overrides)
+    if static:
+        capacity = head.group_size * cache.get_max_length()
+        sequence = StaticSequence.empty(head_config, capacity, batch, device)
+        chooser = StaticSpeechSampler(sampling, batch, model.config.audio_config.codebook_size, device)
+    else:
+        sequence = GrowingSequence.empty(head_config, batch, device)
+        chooser = ProcessorChooser(sampling, batch, model.config.audio_config.codebook_size, device)
+    return DecodingState(llm, head.start_state(sequence, outputs.last_hidden_state), chooser)
 
 
 __all__ = [

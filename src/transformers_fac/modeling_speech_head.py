@@ -5,6 +5,7 @@ transformer runs over the sub-positions at 25 Hz and predicts one speech code pe
 `lm_head` is tied to the discrete encoder's code embedding.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -12,44 +13,16 @@ from torch import nn
 from transformers import AutoModel
 
 from .configuration_fun_audio_chat import FunAudioChatAudioEncoderConfig
-from .fast_decode import LeanDecoder, linear_parameters
-from .growing_cache import GrowingCache
+from .decoding_cache import DecodingSequence
 
 
 @dataclass
 class SpeechHeadState:
-    """Per-`generate`-call decoding state of the speech head (nothing is stored on the module).
+    """Per-`generate`-call decoding state of the speech head (nothing is stored on the module): its transformer's
+    sequence (cache, mask, positions) and the embedding of the last chosen code, which offsets the next input."""
 
-    `attention_mask` is None when no row is padded; otherwise it covers every sub-position fed so far. `lean` runs the
-    one-position sub-steps of unpadded rows when the transformer allows it (see `fast_decode`).
-    """
-
-    cache: GrowingCache
-    last_code_embedding: torch.Tensor
-    next_position: torch.Tensor
-    attention_mask: torch.Tensor | None
-    lean: "_LeanSubStep | None" = None
-
-
-@dataclass
-class _LeanSubStep:
-    """What a one-position sub-step of unpadded rows needs, read once per call: the transformer's [`LeanDecoder`] and
-    the (weight, bias) of the plain linear maps around it."""
-
-    decoder: LeanDecoder
-    input_matching: tuple
-    output_matching: tuple
-    lm_head: tuple
-
-    @classmethod
-    def build(cls, head: "FunAudioChatSpeechHead") -> "_LeanSubStep | None":
-        parts = (
-            LeanDecoder.build(head.crq_transformer),
-            linear_parameters(head.input_matching),
-            linear_parameters(head.output_matching),
-            linear_parameters(head.lm_head),
-        )
-        return None if any(part is None for part in parts) else cls(*parts)
+    sequence: DecodingSequence
+    last_code_embedding: torch.Tensor  # [B, dim]
 
 
 class FunAudioChatSpeechHead(nn.Module):
@@ -124,91 +97,57 @@ class FunAudioChatSpeechHead(nn.Module):
         return positions.masked_fill(padding.repeat_interleave(self.group_size, dim=1), 0)
 
     # ----------------------------------------------------------------------------------------------------------
-    # Incremental decoding (used by generation): one call per sub-step, state carried in a SpeechHeadState.
+    # Incremental decoding (used by generation): state carried in a SpeechHeadState.
     # ----------------------------------------------------------------------------------------------------------
-    def start_state(self, batch_size: int, reference: torch.Tensor) -> SpeechHeadState:
-        """Empty cache; the first sub-step is conditioned on the speech BOS embedding."""
-        bos = torch.full((batch_size,), self.config.bos_token_id, dtype=torch.long, device=reference.device)
-        return SpeechHeadState(
-            cache=GrowingCache(config=self.crq_transformer.config),
-            last_code_embedding=self.code_embeddings(bos).to(reference.dtype),
-            next_position=torch.zeros(batch_size, dtype=torch.long, device=reference.device),
-            attention_mask=None,
-            lean=_LeanSubStep.build(self),
-        )
+    def start_state(self, sequence: DecodingSequence, reference: torch.Tensor) -> SpeechHeadState:
+        """An empty `sequence` (see `decoding_cache`); the first sub-step is conditioned on the speech BOS embedding."""
+        batch = sequence.next_position.shape[0]
+        bos = torch.full((batch,), self.config.bos_token_id, dtype=torch.long, device=reference.device)
+        embedding = self.code_embeddings(bos).to(reference.dtype)
+        torch._dynamo.mark_static_address(embedding)  # updated in place by the compiled decoding step
+        return SpeechHeadState(sequence, embedding)
 
     def step(
         self, sub_positions: torch.Tensor, state: SpeechHeadState, valid: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Feeds upsampled sub-positions [B, n, dim] (plus the previous code's embedding) and returns the logits of the
         last one [B, codebook_size]. `valid` [B, n] marks non-padding inputs (None: all valid)."""
-        lean = state.lean
-        if lean is not None and valid is None and state.attention_mask is None and sub_positions.shape[1] == 1:
-            # The decoding sub-steps: the same operations as below, without the module machinery.
-            linear = nn.functional.linear
-            inputs = linear(sub_positions + state.last_code_embedding[:, None, :], *lean.input_matching)
-            positions = state.next_position[:, None]
-            state.next_position = state.next_position + 1
-            hidden = lean.decoder(inputs, positions, state.cache)
-            return linear(linear(hidden[:, -1], *lean.output_matching), *lean.lm_head).float()
         inputs = self.input_matching(sub_positions + state.last_code_embedding[:, None, :])
-        unpadded = valid is None and state.attention_mask is None
-        if unpadded and inputs.shape[1] == 1 and not self.crq_transformer.has_sliding_layers:
-            hidden = self._decode_one(inputs, state)
-        else:
-            hidden = self._decode_many(inputs, state, valid)
-        return self._logits(hidden[:, -1]).float()
-
-    def _decode_many(
-        self, inputs_embeds: torch.Tensor, state: SpeechHeadState, valid: torch.Tensor | None
-    ) -> torch.Tensor:
-        """Any number of sub-positions, padded or not, through `crq_transformer.forward` (masks built as needed)."""
-        batch, count = inputs_embeds.shape[:2]
-        device = inputs_embeds.device
-        if valid is not None or state.attention_mask is not None:
-            if valid is None:
-                valid = torch.ones(batch, count, dtype=torch.long, device=device)
-            previous = state.attention_mask
-            if previous is None:
-                previous = torch.ones(batch, state.cache.get_seq_length(), dtype=torch.long, device=device)
-            state.attention_mask = torch.cat([previous, valid.long()], dim=1)
-            positions = state.next_position[:, None] + valid.long().cumsum(-1) - 1
-            positions = positions.clamp(min=0)
-            state.next_position = state.next_position + valid.long().sum(-1)
-        else:
-            positions = state.next_position[:, None] + torch.arange(count, device=device)
-            state.next_position = state.next_position + count
+        mask, positions = state.sequence.advance(valid, inputs.shape[1])
         output = self.crq_transformer(
-            inputs_embeds=inputs_embeds,
-            attention_mask=state.attention_mask,
+            inputs_embeds=inputs,
+            attention_mask=mask,
             position_ids=positions,
-            cache=state.cache,
+            cache=state.sequence.cache,
             use_cache=True,
         )
-        return output.last_hidden_state
+        return self._logits(output.last_hidden_state[:, -1]).float()
 
-    def _decode_one(self, inputs_embeds: torch.Tensor, state: SpeechHeadState) -> torch.Tensor:
-        """One sub-position [B, 1, hidden] of unpadded rows through the transformer's layers, called directly.
+    def generate_group(
+        self,
+        hidden_states: torch.Tensor,
+        state: SpeechHeadState,
+        choose: Callable[[torch.Tensor, list[torch.Tensor]], torch.Tensor],
+        valid: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The 5 codes [B, 5] of the last LLM position of `hidden_states` [B, S, dim] (hidden states plus input text
+        embeddings).
 
-        The same computation as `crq_transformer.forward`, without its per-call machinery (argument and output
-        handling, mask building): a single query of unpadded rows, without sliding-window layers, needs no mask. This
-        is the decoding path, run 5 times per LLM step.
+        Sub-step 0 feeds every upsampled sub-position up to sub-position 0 of the last LLM position (the whole prompt
+        at prefill, `valid` [B, 5(S-1)+1] marking padding); sub-steps 1..4 feed one sub-position each. Each input is
+        offset by the embedding of the code chosen just before it (speech BOS at the very first sub-step).
+        `choose(logits [B, V], codes chosen so far in this group) -> code [B]` picks each code.
         """
-        transformer = self.crq_transformer
-        positions = state.next_position[:, None]
-        state.next_position = state.next_position + 1
-        position_embeddings = transformer.rotary_emb(inputs_embeds, positions)
-        hidden = inputs_embeds
-        for layer in transformer.layers:
-            hidden = layer(
-                hidden,
-                attention_mask=None,
-                position_embeddings=position_embeddings,
-                position_ids=positions,
-                cache=state.cache,
-                use_cache=True,
-            )
-        return transformer.norm(hidden)
+        upsampled = self.upsample(hidden_states)
+        first = upsampled.shape[1] - (self.group_size - 1)
+        codes = []
+        for sub in range(self.group_size):
+            inputs = upsampled[:, :first] if sub == 0 else upsampled[:, first + sub - 1 : first + sub]
+            logits = self.step(inputs, state, valid if sub == 0 else None)
+            code = choose(logits, codes)
+            codes.append(code)
+            state.last_code_embedding.copy_(self.code_embeddings(code))
+        return torch.stack(codes, dim=1)
 
 
 __all__ = ["FunAudioChatSpeechHead", "SpeechHeadState"]
