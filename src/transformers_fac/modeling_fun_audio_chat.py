@@ -4,10 +4,20 @@ The module tree and parameter names are those of the official checkpoint (`conti
 `audio_tower.*`, `audio_invert_tower.*`, `language_model.model.*`, `language_model.lm_head.*`), so
 `FunAudioLLM/Fun-Audio-Chat-8B` loads unchanged and what we save stays readable by the official code, vLLM and
 mlx-audio.
+
+The token-to-waveform decoder (CosyVoice3, a [`FunAudioChatToken2Wav`]) is an explicit part of the model: the
+registered submodule `model.token2wav` (None without one). As a submodule it follows `model.to(...)` (device and
+dtype) and `eval()`/`train()`; it is loaded once, by `from_pretrained` (with its voices, so that choosing a speaker
+later reads nothing from disk or network), onto the model's device (the first one with a `device_map`). It is kept
+out of the LLM checkpoint: `save_pretrained` writes the official `model.safetensors` key set unchanged and the decoder
+(weights and voices) into a `token2wav/` subfolder that the saved config names, where `from_pretrained` finds it
+again. Its parameters are frozen (fine-tuning never touches them). This module is the only one of the model's that
+imports the decoder side (`vocoder`), and `forward`/`generate` never load or download anything.
 """
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,7 +35,7 @@ from .modeling_audio_encoders import (
     sinusoid_table,
 )
 from .modeling_speech_head import FunAudioChatSpeechHead
-from .vocoder import default_token2wav_source, load_token2wav
+from .vocoder import TOKEN2WAV_FOLDER, default_token2wav_source, load_token2wav, save_token2wav
 
 
 @dataclass
@@ -123,43 +133,57 @@ class FunAudioChatForConditionalGeneration(FunAudioChatGenerationMixin, FunAudio
         else:
             self._tied_weights_keys = {}
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
-        # The token-to-waveform decoder is attached outside the module tree: its weights are not part of this
-        # checkpoint and `save_pretrained` must keep writing exactly the official keys.
-        self.token2wav_source: str | None = None
-        object.__setattr__(self, "_token2wav", None)
+        # The token-to-waveform decoder: attached by `from_pretrained` / `attach_token2wav` (see the module docstring).
+        self.register_module("token2wav", None)
         self.post_init()
 
     @classmethod
     def from_pretrained(
         cls, pretrained_model_name_or_path: str | os.PathLike, *model_args, token2wav: Any = "auto", **kwargs
     ):
-        r"""Loads the checkpoint, and attaches its token-to-waveform decoder (for `generate(..., speaker=...)` audio).
+        r"""Loads the checkpoint and its token-to-waveform decoder (for `generate(..., generation_mode="audio")` audio).
 
         Args:
-            token2wav: `"auto"` (default): the decoder named by the config (`token2wav_source`) or known for the official
-                repo, loaded on first use; a directory, a Hub repo id or a [`FunAudioChatToken2Wav`]: loaded now;
-                None: no audio output.
+            token2wav: `"auto"` (default): the decoder the config names (`token2wav_source`, e.g. the `token2wav/`
+                subfolder of a saved model) or the one known for the official repo; a directory, a Hub repo id or a
+                [`FunAudioChatToken2Wav`]; None: no audio output. It is loaded now, with its voices (downloads, if
+                any, happen here, never in `generate`).
         """
         loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         model = loaded[0] if isinstance(loaded, tuple) else loaded  # (model, loading_info) on request
         if token2wav == "auto":
-            model.token2wav_source = default_token2wav_source(model.config, pretrained_model_name_or_path)
-        elif token2wav is not None:
+            token2wav = default_token2wav_source(model.config, pretrained_model_name_or_path)
+        if token2wav is not None:
             model.attach_token2wav(token2wav, checkpoint=pretrained_model_name_or_path)
         return loaded
 
-    @property
-    def token2wav(self):
-        """The attached token-to-waveform decoder (the default one is loaded on first access), or None."""
-        if self._token2wav is None and self.token2wav_source is not None:
-            self.attach_token2wav(self.token2wav_source, checkpoint=self.name_or_path)
-        return self._token2wav
-
     def attach_token2wav(self, source: Any, checkpoint: str | os.PathLike | None = None):
-        """Loads `source` (instance, directory or Hub id) as this model's decoder, on the model's device."""
+        """Loads `source` (instance, directory or Hub id; a relative directory is first looked up in `checkpoint`)
+        with its voices, and makes it this model's frozen `token2wav` submodule on the model's device."""
         decoder = load_token2wav(source, checkpoint=checkpoint, device=self.device)
-        object.__setattr__(self, "_token2wav", decoder)
+        self.token2wav = decoder.requires_grad_(False)
         return decoder
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, state_dict: dict | None = None, **kwargs):
+        """Saves the model as the official checkpoint layout, and its decoder (if any) in the `token2wav/` subfolder
+        (weights and voices), named by the saved config so that `from_pretrained` reloads both."""
+        decoder = self.token2wav
+        if decoder is not None and kwargs.get("push_to_hub"):
+            raise ValueError(
+                "save_pretrained(push_to_hub=True) would not upload the token2wav/ subfolder; use "
+                "model.push_to_hub(repo_id), which uploads the model with its decoder."
+            )
+        if state_dict is None:
+            state_dict = {key: value for key, value in self.state_dict().items() if not key.startswith("token2wav.")}
+        source = self.config.token2wav_source
+        if decoder is not None:
+            self.config.token2wav_source = TOKEN2WAV_FOLDER
+        try:
+            super().save_pretrained(save_directory, *args, state_dict=state_dict, **kwargs)
+        finally:
+            self.config.token2wav_source = source
+        if decoder is not None:
+            save_token2wav(decoder, Path(save_directory) / TOKEN2WAV_FOLDER)
 
     # ------------------------------------------------------------------ accessors
     @property

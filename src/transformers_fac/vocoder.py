@@ -1,9 +1,11 @@
-"""Finding and loading the CosyVoice3 token-to-waveform decoder that turns Fun-Audio-Chat's speech codes into audio.
+"""Finding, loading and saving the CosyVoice3 token-to-waveform decoder that turns Fun-Audio-Chat's speech codes into
+audio (the model's `token2wav` part, see `modeling_fun_audio_chat`).
 
 A source is a [`FunAudioChatToken2Wav`] instance, a local directory (our `save_pretrained` layout with a
 `config.json`, or the CosyVoice3 release layout with `cosyvoice3.yaml`, `flow.pt`, `hift.pt`), or a Hub repo id.
 A relative directory name is first looked up inside the checkpoint directory, so that a checkpoint can ship its
-decoder in a subfolder; a `spk2info.pt` there replaces the stock voices (the tiny test checkpoint uses this).
+decoder in a subfolder (`save_pretrained` writes it to `token2wav/`); a `spk2info.pt` there replaces the stock voices.
+Loading reads the voices too, so that nothing is fetched later.
 """
 
 import json
@@ -13,12 +15,15 @@ from typing import Any
 
 import torch
 from huggingface_hub import hf_hub_download
+from huggingface_hub.utils import tqdm
 
 DEFAULT_TOKEN2WAV = "FunAudioLLM/Fun-CosyVoice3-0.5B-2512"
 # Checkpoints whose decoder is known although their config.json does not name one.
 KNOWN_TOKEN2WAV = {"FunAudioLLM/Fun-Audio-Chat-8B": DEFAULT_TOKEN2WAV}
 # A decoder directory may ship its own voices (same format as the official speaker file) under this name.
 VOICES_FILE = "spk2info.pt"
+# The subfolder of a saved model that holds its decoder.
+TOKEN2WAV_FOLDER = "token2wav"
 
 
 def default_token2wav_source(config: Any, checkpoint: str | os.PathLike | None) -> str | None:
@@ -46,33 +51,52 @@ def load_token2wav(
     device: torch.device | str | None = None,
     **hub_kwargs,
 ):
-    """Loads a token-to-waveform decoder from `source` (see the module docstring) in float32 on `device`."""
+    """Loads a token-to-waveform decoder from `source` (see the module docstring) with its voices, in float32 on
+    `device`, in eval mode, showing a progress bar."""
     from .token2wav import FunAudioChatToken2Wav
 
-    if isinstance(source, FunAudioChatToken2Wav):
-        model = source
-    elif isinstance(source, (str, os.PathLike)):
-        source = os.fspath(source)
-        directory = _local_directory(source, checkpoint)
-        if directory is not None:
-            saved = _is_saved_token2wav(directory)
-            model = (
-                FunAudioChatToken2Wav.from_pretrained(directory)
-                if saved
-                else FunAudioChatToken2Wav.from_cosyvoice(directory)
-            )
-            if (directory / VOICES_FILE).is_file():
-                model.load_voices(directory / VOICES_FILE, check_hash=False)
-        elif _hub_repo_is_saved_token2wav(source, **hub_kwargs):
-            model = FunAudioChatToken2Wav.from_pretrained(source, **hub_kwargs)
-        else:
-            model = FunAudioChatToken2Wav.from_cosyvoice(source, **hub_kwargs)
-    else:
+    if not isinstance(source, (FunAudioChatToken2Wav, str, os.PathLike)):
         raise TypeError(
             f"token2wav must be a FunAudioChatToken2Wav, a directory or a Hub repo id, got {type(source).__name__}."
         )
-    model = model.eval()
-    return model.to(device) if device is not None else model
+    with tqdm(total=3, desc="Loading token2wav", unit="step") as progress:
+        voices = None
+        if isinstance(source, FunAudioChatToken2Wav):
+            model = source
+        else:
+            source = os.fspath(source)
+            directory = _local_directory(source, checkpoint)
+            if directory is not None:
+                saved = _is_saved_token2wav(directory)
+                model = (
+                    FunAudioChatToken2Wav.from_pretrained(directory)
+                    if saved
+                    else FunAudioChatToken2Wav.from_cosyvoice(directory)
+                )
+                if (directory / VOICES_FILE).is_file():
+                    voices = directory / VOICES_FILE
+            elif _hub_repo_is_saved_token2wav(source, **hub_kwargs):
+                model = FunAudioChatToken2Wav.from_pretrained(source, **hub_kwargs)
+            else:
+                model = FunAudioChatToken2Wav.from_cosyvoice(source, **hub_kwargs)
+        progress.update()
+        if voices is not None:
+            model.load_voices(voices, check_hash=False)
+        else:
+            model.voice_names  # noqa: B018 - the stock voices (the official speaker file, downloaded once)
+        progress.update()
+        model = model.eval() if device is None else model.eval().to(device)
+        progress.update()
+    return model
+
+
+def save_token2wav(model, directory: str | os.PathLike) -> Path:
+    """Writes `model` in our `save_pretrained` layout plus its voices (`spk2info.pt`), as `load_token2wav` reads it."""
+    directory = Path(directory)
+    model.save_pretrained(directory)
+    voices = {name: {"embedding": model.speaker_embedding(name).cpu()} for name in model.voice_names}
+    torch.save(voices, directory / VOICES_FILE)
+    return directory
 
 
 def _hub_repo_is_saved_token2wav(repo_id: str, **hub_kwargs) -> bool:
@@ -84,4 +108,11 @@ def _hub_repo_is_saved_token2wav(repo_id: str, **hub_kwargs) -> bool:
     return json.loads(Path(path).read_text()).get("model_type") == "funaudiochat_token2wav"
 
 
-__all__ = ["DEFAULT_TOKEN2WAV", "KNOWN_TOKEN2WAV", "default_token2wav_source", "load_token2wav"]
+__all__ = [
+    "DEFAULT_TOKEN2WAV",
+    "KNOWN_TOKEN2WAV",
+    "TOKEN2WAV_FOLDER",
+    "default_token2wav_source",
+    "load_token2wav",
+    "save_token2wav",
+]
