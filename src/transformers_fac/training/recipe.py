@@ -81,8 +81,8 @@ def load_source_dataset(data: dict):
 
 def prepare_recipe_data(recipe: dict, processor):
     """Prepared `(train, eval or None)` datasets of a recipe (speech codes computed and cached by `datasets`)."""
+    from ..speech_tokenizer import SpeechCodeTokenizer
     from .data import prepare_dataset
-    from .speech_tokenizer import SpeechCodeTokenizer
 
     data = recipe["data"]
     prepare = dict(data.get("prepare") or {})
