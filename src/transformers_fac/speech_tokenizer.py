@@ -233,7 +233,8 @@ class SpeechCodeTokenizer:
 
         state = {key: value.detach().cpu().contiguous() for key, value in self.model.state_dict().items()}
         config = json.dumps(asdict(self.model.config), sort_keys=True)
-        save_file(state, path, metadata={"format": _SAFETENSORS_FORMAT, "model_config": config})
+        # one metadata key: safetensors writes several in no fixed order, and the tiny checkpoint must be byte-stable
+        save_file(state, path, metadata={_SAFETENSORS_CONFIG_KEY: config})
         return path
 
     def for_rank(self, rank: int | None) -> "SpeechCodeTokenizer":
@@ -266,7 +267,7 @@ class SpeechCodeTokenizer:
         return codes
 
 
-_SAFETENSORS_FORMAT = "s3tokenizer.S3TokenizerV3"
+_SAFETENSORS_CONFIG_KEY = "s3tokenizer.ModelConfigV3"
 
 
 def _load_safetensors(s3tokenizer: types.ModuleType, path: str) -> torch.nn.Module:
@@ -275,11 +276,11 @@ def _load_safetensors(s3tokenizer: types.ModuleType, path: str) -> torch.nn.Modu
 
     with safe_open(path, "pt") as handle:
         metadata = handle.metadata() or {}
-        if metadata.get("format") != _SAFETENSORS_FORMAT:
+        if _SAFETENSORS_CONFIG_KEY not in metadata:
             raise ValueError(f"{path} is not a speech tokenizer saved by SpeechCodeTokenizer.save.")
         state = {key: handle.get_tensor(key) for key in handle.keys()}
     model = s3tokenizer.S3TokenizerV3(
-        DEFAULT_SPEECH_TOKENIZER, config=ModelConfigV3(**json.loads(metadata["model_config"]))
+        DEFAULT_SPEECH_TOKENIZER, config=ModelConfigV3(**json.loads(metadata[_SAFETENSORS_CONFIG_KEY]))
     )
     model.load_state_dict(state, strict=True)
     return model
