@@ -4,7 +4,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.token2wav_testing import GOLDEN, TINY_COSYVOICE, single_thread, snr_db  # noqa: F401
+from tests.token2wav_testing import (  # noqa: F401
+    GOLDEN,
+    TINY_COSYVOICE,
+    random_codes,
+    single_thread,
+    snr_db,
+    stream_chunks,
+)
 from transformers_fac.token2wav import FunAudioChatToken2Wav, flow_dit
 from transformers_fac.voice import FunAudioChatVoice
 
@@ -26,16 +33,11 @@ def voice():
 
 @pytest.fixture(scope="module")
 def codes():
-    return torch.randint(0, 6561, (1, N_CODES), generator=torch.Generator().manual_seed(1))
+    return random_codes(N_CODES)
 
 
 def stream(model, codes, speaker, sizes, exact=False):
-    decoder = model.stream_decoder(speaker, exact=exact)
-    chunks, start = [], 0
-    for size in sizes:
-        chunks.append(decoder.push(codes[:, start : start + size]))
-        start += size
-    chunks.append(decoder.finish())
+    chunks, decoder = stream_chunks(model, codes, speaker, sizes, exact=exact)
     return torch.cat(chunks, dim=1), decoder
 
 

@@ -41,6 +41,23 @@ def snr_db(reference: torch.Tensor, estimate: torch.Tensor) -> float:
     return float(10 * torch.log10(reference.pow(2).sum() / noise))
 
 
+def random_codes(count: int, seed: int = 1) -> torch.Tensor:
+    """[1, count] random valid speech codes."""
+    return torch.randint(0, 6561, (1, count), generator=torch.Generator().manual_seed(seed))
+
+
+def stream_chunks(model, codes: torch.Tensor, speaker, sizes: list[int], exact: bool = False):
+    """Push `codes` in pieces of `sizes` into a new stream, then finish it: (chunks incl. the final one, decoder)."""
+    decoder = model.stream_decoder(speaker, exact=exact)
+    chunks, start = [], 0
+    for size in sizes:
+        chunks.append(decoder.push(codes[:, start : start + size]))
+        start += size
+    assert start == codes.shape[1]
+    chunks.append(decoder.finish())
+    return chunks, decoder
+
+
 def check_golden_stream(model, speaker, data: dict[str, torch.Tensor], split: list[int], atol: float) -> None:
     """Push `in.tokens` in pieces of `split` codes into an exact stream and compare with `out.stream_wav`.
 
