@@ -288,7 +288,7 @@ def test_space_files():
     assert tuple(map(int, front["python_version"].split("."))) >= (3, 11)
     assert (DEMO / front["app_file"]).is_file() and front["suggested_hardware"]
     assert "FunAudioLLM/Fun-Audio-Chat-8B" in front["models"] and len(front["short_description"]) <= 60
-    assert "transformers-fac[demo]" in (DEMO / "requirements.txt").read_text()
+    assert "transformers-fac[demo,voice]" in (DEMO / "requirements.txt").read_text()
     assert (DEMO / "packages.txt").read_text().split() == ["ffmpeg"]
     assert all((DEMO / "examples" / path.name).is_file() for path, _ in app.EXAMPLES)
 

@@ -8,6 +8,7 @@ caller's thread, so vocoding overlaps with generation.
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,7 +42,7 @@ def stream_reply(
     model,
     tokenizer,
     inputs: dict,
-    speaker: str | torch.Tensor | None = None,
+    speaker: Any = None,
     exact: bool = False,
     interrupt: threading.Event | None = None,
     timeout: float | None = None,
@@ -53,7 +54,7 @@ def stream_reply(
     Args:
         model: a [`FunAudioChatForConditionalGeneration`] with a token-to-waveform decoder attached.
         tokenizer: the processor or its tokenizer (decodes the text deltas).
-        speaker: voice name or [192] embedding.
+        speaker: voice name, [192] embedding, `FunAudioChatVoice` or saved voice path (see `generate`).
         exact: stream with the official web-demo schedule (whole-history recomputation) instead of bounded cost.
         interrupt: set it to stop generating (the audio produced so far is still flushed).
         generation_mode: `"audio"` (default) or `"text"`: a written reply only (text chunks; no decoder needed).

@@ -141,10 +141,12 @@ class FunAudioChatToken2Wav(PreTrainedModel):
 
     @property
     def voice_names(self) -> list[str]:
-        """The names of the available voices (the official speaker file is loaded on first use)."""
-        if self._voices is None:
-            self.load_voices()
-        return list(self._voices)
+        """The names of the available voices: the default voice first when one is set (`set_default_voice`), then
+        the stock voices (the official speaker file is loaded on first use)."""
+        names = list(self._stock_voices())
+        if self.default_voice is not None and self.default_voice.name not in names:
+            names.insert(0, self.default_voice.name)
+        return names
 
     def _stock_voices(self) -> dict[str, torch.Tensor]:
         if self._voices is None:
@@ -179,8 +181,17 @@ class FunAudioChatToken2Wav(PreTrainedModel):
     def set_default_voice(self, speaker: SpeakerLike) -> FunAudioChatVoice | None:
         """Make `speaker` (a voice, a voice path, a name or a vector) what `speaker=None` means; None restores the stock
         `"中文女"`. A voice saved next to a checkpoint or adapter (`voice/`) becomes the default when it loads."""
-        self.default_voice = None if speaker is None else self.resolve_voice(speaker)
-        return self.default_voice
+        voice = None if speaker is None else self.resolve_voice(speaker)
+        if voice is not None and voice.name is None:  # named, so that voice lists can offer it
+            voice = FunAudioChatVoice(
+                voice.speaker_embedding,
+                voice.prompt_codes,
+                voice.prompt_mel,
+                name="default voice",
+                source=voice.source,
+            )
+        self.default_voice = voice
+        return voice
 
     # ----------------------------------------------------------------------------------------------- cloning
     @property
