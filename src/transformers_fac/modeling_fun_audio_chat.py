@@ -143,7 +143,7 @@ class FunAudioChatForConditionalGeneration(FunAudioChatGenerationMixin, FunAudio
         """
         loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         model = loaded[0] if isinstance(loaded, tuple) else loaded  # (model, loading_info) on request
-        model.token2wav_voice = saved_voice(pretrained_model_name_or_path)
+        model.token2wav_voice = saved_voice(pretrained_model_name_or_path, kwargs.get("adapter_kwargs"))
         if token2wav == "auto":
             model.token2wav_source = default_token2wav_source(model.config, pretrained_model_name_or_path)
         elif token2wav is not None:

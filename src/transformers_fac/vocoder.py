@@ -26,12 +26,14 @@ VOICES_FILE = "spk2info.pt"
 VOICE_DIR = "voice"
 
 
-def saved_voice(checkpoint: str | os.PathLike | None) -> Path | None:
-    """The voice saved next to a local checkpoint or adapter (`<checkpoint>/voice/`), or None."""
-    if checkpoint is None or not Path(checkpoint).is_dir():
-        return None
-    path = Path(checkpoint) / VOICE_DIR
-    return path if path.is_dir() else None
+def saved_voice(checkpoint: str | os.PathLike | None, adapter_kwargs: dict | None = None) -> Path | None:
+    """The voice saved next to a local adapter or checkpoint (`<folder>/voice/`), or None. When an Auto class loads
+    an adapter folder, transformers passes the base checkpoint as the path and the adapter folder in
+    `adapter_kwargs["_adapter_model_path"]`; the adapter's voice comes first."""
+    for folder in ((adapter_kwargs or {}).get("_adapter_model_path"), checkpoint):
+        if folder is not None and (Path(folder) / VOICE_DIR).is_dir():
+            return Path(folder) / VOICE_DIR
+    return None
 
 
 def default_token2wav_source(config: Any, checkpoint: str | os.PathLike | None) -> str | None:
