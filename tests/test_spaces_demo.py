@@ -280,7 +280,8 @@ def test_function_calling_tab(client):
 
 
 def test_your_voice_clones_a_clip_for_the_tab(client, server, engine, tmp_path):
-    """ "Your voice": a recorded/uploaded clip becomes a voice of this tab's list, downloadable, used by the replies."""
+    """The "Your voice" control: a recorded or uploaded clip becomes a voice of this tab's list, downloadable, and the
+    replies use it."""
     from gradio_client import Client, handle_file
 
     from transformers_fac import FunAudioChatVoice
@@ -383,7 +384,8 @@ def chromium(tmp_path, *args) -> subprocess.CompletedProcess:
 
 def test_page_renders_in_headless_chromium(started_app, tmp_path):
     dom = chromium(tmp_path, "--dump-dom", started_app).stdout
-    for text in ("Fun-Audio-Chat", "Voice chat", "Function calling", "Send", "Stop", "New conversation", "Your voice"):
+    texts = ("Fun-Audio-Chat", "Voice chat", "Function calling", "Send", "Stop", "New conversation", "Persona")
+    for text in (*texts, "Your voice"):
         assert text in dom, f"{text!r} is not on the page"
     assert "Your question (max 60 s)" in dom and "Spoken reply (live)" in dom
 
