@@ -173,3 +173,31 @@ def test_dataset_voice_saved_with_an_adapter_is_the_pipeline_default(tiny_e2e_di
     assert not np.allclose(reply["audio"], pipe(question, speaker="中文女", **options)["audio"], atol=1e-3)
     shutil.rmtree(adapter / VOICE_DIR)
     assert AutoModelForMultimodalLM.from_pretrained(adapter).token2wav.default_voice is None
+
+
+def test_evaluation_reports_speaker_similarity(tiny_e2e_model, decoder, voices, processor):
+    from transformers_fac import AUDIO_TEMPLATE
+    from transformers_fac.training import FunAudioChatDataCollator, evaluate_model
+
+    example = {
+        "user_audio": str(AUDIO_FILES["en"]),
+        "system": S2M_SYSTEM_PROMPT,
+        "messages": [{"role": "user", "content": AUDIO_TEMPLATE}, {"role": "assistant", "content": AUDIO_TEMPLATE}],
+        "reply": "Hello there.",
+        "speech_codes": list(range(100, 140)),
+    }
+    english, chinese = voices
+    collator = FunAudioChatDataCollator(processor)
+    result = evaluate_model(
+        tiny_e2e_model, collator, [example], max_new_tokens=8, speaker=english, speaker_reference=chinese
+    )
+    reply = tiny_e2e_model.generate(
+        **collator.prompt_inputs([example]),
+        generation_mode="audio",
+        speaker=english,
+        max_new_tokens=8,
+        do_sample=False,
+        return_dict_in_generate=True,
+    )
+    expected = decoder.speaker_similarity((reply.audio[0].numpy(), 24000), chinese)
+    assert -1 <= result["speaker_similarity"] <= 1 and result["speaker_similarity"] == pytest.approx(expected)
