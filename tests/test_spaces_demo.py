@@ -331,6 +331,7 @@ def started_app():
     finally:
         process.terminate()
         process.wait(timeout=30)
+        process.stdout.close()
 
 
 def chromium(tmp_path, *args) -> subprocess.CompletedProcess:
