@@ -79,6 +79,11 @@ class Settings:
             cache_ttl=_env_int(environ, "FAC_CACHE_TTL", 3600),
         )
 
+    def __post_init__(self):
+        for name in ("audio_turns", "cache_ttl"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
+
     @property
     def delete_cache(self) -> tuple[int, int]:
         """Gradio's `delete_cache`: (how often to look, in seconds; the age at which a temporary file goes)."""
