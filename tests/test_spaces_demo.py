@@ -315,6 +315,16 @@ def test_function_calling_tab(client):
     assert isinstance(reply, str) and reply and calls == [] and notice == "ℹ️ The reply calls no tool."
 
 
+def test_disk_settings_come_from_the_environment():
+    settings = Settings.from_env({"FAC_FILES_DIR": "/srv/chats", "FAC_AUDIO_TURNS": "3", "FAC_CACHE_TTL": "600"})
+    assert (settings.files_dir, settings.audio_turns, settings.delete_cache) == ("/srv/chats", 3, (300, 600))
+    assert Settings.from_env({}).delete_cache == (300, 3600) and Settings(cache_ttl=60).delete_cache == (60, 60)
+    with pytest.raises(ValueError, match="cache_ttl must be at least 1, got 0"):
+        Settings.from_env({"FAC_CACHE_TTL": "0"})
+    with pytest.raises(ValueError, match="audio_turns must be at least 1"):
+        Settings(audio_turns=0)
+
+
 def files_under(folder: Path) -> list[Path]:
     return [path for path in folder.rglob("*") if path.is_file()]
 
