@@ -1,17 +1,16 @@
 """The "Your voice" control of the demo: record or upload a reference clip, and the replies speak in that voice.
 
 The clip is cloned by the speech decoder (`FunAudioChatToken2Wav.clone_voice`: CAM++ speaker vector, speech codes and
-mel of the clip) and saved as a voice file; the file's path becomes a choice of the tab's voice list (so it reaches
-`Engine.speak` as a plain, picklable `speaker` string) and is offered for download. Voices live as long as the
-server's temporary folder: they belong to the tab that made them, other tabs do not see them.
+mel of the clip) and saved as a voice file (about 100 KB for 10 s) in the tab's folder (`session_files`), which is
+deleted when the tab closes; the file's path becomes a choice of the tab's voice list (so it reaches `Engine.speak` as
+a plain, picklable `speaker` string; Gradio refuses it from other tabs) and is offered for download.
 """
 
 import re
-import tempfile
 import uuid
-from pathlib import Path
 
 import gradio as gr
+from session_files import session_folder
 
 from transformers_fac.audio_io import AudioInputError
 
@@ -20,14 +19,13 @@ NO_CLIP = "Record or upload a clip of your voice first (1 to 30 s of speech)."
 
 
 class YourVoices:
-    """Clones clips with the engine's decoder and keeps the voice files in one temporary folder."""
+    """Clones clips with the engine's decoder; the voice files go to the tab's folder."""
 
-    def __init__(self, engine, stock_choices: list[tuple[str, str]], folder: str | Path | None = None):
+    def __init__(self, engine, stock_choices: list[tuple[str, str]]):
         self.engine = engine
         self.stock_choices = list(stock_choices)
-        self.folder = Path(folder or tempfile.mkdtemp(prefix="fac-voices-"))
 
-    def add(self, clip: str | None, name: str, choices: list[tuple[str, str]]):
+    def add(self, clip: str | None, name: str, choices: list[tuple[str, str]], request: gr.Request):
         """Clone `clip`; returns (voice list update, voice file, notice, the tab's choices)."""
         if not clip:
             return gr.skip(), None, f"⚠️ {NO_CLIP}", choices
@@ -36,7 +34,8 @@ class YourVoices:
             voice = self.engine.model.token2wav.clone_voice(clip, name=name)
         except (AudioInputError, ValueError) as error:
             return gr.skip(), None, f"⚠️ Could not use this clip: {error}", choices
-        path = voice.save(self.folder / f"{uuid.uuid4().hex}.safetensors")
+        folder = session_folder(self.engine.settings.files_dir, request.session_hash) / "voices"
+        path = voice.save(folder / f"{uuid.uuid4().hex}.safetensors")
         choices = [*choices, (VOICE_LABEL.format(name=name), str(path))]
         update = gr.Dropdown(choices=self.stock_choices + choices, value=str(path), interactive=True)
         notice = (

@@ -11,7 +11,7 @@ import soundfile as sf
 import torch
 from conftest import AUDIO_FILES
 
-from tests.token2wav_testing import TINY_COSYVOICE, single_thread  # noqa: F401
+from tests.token2wav_testing import TINY_COSYVOICE, make_speaker_file, single_thread  # noqa: F401
 from transformers_fac import FunAudioChatToken2Wav, FunAudioChatVoice
 from transformers_fac.audio_io import AudioInputError
 from transformers_fac.voice import VoiceFrontend, is_voice_path, speaker_features, speaker_similarity
@@ -32,9 +32,7 @@ def decoder(stand_ins):
     """The tiny decoder with the stand-in cloning models and two stock-named random voices (no download)."""
     model = FunAudioChatToken2Wav.from_cosyvoice(TINY_COSYVOICE)
     model.voice_frontend = VoiceFrontend.from_source(stand_ins)
-    voices = {name: {"embedding": torch.randn(1, 192)} for name in ("中文女", "中文男")}
-    torch.save(voices, stand_ins / "spk2info.pt")
-    model.load_voices(stand_ins / "spk2info.pt", check_hash=False)
+    model.load_voices(make_speaker_file(stand_ins / "spk2info.pt"), check_hash=False)
     return model
 
 
