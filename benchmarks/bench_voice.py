@@ -14,7 +14,6 @@ prompt mel. The real `campplus.onnx` cannot be fetched here: the small stand-in 
 part of the first chunk's latency).
 """
 
-import argparse
 import sys
 import tempfile
 import time
@@ -27,7 +26,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
-from bench_token2wav import CODES_PER_SECOND, build_model, prefill, synchronize, timed  # noqa: E402
+from bench_token2wav import (  # noqa: E402
+    CODES_PER_SECOND,
+    build_model,
+    common_arguments,
+    step_latency,
+    synchronize,
+    timed,
+)
 
 from transformers_fac.audio_io import load_audio  # noqa: E402
 from transformers_fac.speech_tokenizer import SpeechCodeTokenizer  # noqa: E402
@@ -65,12 +71,10 @@ def prompt_voice(clip: np.ndarray, embedding: torch.Tensor) -> FunAudioChatVoice
     return FunAudioChatVoice(embedding, codes, mel, name="10 s prompt")
 
 
-def stream_step(model, voice, codes, position: int, repeats: int) -> float:
-    """Seconds of the bounded push that completes the step after `position` codes (prompt sampled beforehand)."""
-    hop, times = model.config.stream_hop_codes, []
-    for _ in range(repeats):
-        decoder = model.stream_decoder(voice)
-        prefill(decoder, codes, position)
+def sample_prompt(model, voice, codes):
+    """Give a bounded stream decoder its prompt prefix (what its first step does), so that a step can be timed alone."""
+
+    def prepare(decoder) -> None:
         if voice.has_prompt:
             device = model.device
             decoder.prefix = model.flow.prompt_prefix(
@@ -80,20 +84,12 @@ def stream_step(model, voice, codes, position: int, repeats: int) -> float:
                 voice.speaker_embedding.to(device),
                 model.noise.flow(0, voice.prompt_mel.shape[1], device=device),
             )
-        start = time.perf_counter()
-        chunk = decoder.push(codes[:, position : position + hop])
-        synchronize(model.device)
-        times.append(time.perf_counter() - start)
-        assert chunk.shape[1] > 0
-    return min(times)
+
+    return prepare
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", choices=["full", "small"], default="full")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
-    parser.add_argument("--offline-codes", type=int, default=50, help="codes decoded offline (50 = 2 s)")
+    parser = common_arguments(__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--skip-clone", action="store_true")
     parser.add_argument("--skip-stream", action="store_true")
@@ -136,7 +132,10 @@ def main(argv: list[str] | None = None) -> None:
         latency = {}
         for name, speaker in voices.items():
             for position in (5 * CODES_PER_SECOND, 60 * CODES_PER_SECOND):
-                latency[name, position] = stream_step(model, speaker, codes, position, args.repeats)
+                prepare = sample_prompt(model, speaker, codes)
+                latency[name, position] = step_latency(
+                    model, speaker, codes, False, position, args.repeats, use_prefill=True, prepare=prepare
+                )
                 label = f"bounded stream, {name}: chunk latency at {position // CODES_PER_SECOND} s (0.6 s of audio)"
                 rows.append((label, f"{latency[name, position]:.2f} s"))
                 print(rows[-1], flush=True)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import AUDIO_FILES
+from conftest import AUDIO_FILES, save_random_adapter, spoken_example
 from transformers import AutoProcessor, pipeline
 
 from tests.token2wav_testing import single_thread  # noqa: F401
@@ -136,17 +136,13 @@ def test_dataset_voice_saved_with_an_adapter_is_the_pipeline_default(tiny_e2e_di
     from transformers import AutoModelForMultimodalLM
 
     from finetune.build_smoke_data import build_smoke_dataset
-    from transformers_fac.training import apply_lora, lora_config
     from transformers_fac.training.recipe import save_recipe_voice
     from transformers_fac.voice import load_clip, speech_ratio
 
     data = tmp_path / "data"
     rows = build_smoke_dataset(data, rows=4, max_answer_seconds=6.0)
-    torch.manual_seed(0)
     adapter = tmp_path / "adapter"
-    base = AutoModelForMultimodalLM.from_pretrained(tiny_e2e_dir).eval()
-    apply_lora(base, lora_config(r=4, alpha=8, init_lora_weights=False)).save_pretrained(adapter)
-    AutoProcessor.from_pretrained(tiny_e2e_dir).save_pretrained(adapter)
+    base = save_random_adapter(tiny_e2e_dir, adapter)
     recipe = {
         "data": {"load_from_disk": str(data / "dataset"), "prepare": {"assistant_audio_column": "answer_audio"}},
         "voice": {"name": "smoke speaker", "min_seconds": 2, "max_seconds": 5},
@@ -176,16 +172,9 @@ def test_dataset_voice_saved_with_an_adapter_is_the_pipeline_default(tiny_e2e_di
 
 
 def test_evaluation_reports_speaker_similarity(tiny_e2e_model, decoder, voices, processor):
-    from transformers_fac import AUDIO_TEMPLATE
     from transformers_fac.training import FunAudioChatDataCollator, evaluate_model
 
-    example = {
-        "user_audio": str(AUDIO_FILES["en"]),
-        "system": S2M_SYSTEM_PROMPT,
-        "messages": [{"role": "user", "content": AUDIO_TEMPLATE}, {"role": "assistant", "content": AUDIO_TEMPLATE}],
-        "reply": "Hello there.",
-        "speech_codes": list(range(100, 140)),
-    }
+    example = spoken_example()
     english, chinese = voices
     collator = FunAudioChatDataCollator(processor)
     result = evaluate_model(
