@@ -7,7 +7,7 @@ from ._compat import hide_broken_torchaudio
 
 hide_broken_torchaudio()  # must run before anything imports transformers.audio_utils
 
-from .audio_streaming import ReplyChunk, stream_reply  # noqa: E402
+from .audio_streaming import ReplyChunk, ReplyStream, stream_reply  # noqa: E402
 from .configuration_fun_audio_chat import FunAudioChatAudioEncoderConfig, FunAudioChatConfig  # noqa: E402
 from .conversation import FunAudioChatConversation  # noqa: E402
 from .generation_fun_audio_chat import (  # noqa: E402
@@ -32,6 +32,7 @@ from .prompts import (  # noqa: E402
 from .registration import register  # noqa: E402
 from .streaming import FunAudioChatIteratorStreamer, FunAudioChatStreamer, StreamChunk  # noqa: E402
 from .token2wav import FunAudioChatToken2Wav, FunAudioChatToken2WavConfig  # noqa: E402
+from .voice import FunAudioChatVoice  # noqa: E402
 
 register()
 
@@ -51,11 +52,13 @@ __all__ = [
     "FunAudioChatStreamer",
     "FunAudioChatToken2Wav",
     "FunAudioChatToken2WavConfig",
+    "FunAudioChatVoice",
     "S2M_SYSTEM_PROMPT",
     "S2S_SYSTEM_PROMPT",
     "S2T_SYSTEM_PROMPT",
     "SPOKEN_S2M_PROMPT",
     "ReplyChunk",
+    "ReplyStream",
     "SpeechReply",
     "SpeechSamplingConfig",
     "StreamChunk",

@@ -2,9 +2,10 @@
 
 fac-chat question.wav -o reply.wav                      # one spoken reply
 fac-chat q1.wav q2.wav -o reply.wav                     # a multi-turn chat: reply_1.wav, reply_2.wav
-fac-chat --interactive -o reply.wav                     # asks for one audio file per turn
+fac-chat --interactive -o reply.wav                     # asks for one audio file per turn: reply_1.wav, ...
 fac-chat question.wav --text-only                       # a written reply only
 fac-chat question.wav -o reply.wav --model tiny         # the built-in tiny random checkpoint (CPU, no download)
+fac-chat question.wav -o reply.wav --voice me.wav       # reply in the voice of a clip (see cli_voice.py)
 """
 
 import argparse
@@ -14,16 +15,32 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from .cli_voice import add_voice_arguments, check_voice_arguments, speaker_from_args
+
 DEFAULT_MODEL = "FunAudioLLM/Fun-Audio-Chat-8B"
+OUTPUT_FILES = """\
+output files:
+  The reply text goes to stdout; progress and the path of every file written go to stderr.
+  One question: the spoken reply is written to -o (default: reply.wav in the current folder).
+  Several questions, or --interactive: turn N is written to <name>_N<suffix>, so -o r.wav writes
+  r_1.wav, r_2.wav, ... (never r.wav itself). Existing files are overwritten. --text-only writes no file.
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fac-chat",
         description="Ask Fun-Audio-Chat a spoken question; print its reply and write the spoken reply to a wav file.",
+        epilog=OUTPUT_FILES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("audio", nargs="*", help="question audio file(s); several files are consecutive chat turns")
-    parser.add_argument("-o", "--output", default="reply.wav", help="where to write the spoken reply (24 kHz wav)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        default="reply.wav",
+        help="the spoken reply's 24 kHz wav (default: %(default)s); several turns are numbered (below)",
+    )
     parser.add_argument("--model", default=DEFAULT_MODEL, help="Hub id or directory, or 'tiny' for the test model")
     parser.add_argument("--token2wav", default=None, help="Hub id or directory of the CosyVoice3 decoder")
     parser.add_argument("--speaker", default=None, help="voice: 中文女 (default) or 中文男")
@@ -33,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtype", default=None, choices=["bfloat16", "float32"], help="default: bf16 on cuda")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="LLM steps (5 per second of speech)")
     parser.add_argument("--interactive", action="store_true", help="ask for an audio file at each turn")
+    add_voice_arguments(parser)
     return parser
 
 
@@ -64,6 +82,9 @@ class ChatSession:
             status("Loading the speech decoder...")
             if self.model.token2wav is None:
                 raise ValueError("this checkpoint names no speech decoder: pass --token2wav, or use --text-only")
+        self.speaker = speaker_from_args(self.model.token2wav, args) if self.mode == "audio" else None
+        if self.mode == "audio":
+            self.model.token2wav.speaker_embedding(self.speaker)  # an unknown voice fails now, not after a reply
         self.chat = FunAudioChatConversation(system_prompt=args.system or default_system_prompt(self.mode))
 
     def reply(self, audio: str) -> tuple[str, np.ndarray | None, int | None]:
@@ -84,51 +105,55 @@ class ChatSession:
         inputs["input_features"] = inputs["input_features"].to(self.model.dtype)
         streamer = FunAudioChatIteratorStreamer(self.processor.tokenizer)
         kwargs = dict(generation_mode=self.mode, return_dict_in_generate=True)
-        if self.args.speaker is not None:
-            kwargs["speaker"] = self.args.speaker
+        if self.mode == "audio":  # decoded below, once the reply is complete (a stopped reply is not decoded)
+            kwargs["return_audio"] = False
         if self.args.max_new_tokens is not None:
             kwargs["max_new_tokens"] = self.args.max_new_tokens
-        generation = BackgroundGeneration(self.model, streamer, **inputs, **kwargs)
-        status("Reply: ", end="")
-        for chunk in streamer:
-            if chunk.text:
-                print(chunk.text[0], end="", file=sys.stderr, flush=True)
-        try:
-            output = generation.result()
+        try:  # the reply text streams to stdout as it is written (printed once); Ctrl-C stops at the next step
+            with BackgroundGeneration(self.model, streamer, **inputs, **kwargs) as generation:
+                for chunk in streamer:
+                    if chunk.text and chunk.text[0]:
+                        print(chunk.text[0], end="", flush=True)
+                output = generation.result()
         except BaseException:
             self.chat.turns.pop()
             raise
         finally:
-            print(file=sys.stderr)
+            print(flush=True)
         text = self.processor.decode(output.sequences[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
         self.chat.add_assistant_reply(text)
         if self.mode == "text":
             return text.strip(), None, None
-        return text.strip(), output.audio[0].numpy(), output.sampling_rate
+        vocoder = self.model.token2wav
+        codes = output.valid_speech_codes(vocoder.config.vocab_size)[0]
+        if codes.numel() == 0:
+            return text.strip(), np.zeros(0, np.float32), vocoder.config.sampling_rate
+        waveform = vocoder.decode(codes, speaker=self.speaker)[0].float().cpu().numpy()
+        return text.strip(), waveform, vocoder.config.sampling_rate
 
 
-def status(message: str, end: str = "\n") -> None:
-    """Progress messages go to stderr, so that stdout holds only the reply text."""
-    print(message, end=end, file=sys.stderr, flush=True)
+def status(message: str) -> None:
+    """Progress messages go to stderr, so that stdout holds only the reply text (streamed as it is written)."""
+    print(message, file=sys.stderr, flush=True)
 
 
-def output_path(base: str, turn: int, turns: int) -> Path:
+def output_path(base: str, turn: int, numbered: bool) -> Path:
+    """The reply file of turn `turn`: `base` itself, or `<stem>_<turn><suffix>` when turns are numbered."""
     path = Path(base)
-    return path if turns == 1 else path.with_name(f"{path.stem}_{turn}{path.suffix or '.wav'}")
+    return path.with_name(f"{path.stem}_{turn}{path.suffix or '.wav'}") if numbered else path
 
 
 def write_reply(session: ChatSession, audio: str, path: Path) -> None:
-    text, waveform, rate = session.reply(audio)
-    print(text, flush=True)
+    _, waveform, rate = session.reply(audio)
     if waveform is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         sf.write(path, waveform, rate)
         status(f"Wrote {path} ({len(waveform) / rate:.1f} s)")
 
 
-def interactive(session: ChatSession, base: str) -> None:
+def interactive(session: ChatSession, base: str, turn: int = 0) -> None:
+    """Asks for one audio file per turn; the replies are numbered on from `turn` + 1."""
     status("Interactive chat: enter the path of an audio file per turn; /reset starts over, empty line quits.")
-    turn = 0
     while True:
         try:
             line = input("audio> ").strip()
@@ -142,14 +167,16 @@ def interactive(session: ChatSession, base: str) -> None:
             continue
         turn += 1
         try:
-            write_reply(session, line, output_path(base, turn, 2))
+            write_reply(session, line, output_path(base, turn, numbered=True))
         except (OSError, ValueError) as error:
             turn -= 1
             status(f"error: {error}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_voice_arguments(parser, args)
     if not args.audio and not args.interactive:
         build_parser().error("give at least one audio file, or --interactive")
     if args.text_only and args.speaker:
@@ -159,14 +186,15 @@ def main(argv: list[str] | None = None) -> int:
             if not Path(audio).is_file():
                 raise FileNotFoundError(f"no such audio file: {audio}")
         session = ChatSession(args)
+        numbered = len(args.audio) > 1 or args.interactive
         for turn, audio in enumerate(args.audio, start=1):
-            write_reply(session, audio, output_path(args.output, turn, len(args.audio)))
+            write_reply(session, audio, output_path(args.output, turn, numbered))
         if args.interactive:
-            interactive(session, args.output)
-    except KeyboardInterrupt:
-        status("interrupted")
+            interactive(session, args.output, turn=len(args.audio))
+    except KeyboardInterrupt:  # the reply in progress was stopped and its thread joined on the way out
+        status("fac-chat: interrupted")
         return 130
-    except (OSError, ValueError, RuntimeError) as error:
+    except (OSError, ValueError, RuntimeError, ImportError) as error:
         status(f"error: {error}")
         return 2
     return 0

@@ -8,6 +8,7 @@ head, conditioned on the LLM's hidden state and the input text token. All decodi
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from transformers import GenerationConfig, GenerationMixin, StaticCache
@@ -135,7 +136,7 @@ class FunAudioChatGenerationMixin(GenerationMixin):
         stopping_criteria: StoppingCriteriaList | None = None,
         streamer=None,
         generation_mode: str = "text",
-        speaker: str | torch.Tensor | None = None,
+        speaker: Any = None,
         return_audio: bool | None = None,
         force_audio_bos: bool = True,
         speech_do_sample: bool | None = None,
@@ -151,7 +152,8 @@ class FunAudioChatGenerationMixin(GenerationMixin):
         Args:
             generation_mode: `"text"` (speech-to-text, audio understanding, function calling; the speech head never
                 runs) or `"audio"` (joint text and 25 Hz speech codes).
-            speaker: voice of the audio output: `"中文女"` (default) or `"中文男"`, or a [192] speaker embedding.
+            speaker: voice of the audio output: `"中文女"` (default) or `"中文男"`, a [192] speaker embedding, a
+                `FunAudioChatVoice` (e.g. `model.token2wav.clone_voice("me.wav")`) or a saved voice's path.
             return_audio: decode the speech codes into 24 kHz waveforms (default: when the model has its
                 token-to-waveform decoder, see `from_pretrained(token2wav=...)`).
             force_audio_bos: in audio mode, force the first text token to `<|audio_bos|>` (what starts speech).

@@ -35,7 +35,7 @@ from .modeling_audio_encoders import (
     sinusoid_table,
 )
 from .modeling_speech_head import FunAudioChatSpeechHead
-from .vocoder import TOKEN2WAV_FOLDER, default_token2wav_source, load_token2wav, save_token2wav
+from .vocoder import TOKEN2WAV_FOLDER, VOICE_DIR, default_token2wav_source, load_token2wav, save_token2wav, saved_voice
 
 
 @dataclass
@@ -154,19 +154,22 @@ class FunAudioChatForConditionalGeneration(FunAudioChatGenerationMixin, FunAudio
         if token2wav == "auto":
             token2wav = default_token2wav_source(model.config, pretrained_model_name_or_path)
         if token2wav is not None:
-            model.attach_token2wav(token2wav, checkpoint=pretrained_model_name_or_path)
+            voice = saved_voice(pretrained_model_name_or_path, kwargs.get("adapter_kwargs"))
+            model.attach_token2wav(token2wav, checkpoint=pretrained_model_name_or_path, default_voice=voice)
         return loaded
 
-    def attach_token2wav(self, source: Any, checkpoint: str | os.PathLike | None = None):
+    def attach_token2wav(self, source: Any, checkpoint: str | os.PathLike | None = None, default_voice: Any = None):
         """Loads `source` (instance, directory or Hub id; a relative directory is first looked up in `checkpoint`)
-        with its voices, and makes it this model's frozen `token2wav` submodule on the model's device."""
-        decoder = load_token2wav(source, checkpoint=checkpoint, device=self.device)
+        with its voices, and makes it this model's frozen `token2wav` submodule on the model's device.
+        `default_voice` (a voice saved next to the checkpoint or adapter) becomes what `speaker=None` means."""
+        decoder = load_token2wav(source, checkpoint=checkpoint, device=self.device, default_voice=default_voice)
         self.token2wav = decoder.requires_grad_(False)
         return decoder
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, state_dict: dict | None = None, **kwargs):
         """Saves the model as the official checkpoint layout, and its decoder (if any) in the `token2wav/` subfolder
-        (weights and voices), named by the saved config so that `from_pretrained` reloads both."""
+        (weights and stock voices, named by the saved config) with its default voice in `voice/`, so that
+        `from_pretrained` reloads both."""
         decoder = self.token2wav
         if decoder is not None and kwargs.get("push_to_hub"):
             raise ValueError(
@@ -184,6 +187,8 @@ class FunAudioChatForConditionalGeneration(FunAudioChatGenerationMixin, FunAudio
             self.config.token2wav_source = source
         if decoder is not None:
             save_token2wav(decoder, Path(save_directory) / TOKEN2WAV_FOLDER)
+            if decoder.default_voice is not None:
+                decoder.default_voice.save(Path(save_directory) / VOICE_DIR)
 
     # ------------------------------------------------------------------ accessors
     @property

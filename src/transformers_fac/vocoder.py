@@ -6,6 +6,9 @@ A source is a [`FunAudioChatToken2Wav`] instance, a local directory (our `save_p
 A relative directory name is first looked up inside the checkpoint directory, so that a checkpoint can ship its
 decoder in a subfolder (`save_pretrained` writes it to `token2wav/`); a `spk2info.pt` there replaces the stock voices.
 Loading reads the voices too, so that nothing is fetched later.
+
+A local checkpoint or LoRA adapter folder may hold a voice in `voice/` (`FunAudioChatVoice.save`, e.g. written by the
+`custom_voice_lora` recipe): `saved_voice` finds it when the model loads, and it becomes the decoder's default voice.
 """
 
 import json
@@ -24,6 +27,18 @@ KNOWN_TOKEN2WAV = {"FunAudioLLM/Fun-Audio-Chat-8B": DEFAULT_TOKEN2WAV}
 VOICES_FILE = "spk2info.pt"
 # The subfolder of a saved model that holds its decoder.
 TOKEN2WAV_FOLDER = "token2wav"
+# A checkpoint or adapter directory may ship the voice it speaks with by default under this name.
+VOICE_DIR = "voice"
+
+
+def saved_voice(checkpoint: str | os.PathLike | None, adapter_kwargs: dict | None = None) -> Path | None:
+    """The voice saved next to a local adapter or checkpoint (`<folder>/voice/`), or None. When an Auto class loads
+    an adapter folder, transformers passes the base checkpoint as the path and the adapter folder in
+    `adapter_kwargs["_adapter_model_path"]`; the adapter's voice comes first."""
+    for folder in ((adapter_kwargs or {}).get("_adapter_model_path"), checkpoint):
+        if folder is not None and (Path(folder) / VOICE_DIR).is_dir():
+            return Path(folder) / VOICE_DIR
+    return None
 
 
 def default_token2wav_source(config: Any, checkpoint: str | os.PathLike | None) -> str | None:
@@ -49,10 +64,12 @@ def load_token2wav(
     source: Any,
     checkpoint: str | os.PathLike | None = None,
     device: torch.device | str | None = None,
+    default_voice: Any = None,
     **hub_kwargs,
 ):
     """Loads a token-to-waveform decoder from `source` (see the module docstring) with its voices, in float32 on
-    `device`, in eval mode, showing a progress bar."""
+    `device`, in eval mode, showing a progress bar; `default_voice` (e.g. `saved_voice(checkpoint)`) becomes what
+    `speaker=None` means."""
     from .token2wav import FunAudioChatToken2Wav
 
     if not isinstance(source, (FunAudioChatToken2Wav, str, os.PathLike)):
@@ -84,6 +101,8 @@ def load_token2wav(
             model.load_voices(voices, check_hash=False)
         else:
             model.voice_names  # noqa: B018 - the stock voices (the official speaker file, downloaded once)
+        if default_voice is not None:
+            model.set_default_voice(default_voice)
         progress.update()
         model = model.eval() if device is None else model.eval().to(device)
         progress.update()
@@ -91,10 +110,11 @@ def load_token2wav(
 
 
 def save_token2wav(model, directory: str | os.PathLike) -> Path:
-    """Writes `model` in our `save_pretrained` layout plus its voices (`spk2info.pt`), as `load_token2wav` reads it."""
+    """Writes `model` in our `save_pretrained` layout plus its stock voices (`spk2info.pt`), as `load_token2wav`
+    reads it (a default voice is saved next to the checkpoint, in `voice/`, by the model's `save_pretrained`)."""
     directory = Path(directory)
     model.save_pretrained(directory)
-    voices = {name: {"embedding": model.speaker_embedding(name).cpu()} for name in model.voice_names}
+    voices = {name: {"embedding": embedding.reshape(1, -1).cpu()} for name, embedding in model.stock_voices.items()}
     torch.save(voices, directory / VOICES_FILE)
     return directory
 
@@ -112,7 +132,9 @@ __all__ = [
     "DEFAULT_TOKEN2WAV",
     "KNOWN_TOKEN2WAV",
     "TOKEN2WAV_FOLDER",
+    "VOICE_DIR",
     "default_token2wav_source",
     "load_token2wav",
     "save_token2wav",
+    "saved_voice",
 ]
