@@ -1,9 +1,10 @@
 """Native CosyVoice3 token-to-waveform decoder (speech codes -> 24 kHz audio) for Fun-Audio-Chat."""
 
 from .configuration_token2wav import FunAudioChatToken2WavConfig
-from .cosyvoice_loading import build_tiny_cosyvoice_dir, save_cosyvoice_dir
+from .cosyvoice_loading import save_cosyvoice_dir
 from .modeling_token2wav import FunAudioChatToken2Wav, FunAudioChatToken2WavOutput
 from .speakers import DEFAULT_SPEAKER, load_speaker_file
+from .tiny_decoder import build_tiny_cosyvoice_dir
 
 __all__ = [
     "DEFAULT_SPEAKER",

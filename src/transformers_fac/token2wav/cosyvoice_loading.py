@@ -8,12 +8,14 @@ Reading accepts both weight-norm key styles of `hift.pt` (`<m>.parametrizations.
 import os
 from os import PathLike
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from .configuration_token2wav import FunAudioChatToken2WavConfig
 from .cosyvoice_yaml import config_from_cosyvoice_yaml, cosyvoice_yaml_from_config
-from .modeling_token2wav import FunAudioChatToken2Wav
+
+if TYPE_CHECKING:  # the model class imports this module (`from_cosyvoice`); it is passed in, not imported
+    from .modeling_token2wav import FunAudioChatToken2Wav
 
 DEFAULT_COSYVOICE_REPO = "FunAudioLLM/Fun-CosyVoice3-0.5B-2512"
 COSYVOICE_FILES = ("cosyvoice3.yaml", "flow.pt", "hift.pt")
@@ -98,7 +100,8 @@ def _load_strict(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], n
 
 def load_cosyvoice(
     path_or_repo_id: str | PathLike = DEFAULT_COSYVOICE_REPO,
-    model_class: type[FunAudioChatToken2Wav] = FunAudioChatToken2Wav,
+    *,
+    model_class: "type[FunAudioChatToken2Wav]",
     revision: str | None = None,
     cache_dir: str | PathLike | None = None,
     token: str | bool | None = None,
@@ -106,7 +109,7 @@ def load_cosyvoice(
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     **config_overrides,
-) -> FunAudioChatToken2Wav:
+) -> "FunAudioChatToken2Wav":
     """Build a decoder from a CosyVoice3 directory or hub repo: sizes from `cosyvoice3.yaml`, weights from `flow.pt`
     and `hift.pt` (`torch.load(weights_only=True)`, strict). `dtype` casts the model (the f0 predictor and harmonic
     source stay float32); `config_overrides` adjust non-weight settings (e.g. `stream_flow_context_codes`)."""
@@ -127,7 +130,7 @@ def load_cosyvoice(
 
 
 def save_cosyvoice_dir(
-    model: FunAudioChatToken2Wav,
+    model: "FunAudioChatToken2Wav",
     out_dir: str | PathLike,
     weight_norm_style: str = "parametrizations",
     generator_prefix: bool = False,
@@ -152,55 +155,3 @@ def save_cosyvoice_dir(
     torch.save(flow_state, out / "flow.pt")
     torch.save(hift_state, out / "hift.pt")
     return out
-
-
-TINY_SIZES = {
-    "pre_lookahead_channels": 64,
-    "dit_dim": 64,
-    "dit_depth": 2,
-    "dit_heads": 4,
-    "dit_head_dim": 16,
-    "hift_base_channels": 32,
-    "f0_cond_channels": 32,
-}
-
-
-def build_tiny_cosyvoice_dir(
-    out_dir: str | PathLike,
-    seed: int = 0,
-    weight_norm_style: str = "parametrizations",
-    generator_prefix: bool = False,
-    f0_bias: float = 150.0,
-    **sizes,
-) -> Path:
-    """Write a tiny random decoder in the CosyVoice3 release layout (for tests and tiny end-to-end checkpoints).
-
-    `sizes` override the tiny defaults (`TINY_SIZES`) or any other config field. Weights are random (seeded by `seed`,
-    scaled down so the flow stays stable), the f0 classifier bias is set to `f0_bias` Hz so frames are voiced, and the
-    log-magnitude rows of the vocoder's last conv are shrunk (x 0.1, bias -0.2) so that the output sits near -20 dBFS
-    RMS instead of clipping (the random decoder's noise is not a full-scale blast).
-    """
-    config = FunAudioChatToken2WavConfig(**{**TINY_SIZES, **sizes})
-    generator = torch.Generator().manual_seed(seed)
-    model = FunAudioChatToken2Wav(config)
-    with torch.no_grad():
-        for name, tensor in model.state_dict(keep_vars=True).items():
-            if name.endswith("inv_freq"):
-                continue
-            if name.endswith("alpha"):
-                tensor.copy_(1.0 + 0.1 * torch.rand(tensor.shape, generator=generator))
-            elif name.endswith("original0"):
-                continue
-            else:
-                fan_in = tensor[0].numel() if tensor.dim() > 1 else tensor.numel()
-                tensor.copy_(torch.randn(tensor.shape, generator=generator) / max(fan_in, 1) ** 0.5)
-        for module in model.hift.modules():
-            if hasattr(module, "parametrizations"):
-                original = module.parametrizations.weight
-                original.original0.copy_(original.original1.norm(dim=(1, 2), keepdim=True))
-        model.flow.input_embedding.weight.mul_(float(config.token_embedding_dim) ** 0.5)
-        model.hift.f0_predictor.classifier.bias.fill_(f0_bias)
-        bins = config.istft_n_fft // 2 + 1  # conv_post's first `bins` outputs are log-magnitudes, then phases
-        model.hift.conv_post.parametrizations.weight.original0[:bins].mul_(0.1)
-        model.hift.conv_post.bias[:bins].fill_(-0.2)
-    return save_cosyvoice_dir(model, out_dir, weight_norm_style=weight_norm_style, generator_prefix=generator_prefix)
