@@ -10,9 +10,9 @@ import math
 
 import torch
 from torch import nn
+from transformers import AttentionInterface
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .configuration_fun_audio_chat import FunAudioChatAudioEncoderConfig
 
@@ -80,7 +80,7 @@ class FunAudioChatEncoderAttention(nn.Module):
         value = self.v_proj(hidden_states).view(shape).transpose(1, 2)
         # An unset implementation means transformers' default for this model: SDPA.
         implementation = self.config._attn_implementation or "sdpa"
-        attention = eager_attention if implementation == "eager" else ALL_ATTENTION_FUNCTIONS[implementation]
+        attention = eager_attention if implementation == "eager" else AttentionInterface()[implementation]
         output, _ = attention(
             self,
             query,
