@@ -96,3 +96,11 @@ def test_inconsistent_values_are_rejected(changes, message):
             kwargs[key] = value
     with pytest.raises(ValueError, match=message):
         FunAudioChatConfig(**kwargs)
+
+
+def test_number_of_real_speech_codes_comes_from_the_special_ids():
+    from transformers_fac import FunAudioChatAudioEncoderConfig
+
+    assert FunAudioChatAudioEncoderConfig().num_speech_codes == 6561  # the first special id (speech BOS)
+    shifted = FunAudioChatAudioEncoderConfig(bos_token_id=101, eos_token_id=100, pad_token_id=102, codebook_size=103)
+    assert shifted.num_speech_codes == 100

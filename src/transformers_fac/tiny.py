@@ -28,7 +28,7 @@ from huggingface_hub import constants
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import GenerationConfig, PreTrainedTokenizerFast, WhisperFeatureExtractor
 
-from .configuration_fun_audio_chat import FunAudioChatConfig
+from .configuration_fun_audio_chat import FunAudioChatAudioEncoderConfig, FunAudioChatConfig
 from .modeling_fun_audio_chat import FunAudioChatForConditionalGeneration
 from .processing_fun_audio_chat import FunAudioChatProcessor
 from .voice.frontend import CAMPPLUS_FILE
@@ -48,7 +48,7 @@ TEXT_SPECIALS = [
     "<tool_call>",
     "</tool_call>",
 ]
-SPEECH_CODES = 6561
+SPEECH_CODES = FunAudioChatAudioEncoderConfig().num_speech_codes
 SPEECH_SPECIALS = ["<|audio_bos|>", "<|audio_eos|>", "<|audio_pad|>", "<|endoftext|>"]
 TINY_VERSION = 3  # bump when the built bytes change (the cached copy is then rebuilt)
 

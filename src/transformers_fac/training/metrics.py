@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from ..configuration_fun_audio_chat import FunAudioChatAudioEncoderConfig
+
 
 def normalize_text(text: str) -> str:
     """Lower-case, drop punctuation and symbols, collapse spaces (for fair WER/CER between model text and ASR).
@@ -48,12 +50,17 @@ def error_rates(references: Sequence[str], hypotheses: Sequence[str], normalize:
 
 
 def speech_code_hits(
-    speech_logits: torch.Tensor, speech_labels: torch.Tensor, group_size: int = 5, codebook_limit: int = 6561
+    speech_logits: torch.Tensor,
+    speech_labels: torch.Tensor,
+    group_size: int = 5,
+    codebook_limit: int | None = None,
 ) -> tuple[int, int]:
     """`(correct, total)` top-1 predictions of the speech head over the learned speech codes `0 <= code <
-    codebook_limit` (delay BOS, EOS and ignored positions left out). As in the loss, the outputs at flat index t
+    codebook_limit` (default: the configuration's `num_speech_codes`; delay BOS, EOS and ignored positions left out). As in the loss, the outputs at flat index t
     predict the label at t + `group_size` (the hidden state of LLM position p predicts the codes of position p+1).
     """
+    if codebook_limit is None:
+        codebook_limit = FunAudioChatAudioEncoderConfig().num_speech_codes
     predictions = speech_logits[:, :-group_size].argmax(-1)
     targets = speech_labels[:, group_size:].to(predictions.device)
     mask = (targets >= 0) & (targets < codebook_limit)
