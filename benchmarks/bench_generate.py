@@ -12,6 +12,10 @@ How to run
     # Real Fun-Audio-Chat-8B shapes (random weights) on a GPU:
     python benchmarks/bench_generate.py --preset 8b --device cuda --dtype bfloat16
 
+    # Only the eager module path, or only the static compiled step (`cache_implementation="static"`); tiny model:
+    python benchmarks/bench_generate.py --paths eager
+    python benchmarks/bench_generate.py --preset tiny --paths compiled
+
 `--reference-code` is a folder holding the official `funaudiochat/` package; it is imported by a worker process
 started with `--reference-python` (this file in `--reference-worker` mode), never copied. The random weights are
 handed to it through `save_pretrained` in a temporary folder (about 19 GB with `--preset 8b`). On a shared machine,
@@ -35,12 +39,18 @@ default, the official `force_text_abos=True`) and yields 5 speech codes per foll
 - peak memory: CUDA `max_memory_allocated`; on CPU the peak resident set of the process during the call
   (`resource.getrusage`, its high-water mark reset before each call through `/proc/self/clear_refs` on Linux).
   Both include the weights.
+- eager / compiled: our `generate` as is (dynamic caches, the module path), and with `cache_implementation="static"`
+  (preallocated caches, one `torch.compile`d step per position; CUDA graphs on a GPU). "compile s" is the extra time
+  of the compiled variant's first (warm-up) call over its steady-state median: tracing, code generation and (on a
+  GPU) graph recording. It depends on the on-disk inductor cache (`TORCHINDUCTOR_CACHE_DIR`): a cold cache compiles
+  every kernel, a warm one only traces.
 - 25 Hz single resolution: the same LLM backbone run at 25 Hz positions (each prompt audio slot ×5, then one LLM step
   per speech code, as many codes as the audio-mode call produced): the single-resolution design that the dual
   resolution (5 Hz LLM + 25 Hz speech head) avoids. It runs the LLM alone (no audio encoders, no speech head).
 
 After one warm-up call each, variants run interleaved (A, B, C, A, B, C, ...); the table shows medians over the
-repeats (minimum total in brackets), and the ratios are medians of the per-round ratios. No timing is asserted.
+repeats (minimum total in brackets), and the ratios are medians of the per-round ratios. No timing is asserted. On a
+shared machine the CPU-time column and the ratios are the steadier numbers.
 """
 
 import argparse
@@ -234,10 +244,12 @@ class Reference:
 # Model, inputs and our runs
 # ------------------------------------------------------------------------------------------------------------------
 def hub_config(preset: str) -> dict:
-    """The config in the hub layout (readable by the official code): the 8B one, or the tiny one resized."""
+    """The config in the hub layout (readable by the official code): the 8B one, the tiny one, or it resized."""
     if preset == "8b":
         return json.loads((REPO / "hub_configs" / "Fun-Audio-Chat-8B" / "config.json").read_text())
     config = json.loads((TINY_FAC / "config.json").read_text())
+    if preset == "tiny":
+        return config
     config["hidden_size"] = MID_SIZE["text_config"]["hidden_size"]
     config["text_config"].update(MID_SIZE["text_config"])
     config["audio_config"].update(MID_SIZE["audio_config"])
@@ -309,12 +321,15 @@ class Variant:
     tokens_are_codes: bool = False
 
 
-def ours(model, inputs: dict, settings: dict, mode: str) -> Callable:
+def ours(model, inputs: dict, settings: dict, mode: str, path: str) -> Variant:
+    """Our `generate` in `mode`, on the eager module path or the static compiled step."""
+    extra = {"cache_implementation": "static"} if path == "compiled" else {}
+
     def run(clock):
-        output = model.generate(**inputs, **settings, generation_mode=mode, streamer=clock)
+        output = model.generate(**inputs, **settings, **extra, generation_mode=mode, streamer=clock)
         return output if mode == "audio" else (output, None)
 
-    return run
+    return Variant(f"ours, {mode} mode, {path}", inputs["input_ids"].shape[1], run)
 
 
 def single_resolution(model, inputs: dict, settings: dict, codes: int) -> Variant:
@@ -358,11 +373,13 @@ def _number(value: float | None, digits: int) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def table(summaries: dict[str, dict], prompt_lengths: dict[str, int], device: torch.device) -> str:
+def table(
+    summaries: dict[str, dict], prompt_lengths: dict[str, int], device: torch.device, compile_seconds: dict[str, float]
+) -> str:
     memory = "peak GPU MB" if device.type == "cuda" else "peak RSS MB"
     columns = [
         "variant", "prompt pos.", "LLM steps", "speech codes (s)", "total s (min)", "CPU s", "prefill ms", "ms/step",
-        "LLM steps/s", "codes/s", "RTF", "× real time", "first code ms", memory,
+        "LLM steps/s", "codes/s", "RTF", "× real time", "first code ms", memory, "compile s",
     ]  # fmt: skip
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for name, s in summaries.items():
@@ -381,6 +398,7 @@ def table(summaries: dict[str, dict], prompt_lengths: dict[str, int], device: to
             _number(s["realtime"], 2),
             _number(s["first_code"], 1),
             f"{s['peak_bytes'] / 2**20:.0f}",
+            _number(compile_seconds.get(name), 1),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -404,6 +422,16 @@ def reference_notes(mode: str, ours_runs: list[dict], reference_runs: list[dict]
     ]
 
 
+def path_notes(mode: str, eager: list[dict], compiled: list[dict]) -> list[str]:
+    same = eager[0]["text_ids"] == compiled[0]["text_ids"] and eager[0]["speech_ids"] == compiled[0]["speech_ids"]
+    return [
+        f"- {mode} mode, compiled vs eager: {_median_ratio(eager, compiled, 'total'):.2f}× as fast in total, "
+        f"{_median_ratio(eager, compiled, 'cpu'):.2f}× in CPU time, {_median_ratio(eager, compiled, 'decode'):.2f}× on "
+        f"the decoding phase (medians of {len(eager)} interleaved pairs); outputs "
+        f"{'identical' if same else 'DIFFERENT'}"
+    ]
+
+
 def issue_notes(mode: str, ours_runs: list[dict]) -> list[str]:
     seconds = ISSUE_REFERENCE_SECONDS[mode]
     best = min(o["total"] for o in ours_runs)
@@ -416,11 +444,16 @@ def issue_notes(mode: str, ours_runs: list[dict]) -> list[str]:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=("mid", "8b"), default="mid", help="mid-size CPU model or real 8B shapes")
+    parser.add_argument(
+        "--preset", choices=("tiny", "mid", "8b"), default="mid", help="tiny or mid-size CPU model, or real 8B shapes"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=tuple(DTYPES), default=None, help="default: float32 (mid), bfloat16 (8b)")
     parser.add_argument("--steps", type=int, default=50, help="LLM steps (5 Hz) per generate call")
     parser.add_argument("--mode", choices=("audio", "text", "both"), default="both")
+    parser.add_argument(
+        "--paths", default="eager,compiled", help="comma-separated: eager (module path), compiled (static step)"
+    )
     parser.add_argument("--repeats", type=int, default=5, help="measured calls per variant, after one warm-up")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     parser.add_argument("--threads", type=int, default=None, help="torch threads, here and in the reference worker")
@@ -436,6 +469,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--reference-python and --reference-code go together")
     if args.steps < 2 or args.repeats < 1:
         parser.error("--steps must be at least 2 and --repeats at least 1")
+    args.paths = args.paths.split(",")
+    if not args.paths or not set(args.paths) <= {"eager", "compiled"}:
+        parser.error("--paths is a comma-separated list of eager and compiled")
     return args
 
 
@@ -453,6 +489,8 @@ def main(argv=None) -> None:
 
     load_before = os.getloadavg()
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    if device.type == "cpu":
+        torch.set_flush_denormal(True)  # float32 denormals make CPU matrix products up to ~60x slower
     config_dict = hub_config(args.preset)
     model = build_model(config_dict, device, dtype, args.seed)
     inputs = prompt_inputs(args.preset)
@@ -460,7 +498,7 @@ def main(argv=None) -> None:
     on_device = {key: value.to(device) for key, value in inputs.items()}
     prompt_length = inputs["input_ids"].shape[1]
     modes = ("audio", "text") if args.mode == "both" else (args.mode,)
-    variants = [Variant(f"ours, {mode} mode", prompt_length, ours(model, on_device, settings, mode)) for mode in modes]
+    variants = [ours(model, on_device, settings, mode, path) for mode in modes for path in args.paths]
 
     reference, workdir, reference_error = None, tempfile.TemporaryDirectory(prefix="fac-bench-"), None
     if args.reference_python:
@@ -479,7 +517,8 @@ def main(argv=None) -> None:
 
     warmup = {variant.name: measure(variant) for variant in variants}
     if "audio" in modes and not args.no_single_resolution:
-        variants.append(single_resolution(model, on_device, settings, warmup["ours, audio mode"]["codes"]))
+        codes = warmup[f"ours, audio mode, {args.paths[0]}"]["codes"]
+        variants.append(single_resolution(model, on_device, settings, codes))
         warmup[variants[-1].name] = measure(variants[-1])
     results = {variant.name: [] for variant in variants}
     for _ in range(args.repeats):
@@ -490,6 +529,9 @@ def main(argv=None) -> None:
     workdir.cleanup()
 
     summaries = {name: summarize(runs) for name, runs in results.items()}
+    compile_seconds = {
+        name: warmup[name]["total"] - summaries[name]["total"] for name in summaries if name.endswith("compiled")
+    }
     load_after = os.getloadavg()
     print(f"## Fun-Audio-Chat generation benchmark: preset {args.preset}, {args.device}, {args.dtype}\n")
     print(
@@ -497,19 +539,22 @@ def main(argv=None) -> None:
         f"{load_before[0]:.2f} before, {load_after[0]:.2f} after; {args.steps} greedy LLM steps per call; "
         f"{args.repeats} interleaved repeats after a warm-up; medians (min total in brackets)\n"
     )
-    print(table(summaries, {variant.name: variant.prompt_length for variant in variants}, device))
+    print(table(summaries, {variant.name: variant.prompt_length for variant in variants}, device, compile_seconds))
     print()
     notes = []
     for mode in modes:
+        ours_runs = results[f"ours, {mode} mode, {args.paths[0]}"]
+        if len(args.paths) == 2:
+            notes += path_notes(mode, results[f"ours, {mode} mode, eager"], results[f"ours, {mode} mode, compiled"])
         if f"reference, {mode} mode" in results:
-            notes += reference_notes(mode, results[f"ours, {mode} mode"], results[f"reference, {mode} mode"])
+            notes += reference_notes(mode, ours_runs, results[f"reference, {mode} mode"])
         elif args.preset == "mid" and args.steps == 50:
-            notes += issue_notes(mode, results[f"ours, {mode} mode"])
+            notes += issue_notes(mode, ours_runs)
     if reference_error is not None:
         notes.append(f"- the reference could not run: {reference_error}")
     single = summaries.get("25 Hz single resolution (LLM only)")
     if single is not None:
-        dual = summaries["ours, audio mode"]
+        dual = summaries[f"ours, audio mode, {args.paths[0]}"]
         notes.append(
             f"- dual resolution: for the same {dual['codes']} speech codes the 25 Hz single-resolution backbone takes "
             f"{single['total'] / dual['total']:.2f}× the time of our 5 Hz LLM + 25 Hz speech head "
