@@ -1,5 +1,6 @@
 """Speed of the native token2wav decoder (real-size random weights): offline real-time factor, streaming latency, peak
-memory, fp32 vs bf16 DiT. Prints a markdown table; asserts nothing.
+memory, eager vs compiled DiT step (`compile_flow`), fp32 vs bf16/fp16 DiT (`set_dit_dtype`, with the mel SNR against
+fp32). Prints a markdown table; asserts nothing.
 
     python benchmarks/bench_token2wav.py                      # full size, CPU (a few minutes on 2 cores)
     python benchmarks/bench_token2wav.py --preset small       # a small DiT: real 60 s streams in a minute
@@ -12,6 +13,10 @@ real 60 s stream would take tens of minutes, so by default the decoder state aft
 constructed directly (`--prefill`; random history values, the work of a step does not depend on them) and one step is
 timed there. `--preset small` streams for real and reports the same positions. The exact mode re-runs the flow and the
 vocoder over the whole history, so it is timed at 5 s only unless `--exact-late` is given.
+
+The compiled column repeats the offline flow and the bounded stream after `model.compile_flow()` (inductor on a CPU,
+CUDA graphs on a GPU); "compile" is the extra time of the first compiled call (tracing and code generation, less with
+a warm `TORCHINDUCTOR_CACHE_DIR`). `--skip-compile` leaves it out.
 """
 
 import argparse
@@ -129,6 +134,10 @@ def full_stream(model, embedding, codes, exact: bool) -> dict[float, float]:
     return latencies
 
 
+def _cell(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
 def common_arguments(description: str) -> argparse.ArgumentParser:
     """The options every decoder benchmark has: preset, device, threads, offline codes."""
     parser = argparse.ArgumentParser(description=description)
@@ -145,7 +154,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--prefill", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--exact-late", action="store_true", help="also time the exact mode at the late position")
-    parser.add_argument("--skip-bf16", action="store_true")
+    parser.add_argument("--skip-bf16", action="store_true", help="no half-precision DiT rows")
+    parser.add_argument("--skip-compile", action="store_true", help="no compiled column")
     parser.add_argument("--skip-stream", action="store_true", help="no streaming measurements")
     parser.add_argument("--reference-cosyvoice", default=None, help="CosyVoice checkout to time the official modules")
     args = parser.parse_args(argv)
@@ -216,44 +226,74 @@ def main(argv: list[str] | None = None) -> None:
 
     # streaming
     early, late = 5 * CODES_PER_SECOND, int(args.stream_seconds * CODES_PER_SECOND)
-    for exact in () if args.skip_stream else (False, True):
+
+    def stream_rows(exact: bool, compiled: bool) -> list[tuple[str, float]]:
         name = "exact" if exact else "bounded (default)"
         first = config.stream_hop_codes + config.pre_lookahead_len
         start = time.perf_counter()
         model.stream_decoder(embedding, exact=exact).push(codes[:, :first])
         synchronize(device)
-        rows.append((f"{name}: time to first audio chunk ({first} codes in)", f"{time.perf_counter() - start:.2f} s"))
+        measured = [(f"{name}: time to first audio chunk ({first} codes in), s", time.perf_counter() - start)]
         positions = [early] + ([late] if (not exact or args.exact_late) else [])
         if use_prefill:
+            if compiled:  # the steady-state window: one compile, here rather than in the timed push
+                step_latency(model, embedding, codes, exact, early, 1, True)
             lat = {p: step_latency(model, embedding, codes, exact, p, args.repeats, True) for p in positions}
         else:
             per_push = full_stream(model, embedding, codes[:, : positions[-1] + 18], exact)
             lat = {p: min(v for k, v in per_push.items() if abs(k - p / CODES_PER_SECOND) < 0.61) for p in positions}
         for position, value in lat.items():
-            rows.append(
-                (f"{name}: chunk latency at {position / CODES_PER_SECOND:g} s (0.6 s of audio)", f"{value:.2f} s")
-            )
+            measured.append((f"{name}: chunk latency at {position / CODES_PER_SECOND:g} s (0.6 s of audio), s", value))
         if late in lat:
-            rows.append(
-                (f"{name}: latency ratio {late / CODES_PER_SECOND:g} s / 5 s", f"{lat[late] / lat[early]:.2f}")
-            )
-        print(rows[-1], flush=True)
+            measured.append((f"{name}: latency ratio {late / CODES_PER_SECOND:g} s / 5 s", lat[late] / lat[early]))
+        return measured
 
-    # fp32 vs bf16 DiT
+    streamed = [] if args.skip_stream else stream_rows(False, False) + stream_rows(True, False)
+    print(*streamed, sep="\n", flush=True)
+
+    # fp32 vs bf16 / fp16 DiT (eager)
+    half_rows = []
     if not args.skip_bf16:
-        model.flow.decoder.estimator.to(torch.bfloat16)
-        bf16_s, bf16_mel = timed(lambda: model.token2mel(offline, embedding), device, args.repeats)
-        error = (bf16_mel - mel).abs()
-        snr = 10 * torch.log10(mel.pow(2).sum() / (bf16_mel - mel).pow(2).sum())
-        rows += [
-            (f"bf16 DiT: flow {n} codes", f"{bf16_s:.2f} s (fp32 {flow_s:.2f} s)"),
-            (
-                "bf16 DiT mel error vs fp32: max / mean abs / SNR",
-                f"{error.max():.3f} / {error.mean():.4f} / {snr:.1f} dB",
-            ),
-        ]
+        for dtype in (torch.bfloat16, torch.float16):
+            label = str(dtype).removeprefix("torch.")
+            model.set_dit_dtype(dtype)
+            half_s, half_mel = timed(lambda: model.token2mel(offline, embedding), device, args.repeats)
+            error = (half_mel - mel).abs()
+            snr = 10 * torch.log10(mel.pow(2).sum() / (half_mel - mel).pow(2).sum())
+            half_rows += [
+                (f"{label} DiT: flow {n} codes", f"{half_s:.2f} s (fp32 {flow_s:.2f} s)"),
+                (
+                    f"{label} DiT mel error vs fp32: max / mean abs / SNR",
+                    f"{error.max():.3f} / {error.mean():.4f} / {snr:.1f} dB",
+                ),
+            ]
+        model.set_dit_dtype(torch.float32)
+
+    # compiled DiT step: the offline flow and the bounded stream again
+    compiled = {}
+    if not args.skip_compile:
+        model.compile_flow()
+        start = time.perf_counter()
+        model.token2mel(offline, embedding)
+        synchronize(device)
+        first_call = time.perf_counter() - start
+        compiled_flow_s, compiled_mel = timed(lambda: model.token2mel(offline, embedding), device, args.repeats)
+        compiled[f"offline {n} codes ({seconds:g} s): flow, s"] = compiled_flow_s
+        compiled["compile: first offline flow call minus steady state, s"] = first_call - compiled_flow_s
+        snr = 10 * torch.log10(mel.pow(2).sum() / (compiled_mel - mel).pow(2).sum())
+        rows.append(("compiled DiT mel vs eager: SNR", f"{snr:.1f} dB"))
+        if not args.skip_stream:
+            compiled.update(dict(stream_rows(False, True)))
+
+    table_rows = [(f"offline {n} codes ({seconds:g} s): flow, s", flow_s)] + streamed
+    table_rows.append(("compile: first offline flow call minus steady state, s", None))
+    rows += half_rows
     rows.append(("peak memory (process RSS on CPU, allocated on GPU)", f"{peak_memory_mb(device):.0f} MiB"))
 
+    print(f"\n| {info} | eager | compiled DiT step |\n|---|---|---|")
+    for label, value in table_rows:
+        eager_cell = "–" if value is None else f"{value:.2f}"
+        print(f"| {label} | {eager_cell} | {_cell(compiled.get(label))} |")
     print(f"\n| {info} | value |\n|---|---|")
     for label, value in rows:
         print(f"| {label} | {value} |")

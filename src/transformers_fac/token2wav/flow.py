@@ -6,6 +6,7 @@ a parameter: the caller passes it (see `FixedNoise`).
 """
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -51,6 +52,8 @@ class CausalConditionalCFM(nn.Module):
         self.t_scheduler = config.t_scheduler
         self.cfg_rate = config.inference_cfg_rate
         self.estimator = DiT(config)
+        # The DiT step compiled by `FunAudioChatToken2Wav.compile_flow` (a function, not a submodule), or None.
+        self.compiled_estimator: Callable | None = None
 
     def time_grid(self, device: torch.device) -> torch.Tensor:
         """The `n_timesteps + 1` times from 0 to 1 (cosine: `1 - cos(pi / 2 * i / n)`, small steps first)."""
@@ -89,9 +92,13 @@ class CausalConditionalCFM(nn.Module):
         # both CFG rows share t: their time conditioning is computed once, for all steps
         all_modulations = self.estimator.time_modulations(torch.cat(times))
         states = []
+        # Recording a prefix keeps the eager DiT (its states outlive the step, a CUDA graph's outputs would not).
+        estimator = self.compiled_estimator if self.compiled_estimator is not None and not return_prefix else None
         for step, dt in enumerate(steps):
             modulations = [tuple(m[step : step + 1] for m in block) for block in all_modulations]
-            velocity = self.estimator(
+            if estimator is not None and x.device.type == "cuda":
+                torch.compiler.cudagraph_mark_step_begin()  # the previous step's velocity is consumed already
+            velocity = (estimator or self.estimator)(
                 torch.cat([x, x]),
                 mu_in,
                 None,

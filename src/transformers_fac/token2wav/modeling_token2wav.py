@@ -124,6 +124,29 @@ class FunAudioChatToken2Wav(PreTrainedModel):
 
         return load_cosyvoice(path_or_repo_id, model_class=cls, **kwargs)
 
+    # ----------------------------------------------------------------------------------------------- speed
+    def compile_flow(self, **compile_options) -> None:
+        """Compile the flow's DiT step (one Euler step, run `n_timesteps` times per chunk) with `torch.compile`.
+
+        The bounded streaming decoder feeds the flow fixed-shape windows once its context is full (hop + context +
+        look-ahead codes), so its steps replay one graph; on CUDA the default `mode="reduce-overhead"` runs them as CUDA
+        graphs. Other lengths (the first chunks, offline segments) compile their own graphs, then `torch.compile`
+        makes the length dynamic. `compile_options` go to `torch.compile` (default: `fullgraph=True`, and
+        `mode="reduce-overhead"` on CUDA); the first calls of each shape compile (tens of seconds). Sampling a voice
+        prompt's prefix stays eager.
+        """
+        options = {"fullgraph": True, "mode": "reduce-overhead" if self.device.type == "cuda" else None}
+        options.update(compile_options)
+        if options.get("options") is not None:
+            options.pop("mode", None)  # torch.compile takes `mode` or `options`
+        self.flow.decoder.compiled_estimator = torch.compile(self.flow.decoder.estimator.forward, **options)
+
+    def set_dit_dtype(self, dtype: torch.dtype) -> None:
+        """Run the flow's DiT (most of the decoder's work) in `dtype`, e.g. `torch.bfloat16` or `torch.float16` on a
+        GPU; the code embedding, the Euler updates and the vocoder stay as they are. Quality against float32:
+        `benchmarks/bench_token2wav.py` reports the mel SNR."""
+        self.flow.decoder.estimator.to(dtype)
+
     # ----------------------------------------------------------------------------------------------- noise and voices
     def set_noise(self, flow_noise: torch.Tensor | None = None, source_noise: torch.Tensor | None = None) -> None:
         """Substitute prefixes of the fixed noise: `flow_noise` [1, 80, K] (flow frames < K) and `source_noise`
