@@ -3,6 +3,10 @@
 `generation_mode="text"` is plain `GenerationMixin` sampling (the speech head never runs). `generation_mode="audio"`
 runs the joint loop: one LLM step per 5 Hz position and, after each step, 5 speech codes (25 Hz) from the speech
 head, conditioned on the LLM's hidden state and the input text token. All decoding state lives inside the call.
+
+With `cache_implementation="static"` both modes run the same loop on preallocated caches, with each step compiled as
+one graph (see `decoding_step`); the default path (dynamic caches, module calls) is the reference it must match.
+Compile-time sizing: `decoding_cache.static_cache_length` buckets the caches, `warm_up` compiles ahead.
 """
 
 from collections.abc import Callable
