@@ -172,8 +172,14 @@ class CancelCriteria(StoppingCriteria):
         return stop.to(input_ids.device)
 
 
-_RUNNING: "weakref.WeakSet[BackgroundGeneration]" = weakref.WeakSet()
-"""Generations whose worker may still run: stopped and joined at interpreter exit (see `_stop_all_at_exit`)."""
+_RUNNING: "weakref.WeakSet" = weakref.WeakSet()
+"""Owners of worker threads that may still run (`close()` stops and joins them); closed at interpreter exit."""
+
+
+def close_at_exit(owner) -> None:
+    """Registers an object whose `close()` stops and joins its worker thread, to be closed at interpreter exit if its
+    user never closed it (a thread left running into interpreter shutdown aborts the process). Weakly referenced."""
+    _RUNNING.add(owner)
 
 
 class BackgroundGeneration:
@@ -211,7 +217,7 @@ class BackgroundGeneration:
             daemon=True,  # never blocks interpreter exit; `_stop_all_at_exit` cancels and joins it instead
             name="fac-generate",
         )
-        _RUNNING.add(self)
+        close_at_exit(self)
         self._thread.start()
 
     def _run(self, model, streamer: BaseStreamer, generate_kwargs: dict) -> None:
@@ -260,8 +266,8 @@ class BackgroundGeneration:
 def _stop_all_at_exit() -> None:
     """A stream abandoned without being closed (e.g. an uncaught error at module level keeps it referenced) would
     otherwise keep generating while the interpreter shuts down, which aborts the process."""
-    for generation in list(_RUNNING):
-        generation.close()
+    for owner in list(_RUNNING):
+        owner.close()
 
 
 __all__ = [
@@ -270,4 +276,5 @@ __all__ = [
     "FunAudioChatIteratorStreamer",
     "FunAudioChatStreamer",
     "StreamChunk",
+    "close_at_exit",
 ]
