@@ -215,8 +215,24 @@ def test_text_only_mode_returns_no_audio(client):
     outputs = ask(client, mode=logic.TEXT_ONLY, persona=logic.PLAIN)
     chat, audio, notice = outputs[-1]
     assert notice == "" and [message["role"] for message in chat] == ["user", "assistant"]
-    assert message_text(chat[1]) and message_file(chat[1]) is None
-    assert all(not isinstance(out[1], str) for out in outputs)  # no audio chunk was streamed
+    assert message_text(chat[1]) and message_file(chat[1]) is None  # no spoken reply in the chat
+    assert all(isinstance(out[1], str) and out[1].endswith(".m3u8") for out in outputs)  # an empty reply stream
+
+
+def test_api_is_tidy(client):
+    """Named outputs, optional inputs marked optional, and no update dicts in what the API returns."""
+    api = client.view_api(print_info=False, return_format="dict")
+    assert not api["unnamed_endpoints"]
+    for name, endpoint in api["named_endpoints"].items():
+        assert all(not r["label"].startswith("value_") for r in endpoint["returns"]), (name, endpoint["returns"])
+    optional = {
+        p["parameter_name"]: p["parameter_has_default"] for p in api["named_endpoints"]["/respond"]["parameters"]
+    }
+    assert optional == {"audio": False, "mode": True, "voice": True, "persona": True, "free_prompt": True}
+    assert "/voice_control" not in api["named_endpoints"]  # a page-only event
+    for mode in logic.MODES:
+        for chat, audio, notice in ask(client, mode=mode, persona=logic.PLAIN):
+            assert isinstance(chat, list) and isinstance(notice, str) and not isinstance(audio, dict)
 
 
 def test_bad_input_gets_a_friendly_message(client, tmp_path):
@@ -357,3 +373,70 @@ def test_page_renders_in_headless_chromium(started_app, tmp_path):
         pixels = np.asarray(image.convert("RGB"))
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 100  # text, buttons, colours: not a blank page
     print(f"screenshot: {screenshot}")
+
+
+# ------------------------------------------------------------------------------------------------- hands-free, in Chromium
+def fake_microphone_wav(path: Path) -> Path:
+    """Chromium's fake microphone plays (and loops) this file: a second of silence, a question, a long pause."""
+    from live_testing import clip, silence, timeline
+
+    from transformers_fac.audio_io import resample
+
+    sf.write(path, resample(timeline(silence(1.0), clip("en"), silence(12.0)), 16000, 48000), 48000, subtype="PCM_16")
+    return path
+
+
+def test_hands_free_answers_a_spoken_question_without_a_click(started_app, tmp_path):
+    """Choosing the Hands-free tab is the only click: it starts the (fake) microphone; the question's end is found by
+    voice activity, and its transcript, the reply text and the streamed spoken reply appear and play."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = Options()
+    options.binary_location = shutil.which("chromium")
+    for flag in (
+        *[f for f in CHROMIUM_FLAGS if not f.startswith(("--headless", "--virtual-time-budget"))],
+        "--headless=new",
+        "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream",  # grants the microphone without a prompt
+        f"--use-file-for-fake-audio-capture={fake_microphone_wav(tmp_path / 'question.wav')}",
+        "--autoplay-policy=no-user-gesture-required",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
+    try:
+        driver.get(started_app)
+        tab = WebDriverWait(driver, 60).until(
+            lambda d: next(
+                (t for t in d.find_elements(By.CSS_SELECTOR, "button[role=tab]") if t.text == "Hands-free"), None
+            )
+        )
+        tab.click()  # the only click
+        states, page = set(), {}
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            states.add(driver.find_element(By.ID, "hands_free_status").text.split(" ")[1])
+            page = driver.execute_script(
+                """const chat = document.querySelector('#hands_free_chat');
+                const reply = document.querySelector('#hands_free_reply audio');
+                const bots = Array.from(chat.querySelectorAll('[data-testid="bot"]')).map((e) => e.innerText.trim());
+                return {user: chat.querySelectorAll('[data-testid="user"] audio, [data-testid="user"] [data-testid^="waveform"]').length,
+                        replies: bots.filter((text) => text && text !== '…').length,
+                        played: reply ? reply.currentTime : 0};"""
+            )
+            if page["user"] and page["replies"] and page["played"] > 0.5:
+                break
+            time.sleep(0.25)
+        screenshot = tmp_path / "hands-free.png"
+        driver.save_screenshot(str(screenshot))
+        print(f"screenshot: {screenshot}")
+    finally:
+        driver.quit()
+    assert page["user"] >= 1, (page, states)  # the question, as the user's audio message
+    assert page["replies"] >= 1 and page["played"] > 0.5, (page, states)  # reply text shown, reply audio playing
+    assert {"Hearing", "Speaking"} <= states, states  # live state on the page
+    assert screenshot.stat().st_size > 10_000

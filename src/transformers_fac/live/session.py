@@ -116,21 +116,13 @@ class VoiceSession:
         vad=None,
         **generate_kwargs,
     ):
-        if reply_mode not in REPLY_MODES:
-            raise ValueError(f"reply_mode must be one of {REPLY_MODES}, got {reply_mode!r}.")
-        if reply_mode == "text" and speaker is not None:
-            raise ValueError(
-                "`speaker` chooses the voice of spoken replies; it cannot be used with reply_mode='text'."
-            )
-        if reply_mode == "audio" and getattr(model, "token2wav", None) is None:
-            raise ValueError("Spoken replies need the CosyVoice3 decoder: from_pretrained(..., token2wav=...).")
         self.model, self.processor = model, processor
-        self.speaker, self.reply_mode, self.exact = speaker, reply_mode, exact
+        self._lock = threading.RLock()
+        self.conversation = FunAudioChatConversation(system_prompt="", max_turns=max_turns)
+        self.update(speaker=speaker, reply_mode=reply_mode, system_prompt=system_prompt, exact=exact)
         self.echo_cancelled, self.realtime = echo_cancelled, realtime
         self.turn_settings = turn or TurnSettings()
         self.generate_kwargs = generate_kwargs
-        prompt = system_prompt or (S2M_SYSTEM_PROMPT if reply_mode == "audio" else S2T_SYSTEM_PROMPT)
-        self.conversation = FunAudioChatConversation(system_prompt=prompt, max_turns=max_turns)
         self.vad = vad if vad is not None else VoiceActivity()
         self._windows = AudioWindows()
         self._detector = TurnDetector(self.turn_settings)
@@ -142,14 +134,34 @@ class VoiceSession:
         self._stopping: list[LiveReply] = []
         self._turns = 0
         self._events: list[LiveEvent] = []
-        self._lock = threading.RLock()
         self.stop_latencies: list[float] = []  # wall seconds from each interruption to its generation stopping
+
+    def update(self, speaker=None, reply_mode: str = "audio", system_prompt: str | None = None, exact: bool = False):
+        """Sets the voice, reply mode, system prompt (default: the official one of the mode) and stream mode of the
+        next replies; the history stays."""
+        if reply_mode not in REPLY_MODES:
+            raise ValueError(f"reply_mode must be one of {REPLY_MODES}, got {reply_mode!r}.")
+        if reply_mode == "text" and speaker is not None:
+            raise ValueError(
+                "`speaker` chooses the voice of spoken replies; it cannot be used with reply_mode='text'."
+            )
+        if reply_mode == "audio" and getattr(self.model, "token2wav", None) is None:
+            raise ValueError("Spoken replies need the CosyVoice3 decoder: from_pretrained(..., token2wav=...).")
+        with self._lock:
+            self.speaker, self.reply_mode, self.exact = speaker, reply_mode, exact
+            default = S2M_SYSTEM_PROMPT if reply_mode == "audio" else S2T_SYSTEM_PROMPT
+            self.conversation.system_prompt = system_prompt or default
 
     # ---------------------------------------------------------------------------------------------------- clock
     @property
     def time(self) -> float:
         """The session clock: seconds of audio fed."""
         return self._position / SAMPLING_RATE
+
+    @property
+    def user_speaking(self) -> bool:
+        """Whether the user is in the middle of a turn (speech started, not yet ended)."""
+        return self._detector.speaking
 
     @property
     def state(self) -> str:
