@@ -375,6 +375,46 @@ def test_page_renders_in_headless_chromium(started_app, tmp_path):
     print(f"screenshot: {screenshot}")
 
 
+# ------------------------------------------------------------------------------------------------- hands-free
+def test_hands_free_transcript_follows_the_session_events():
+    """What the hands-free tab shows for a reply that is heard in part, and for one that is not heard at all."""
+    import hands_free
+
+    from transformers_fac.live import LiveEvent
+
+    tab = hands_free.HandsFree()
+    question = np.full(8000, 0.1, np.float32)
+    reply_audio = np.full(24000, 0.1, np.float32)
+    tab._route(
+        [
+            LiveEvent("speech_stopped", 1.0, 1, audio=question, sampling_rate=16000),
+            LiveEvent("reply_started", 1.6, 1),
+            LiveEvent("text", 1.6, 1, text="Hello"),
+            LiveEvent("audio", 1.6, 1, audio=reply_audio, sampling_rate=24000),
+            LiveEvent("interrupted", 2.1, 1, text="Hello", heard_s=0.5),
+        ]
+    )
+    user, answer, spoken = tab.history
+    assert user["role"] == "user" and answer["content"] == "Hello" + hands_free.INTERRUPTED
+    assert sf.read(spoken["content"]["path"])[0].shape == (12000,)  # as far as it was heard
+    assert list(tab.play(1)) == [logic.wav_bytes(reply_audio, 24000)] and tab.interruptions == 1
+    # a reply interrupted before anything was heard is dropped; the question goes on in the same turn
+    tab._route(
+        [
+            LiveEvent("speech_stopped", 5.0, 2, audio=question, sampling_rate=16000),
+            LiveEvent("reply_started", 5.6, 2),
+            LiveEvent("interrupted", 5.7, 2, text="", heard_s=0.0),
+            LiveEvent("speech_stopped", 7.0, 2, audio=np.concatenate([question, question]), sampling_rate=16000),
+            LiveEvent("reply_started", 7.6, 2),
+            LiveEvent("text", 7.6, 2, text="Sure"),
+            LiveEvent("reply_done", 8.0, 2, text="Sure"),
+        ]
+    )
+    assert [m["role"] for m in tab.history] == ["user", "assistant", "assistant", "user", "assistant"]
+    assert sf.info(tab.history[3]["content"]["path"]).frames == 16000 and tab.history[4]["content"] == "Sure"
+    assert list(tab.play(3)) == [] and tab.reply_id == 3
+
+
 # ------------------------------------------------------------------------------------------------- hands-free, in Chromium
 def fake_microphone_wav(path: Path) -> Path:
     """Chromium's fake microphone plays (and loops) this file: a second of silence, a question, a long pause."""
