@@ -261,3 +261,20 @@ def test_readme_streaming_snippet_runs_as_written(tiny_e2e_model, tiny_e2e_dir, 
     exec(snippet, {**namespace, "stream_reply": short_stream_reply})  # noqa: S102 - the README's own code
     audio, rate = sf.read(tmp_path / "reply_stream.wav")
     assert rate == 24000 and audio.size > 0 and audio.size % 960 == 0
+
+
+def test_cancel_criteria_stops_one_row_or_all():
+    import threading
+
+    import torch
+
+    from transformers_fac.streaming import CancelCriteria
+
+    criteria, ids = CancelCriteria(), torch.zeros(3, 5, dtype=torch.long)
+    assert criteria(ids).tolist() == [False, False, False]
+    criteria.cancel(row=1)
+    assert criteria(ids).tolist() == [False, True, False] and not criteria.cancelled
+    switch = threading.Event()
+    shared = CancelCriteria(switch)  # e.g. a stop button's switch
+    switch.set()
+    assert shared(ids).tolist() == [True, True, True] and shared.cancelled

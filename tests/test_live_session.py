@@ -183,7 +183,7 @@ def test_without_echo_cancellation_a_quiet_voice_does_not_interrupt(tiny_e2e_mod
 
 def test_text_replies_stop_button_and_close(tiny_e2e_model, processor):
     with VoiceSession(tiny_e2e_model, processor, reply_mode="text", realtime=False, max_new_tokens=6) as session:
-        events = run(session, timeline(silence(0.3), clip("en"), silence(1.0)), 16000, [512])
+        events = run(session, timeline(silence(0.3), clip("en")), 16000, [512])  # finish() ends the turn
         assert [e.type for e in events if e.type != "text"] == [
             "speech_started",
             "speech_stopped",

@@ -202,8 +202,7 @@ class VoiceSession:
         """End of the input: a turn being spoken ends now, and the reply in progress is waited for (all of it handed
         out; the clock does not move, so its audio is still "playing" afterwards)."""
         with self._lock:
-            if self._detector.speaking:
-                self._detector.speaking = False
+            if self._detector.end():
                 self._on_turn_ended()
             reply = self._reply
             while reply is not None and not reply.finished and not reply.cancelled:

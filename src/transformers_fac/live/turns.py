@@ -74,6 +74,11 @@ class TurnDetector:
         self._silence_start: int | None = None
         self._rearm = False  # after a turn cut at `max_turn_s`, speech counts again only after some silence
 
+    def end(self) -> bool:
+        """Ends the turn being spoken now (the input ended); returns whether there was one."""
+        speaking, self.speaking, self._run_start = self.speaking, False, None
+        return speaking
+
     def push(self, probability: float, level: float, position: int, echo_risk: bool = False) -> str | None:
         """One window starting at sample `position`: returns `"speech_started"`, `"turn_ended"` or None.
 
