@@ -15,6 +15,7 @@ from queue import Empty, Queue
 import chat_logic as logic
 import gradio as gr
 import numpy as np
+from session_files import SessionFiles, session_folder
 
 from transformers_fac.audio_io import SAMPLING_RATE
 
@@ -41,12 +42,13 @@ START_MICROPHONE = (
 
 
 class HandsFree:
-    """One browser tab's hands-free conversation (lives in a `gr.State`): the live session, the chat shown, and a
-    queue of reply audio per reply for the player."""
+    """One browser tab's hands-free conversation (lives in a `gr.State`): the live session, the chat shown (with the
+    audio files of its last `audio_turns` turns), and a queue of reply audio per reply for the player."""
 
-    def __init__(self):
+    def __init__(self, audio_turns: int = 8):
         self.session = None
         self.history: list[dict] = []
+        self.files = SessionFiles(max_turns=audio_turns)
         self.reply_id = 0
         self.interruptions = 0
         self._messages: dict[int, tuple[dict, dict]] = {}  # turn -> (user message, assistant message)
@@ -57,7 +59,7 @@ class HandsFree:
         self._lock = threading.Lock()
 
     def __deepcopy__(self, memo) -> "HandsFree":
-        return HandsFree()  # gr.State copies its initial value per tab: each tab gets a fresh one
+        return HandsFree(self.files.max_turns)  # gr.State copies its initial value per tab: each tab gets a fresh one
 
     # ------------------------------------------------------------------------------------------------ input
     def feed(self, engine, chunk, mode: str, voice: str | None, persona: str | None, free_prompt: str | None) -> str:
@@ -105,10 +107,13 @@ class HandsFree:
                 getattr(self, f"_on_{event.type}", lambda event: None)(event)
 
     def _on_speech_stopped(self, event) -> None:
-        user = logic.audio_message("user", logic.save_wav(event.audio, SAMPLING_RATE))
         if event.turn in self._messages:  # the same question, continued after a pause: its reply was dropped
             old_user, old_answer = self._messages[event.turn]
             self.history = [m for m in self.history if m is not old_user and m is not old_answer]
+        else:
+            dropped = self.files.new_turn()  # the oldest turn beyond `audio_turns` loses its audio
+            self.history = [m for m in self.history if not _is_file_in(m, dropped)]
+        user = logic.audio_message("user", self.files.save(event.audio, SAMPLING_RATE))
         answer = {"role": "assistant", "content": "…"}
         self.history += [user, answer]
         self._messages[event.turn] = (user, answer)
@@ -155,7 +160,7 @@ class HandsFree:
         pieces = self._audio.pop(turn, [])
         audio = np.concatenate(pieces)[:keep] if pieces else np.zeros(0, np.float32)
         if audio.size:
-            self.history.append(logic.audio_message("assistant", logic.save_wav(audio, self._rate)))
+            self.history.append(logic.audio_message("assistant", self.files.save(audio, self._rate)))
 
     # ------------------------------------------------------------------------------------------------ output
     def play(self, reply_id: int) -> Iterator[bytes]:
@@ -186,20 +191,23 @@ class HandsFree:
             self._route(self.session.interrupt())
 
     def close(self) -> None:
+        """The tab has gone: stops and joins the session's threads, deletes its audio files."""
         if self.session is not None:
             self.session.close()
             self.session = None
+        self.files.close()
 
 
-def close_session(hands_free: HandsFree) -> None:
-    """`gr.State` delete callback: the tab was closed; stop and join its session's threads."""
-    hands_free.close()
+def _is_file_in(message: dict, paths: set[str]) -> bool:
+    content = message["content"]
+    return isinstance(content, dict) and content.get("path") in paths
 
 
 def build_tab(engine, mode, voice, persona, free_prompt) -> None:
     """The "Hands-free" tab (call inside `gr.Tabs()`); the reply settings are the Voice chat tab's components."""
+    settings = engine.settings
     with gr.Tab("Hands-free", id="hands_free") as tab:
-        state = gr.State(HandsFree(), delete_callback=close_session)
+        state = gr.State(HandsFree(settings.audio_turns), delete_callback=HandsFree.close)
         gr.Markdown(
             "Talk naturally: your turn ends when you pause, the reply starts at once, and talking over it "
             "interrupts it. Voice, reply mode and persona are those of the *Voice chat* tab. Use headphones if your "
@@ -220,7 +228,9 @@ def build_tab(engine, mode, voice, persona, free_prompt) -> None:
                 reply_id = gr.Number(value=0, visible=False)
                 interruptions = gr.Number(value=0, visible=False)
 
-        def on_chunk(chunk, hands_free: HandsFree, mode, voice, persona, free_prompt):
+        def on_chunk(chunk, hands_free: HandsFree, mode, voice, persona, free_prompt, request: gr.Request):
+            if hands_free.files.folder is None:  # inside the tab's folder, which goes when the tab is closed
+                hands_free.files.folder = session_folder(settings.files_dir, request.session_hash) / "hands-free"
             message = hands_free.feed(engine, chunk, mode, voice, persona, free_prompt)
             notice_text = f"⚠️ {message}" if message else ""
             return (
