@@ -34,11 +34,16 @@ STATES = {
     "off": "⏸️ **Off** — press Record (or reopen this tab) to start.",
 }
 INTERRUPTED = " … (interrupted)"
-START_MICROPHONE = (
-    "() => { const button = document.querySelector('#hands_free_mic button.record-button');"
-    " if (button) button.click(); }"
-)
-"""Choosing the tab starts the microphone (no further click)."""
+START_MICROPHONE = """() => {
+    let tries = 0;
+    const start = () => {
+        const button = document.querySelector('#hands_free_mic button.record-button');
+        if (button) button.click();
+        else if (tries++ < 100) setTimeout(start, 100);
+    };
+    start();
+}"""
+"""Choosing the tab starts the microphone (no further click), as soon as the tab has rendered it."""
 
 
 class HandsFree:
