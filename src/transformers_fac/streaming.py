@@ -7,6 +7,7 @@ Any transformers streamer (e.g. `TextStreamer`) also works: it simply never sees
 
 import atexit
 import threading
+import time
 import weakref
 from dataclasses import dataclass, field
 from queue import Queue
@@ -211,6 +212,7 @@ class BackgroundGeneration:
         criteria = StoppingCriteriaList([*(stopping_criteria or []), self.cancel_criteria])
         self._output: Any = None
         self._error: BaseException | None = None
+        self.ended_at: float | None = None  # `time.perf_counter()` when `generate` returned or failed
         self._thread = threading.Thread(
             target=self._run,
             args=(model, streamer, {**generate_kwargs, "stopping_criteria": criteria}),
@@ -226,6 +228,8 @@ class BackgroundGeneration:
         except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread by `result`
             self._error = error
             streamer.end()
+        finally:
+            self.ended_at = time.perf_counter()
 
     def cancel(self) -> None:
         """Stops generating at the next decoding step (returns at once; thread-safe). `result()` is then partial."""

@@ -95,10 +95,23 @@ class LiveReply:
 
     @property
     def stop_latency(self) -> float | None:
-        """Wall seconds from `cancel()` to the stream having ended and its worker joined (once it has)."""
+        """Wall seconds from `cancel()` to the end of generation (0 if it had already ended), once known."""
+        ended = self.stream.generation.ended_at
+        if self.cancelled_wall is None or ended is None:
+            return None
+        return max(0.0, ended - self.cancelled_wall)
+
+    @property
+    def drain_latency(self) -> float | None:
+        """Wall seconds from `cancel()` to the pump thread's end: generation, and the audio decoding that was under
+        way (it finishes in the background; nothing of it is handed out)."""
         if self.cancelled_wall is None or self.stopped_wall is None:
             return None
         return max(0.0, self.stopped_wall - self.cancelled_wall)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
 
     def close(self) -> None:
         """Cancels (if still running) and joins the pump thread, which closes the stream and joins its worker."""

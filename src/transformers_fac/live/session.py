@@ -134,7 +134,8 @@ class VoiceSession:
         self._stopping: list[LiveReply] = []
         self._turns = 0
         self._events: list[LiveEvent] = []
-        self.stop_latencies: list[float] = []  # wall seconds from each interruption to its generation stopping
+        self.stop_latencies: list[float] = []  # wall seconds from each interruption to its generation's end
+        self.drain_latencies: list[float] = []  # ... to its last audio decoding's end (in the background)
 
     def update(self, speaker=None, reply_mode: str = "audio", system_prompt: str | None = None, exact: bool = False):
         """Sets the voice, reply mode, system prompt (default: the official one of the mode) and stream mode of the
@@ -190,6 +191,7 @@ class VoiceSession:
                     self._on_turn_ended()
                 self._trim()
             self._drain(until=None if self.realtime else self.time)
+            self._reap()
             return self._take_events()
 
     def poll(self) -> list[LiveEvent]:
@@ -237,6 +239,14 @@ class VoiceSession:
             reply.close()
             if reply.stop_latency is not None:
                 self.stop_latencies.append(reply.stop_latency)
+                self.drain_latencies.append(reply.drain_latency)
+
+    def _reap(self) -> None:
+        """Joins the interrupted replies whose threads have ended (without waiting for the others)."""
+        ended = [reply for reply in self._stopping if not reply.running]
+        if ended:
+            self._stopping = [reply for reply in self._stopping if reply.running]
+            self._join(ended)
 
     def __enter__(self) -> "VoiceSession":
         return self
@@ -283,8 +293,9 @@ class VoiceSession:
 
     # ---------------------------------------------------------------------------------------------------- replies
     def _start_reply(self, decided: float) -> None:
-        stopping, self._stopping = self._stopping, []
-        self._join(stopping)  # interrupted replies: bounded by one decoding step (and one vocoder chunk)
+        # An interrupted reply stopped generating within a step; an audio chunk it was decoding may still finish in
+        # the background (the decoder keeps no state between calls): the new reply does not wait for it.
+        self._reap()
         try:
             inputs = self.conversation.model_inputs(self.processor).to(self.model.device)
             if "input_features" in inputs:
