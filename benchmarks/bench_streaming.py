@@ -120,7 +120,8 @@ def measure_live(model, processor, settings, speaker) -> dict:
     """One run of the timeline through a paced session: turn latencies and the barge-in stop latency."""
     from transformers_fac.live import VoiceSession
 
-    session = VoiceSession(model, processor, speaker=speaker, realtime=False, **{**settings, "max_new_tokens": 150})
+    # long replies: the first one is still being generated when the second question interrupts it
+    session = VoiceSession(model, processor, speaker=speaker, realtime=False, **{**settings, "max_new_tokens": 1000})
     with session:
         events = feed(session, live_timeline())
     first_audio = {}
