@@ -33,6 +33,7 @@ from .registration import register  # noqa: E402
 from .streaming import FunAudioChatIteratorStreamer, FunAudioChatStreamer, StreamChunk  # noqa: E402
 from .tiny import tiny_checkpoint  # noqa: E402
 from .token2wav import FunAudioChatToken2Wav, FunAudioChatToken2WavConfig  # noqa: E402
+from .voice import FunAudioChatVoice  # noqa: E402
 
 register()
 
@@ -52,6 +53,7 @@ __all__ = [
     "FunAudioChatStreamer",
     "FunAudioChatToken2Wav",
     "FunAudioChatToken2WavConfig",
+    "FunAudioChatVoice",
     "S2M_SYSTEM_PROMPT",
     "S2S_SYSTEM_PROMPT",
     "S2T_SYSTEM_PROMPT",

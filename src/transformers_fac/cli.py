@@ -6,6 +6,7 @@ fac-chat --interactive -o reply.wav                     # asks for one audio fil
 fac-chat question.wav --text-only                       # a written reply only
 fac-chat question.wav -o reply.wav --model tiny         # the built-in tiny random checkpoint (CPU, no download)
 fac-chat --live                                         # hands-free: microphone and speaker (see cli_live.py)
+fac-chat question.wav -o reply.wav --voice me.wav       # reply in the voice of a clip (see cli_voice.py)
 """
 
 import argparse
@@ -16,6 +17,7 @@ import numpy as np
 import soundfile as sf
 
 from . import cli_live
+from .cli_voice import add_voice_arguments, check_voice_arguments, speaker_from_args
 
 DEFAULT_MODEL = "FunAudioLLM/Fun-Audio-Chat-8B"
 OUTPUT_FILES = """\
@@ -50,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtype", default=None, choices=["bfloat16", "float32"], help="default: bf16 on cuda")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="LLM steps (5 per second of speech)")
     parser.add_argument("--interactive", action="store_true", help="ask for an audio file at each turn")
+    add_voice_arguments(parser)
     cli_live.add_arguments(parser)
     return parser
 
@@ -76,8 +79,16 @@ def load_model(args: argparse.Namespace):
         status("Loading the speech decoder...")
         if model.token2wav is None:
             raise ValueError("this checkpoint names no speech decoder: pass --token2wav, or use --text-only")
-        model.token2wav.speaker_embedding(args.speaker)  # an unknown voice fails now, not after a reply
     return model, processor
+
+
+def reply_speaker(model, args: argparse.Namespace):
+    """The voice of spoken replies (`--voice` or `--speaker`, checked now rather than after a reply); None in text."""
+    if args.text_only:
+        return None
+    speaker = speaker_from_args(model.token2wav, args)
+    model.token2wav.speaker_embedding(speaker)  # an unknown voice fails now, not after a reply
+    return speaker
 
 
 class ChatSession:
@@ -89,6 +100,7 @@ class ChatSession:
 
         self.args, self.model, self.processor = args, model, processor
         self.mode = "text" if args.text_only else "audio"
+        self.speaker = reply_speaker(model, args)
         self.chat = FunAudioChatConversation(system_prompt=args.system or default_system_prompt(self.mode))
 
     def reply(self, audio: str) -> tuple[str, np.ndarray | None, int | None]:
@@ -132,7 +144,7 @@ class ChatSession:
         codes = output.valid_speech_codes(vocoder.config.vocab_size)[0]
         if codes.numel() == 0:
             return text.strip(), np.zeros(0, np.float32), vocoder.config.sampling_rate
-        waveform = vocoder.decode(codes, speaker=self.args.speaker)[0].float().cpu().numpy()
+        waveform = vocoder.decode(codes, speaker=self.speaker)[0].float().cpu().numpy()
         return text.strip(), waveform, vocoder.config.sampling_rate
 
 
@@ -206,6 +218,7 @@ def interactive(session: ChatSession, base: str, turn: int = 0) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    check_voice_arguments(parser, args)
     cli_live.check_arguments(parser, args)
     if not args.audio and not args.interactive and not args.live:
         parser.error("give at least one audio file, or --interactive, or --live")
@@ -216,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
             check_audio_file(audio)
         if args.live:
             cli_live.prepare(args, check_audio_file)
-            return cli_live.run(args, *load_model(args))
+            model, processor = load_model(args)
+            return cli_live.run(args, model, processor, reply_speaker(model, args))
         session = ChatSession(args, *load_model(args))
         numbered = len(args.audio) > 1 or args.interactive
         for turn, audio in enumerate(args.audio, start=1):
@@ -226,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # the reply in progress was stopped and its thread joined on the way out
         status("fac-chat: interrupted")
         return 130
-    except (OSError, ValueError, RuntimeError) as error:
+    except (OSError, ValueError, RuntimeError, ImportError) as error:
         status(f"error: {error}")
         return 2
     return 0

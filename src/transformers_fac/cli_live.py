@@ -232,8 +232,9 @@ def talk(session, printer: EventPrinter) -> None:
                     speaker.flush()
 
 
-def run(args: argparse.Namespace, model, processor) -> int:
-    """`fac-chat --live`: the session on a file (`--input`) or the microphone. Returns the exit status."""
+def run(args: argparse.Namespace, model, processor, speaker=None) -> int:
+    """`fac-chat --live`: the session on a file (`--input`) or the microphone, replying in `speaker`'s voice. Returns
+    the exit status."""
     from .live import TurnSettings, VoiceSession
 
     kwargs = {} if args.max_new_tokens is None else {"max_new_tokens": args.max_new_tokens}
@@ -241,7 +242,7 @@ def run(args: argparse.Namespace, model, processor) -> int:
     session = VoiceSession(
         model,
         processor,
-        speaker=args.speaker,
+        speaker=speaker,
         reply_mode="text" if args.text_only else "audio",
         system_prompt=args.system,
         echo_cancelled=args.input is not None or args.echo_cancelled,
