@@ -50,7 +50,9 @@ def test_saved_and_reloaded_model_speaks_the_same(tiny_e2e_dir, tiny_e2e_model, 
 
 def test_to_carries_the_decoder_along(tiny_e2e_dir):
     model = AutoModelForMultimodalLM.from_pretrained(tiny_e2e_dir).eval()
-    codes = torch.randint(0, model.config.audio_config.num_speech_codes, (1, 20), generator=torch.Generator().manual_seed(0))
+    codes = torch.randint(
+        0, model.config.audio_config.num_speech_codes, (1, 20), generator=torch.Generator().manual_seed(0)
+    )
     model.to(torch.bfloat16)
     decoder = model.token2wav
     assert decoder.flow.input_embedding.weight.dtype == torch.bfloat16
