@@ -30,11 +30,20 @@ TOOLS = [
         },
     }
 ]
+MODEL = "fun-audio-chat"
 TOOL_CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"location": "杭州"}}\n</tool_call>'
 
 
 def audio_b64(path: Path = QUESTION) -> str:
     return base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def question(text: str | None = None, path: Path = QUESTION) -> list[dict]:
+    """Chat messages: one user turn with the audio of `path` (and `text` after it)."""
+    parts = [{"type": "input_audio", "input_audio": {"data": audio_b64(path), "format": "wav"}}]
+    if text:
+        parts.append({"type": "text", "text": text})
+    return [{"role": "user", "content": parts}]
 
 
 def free_port() -> int:

@@ -15,10 +15,17 @@ import openai
 import pytest
 import soundfile as sf
 
-from tests.serving_utils import QUESTION, TOOLS, audio_b64, build_tool_calling_checkpoint, running_server
+from tests.serving_utils import (
+    MODEL,
+    QUESTION,
+    TOOLS,
+    audio_b64,
+    build_tool_calling_checkpoint,
+    question,
+    running_server,
+)
 
 API_KEY = "test-key-3f9a"
-MODEL = "fun-audio-chat"
 SAMPLES_PER_CODE = 960
 MAX_QUEUE = 8
 pytestmark = pytest.mark.filterwarnings(  # raised inside the openai package's realtime client
@@ -39,13 +46,6 @@ def server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def client(server):
     return openai.OpenAI(base_url=f"{server.url}/v1", api_key=API_KEY, max_retries=0, timeout=180)
-
-
-def question(text: str | None = None, path=QUESTION) -> list[dict]:
-    parts = [{"type": "input_audio", "input_audio": {"data": audio_b64(path), "format": "wav"}}]
-    if text:
-        parts.append({"type": "text", "text": text})
-    return [{"role": "user", "content": parts}]
 
 
 def spoken(client, messages, **kwargs):
@@ -243,13 +243,14 @@ def metrics(server) -> dict[str, float]:
 
 
 def test_full_queue_and_disconnect(server, client):
-    """A long streamed reply occupies the engine; short requests fill the queue and the ones beyond are refused with
-    429 and Retry-After; the long reply's client disconnects, its row is freed and the queued requests are served."""
+    """A long streamed reply occupies the engine; short text requests (quick to prepare) fill the queue and the ones
+    beyond are refused with 429 and Retry-After; the long reply's client disconnects, its row is freed and the queued
+    requests are served."""
     before = metrics(server)
     headers = {"Authorization": f"Bearer {API_KEY}"}
     body = {"model": MODEL, "messages": question(), "modalities": ["text", "audio"], "temperature": 0}
     long_body = {**body, "stream": True, "audio": {"voice": "中文男", "format": "pcm16"}, "max_completion_tokens": 80}
-    short_body = {**body, "max_completion_tokens": 2}
+    short_body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi!"}], "max_completion_tokens": 2}
 
     def short():
         return httpx.post(f"{server.url}/v1/chat/completions", json=short_body, headers=headers, timeout=180)
@@ -257,7 +258,8 @@ def test_full_queue_and_disconnect(server, client):
     with httpx.stream(
         "POST", f"{server.url}/v1/chat/completions", json=long_body, headers=headers, timeout=180
     ) as long:
-        assert next(line for line in long.iter_lines() if line.startswith("data:"))  # the reply is being generated
+        lines = long.iter_lines()  # (keep it: closing this iterator closes the connection)
+        assert next(lines).startswith("data:")  # the reply is being generated
         with concurrent.futures.ThreadPoolExecutor(MAX_QUEUE + 4) as pool:
             futures = [pool.submit(short) for _ in range(MAX_QUEUE + 4)]
             first = next(concurrent.futures.as_completed(futures, timeout=180)).result()

@@ -12,6 +12,7 @@ SIGTERM (or Ctrl-C) stops taking requests, lets the ones in flight finish (at mo
 import argparse
 import logging
 import os
+import signal
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -126,6 +127,9 @@ def serve_uvicorn(settings: ServerSettings, host: str, port: int, log_level: str
     config = uvicorn.Config(
         app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=int(settings.drain_seconds) or None
     )
+    # uvicorn re-raises the stop signal after its graceful shutdown; with these handlers the process then exits 0
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: None)
     DrainingServer(config).run()
     return 0
 
@@ -143,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     from .ray_serve import run
 
     ray_init = {"address": args.ray_address} if args.ray_address else {}
+    if not args.ray_address and not os.environ.get("RAY_ADDRESS"):  # a local instance, just for this server
+        ray_init["include_dashboard"] = False
     if args.ray_num_cpus is not None:
         ray_init["num_cpus"] = args.ray_num_cpus
     if args.ray_object_store_mb is not None:
