@@ -201,3 +201,23 @@ def _refused_later(url: str, refused: threading.Event) -> None:
     else:
         return
     refused.set()
+
+
+def test_config_file_flags_and_ray_options(tmp_path, monkeypatch):
+    from transformers_fac.serving.cli import build_parser, resolve
+    from transformers_fac.serving.ray_serve import deployment_options
+
+    config = tmp_path / "serve.yaml"
+    config.write_text("model: tiny\nmax_batch_size: 4\nray:\n  num_replicas: 3\n  ray_actor_options: {num_cpus: 2}\n")
+    monkeypatch.setenv("FAC_API_KEY", "from-env")
+    settings, ray = resolve(build_parser().parse_args(["--config", str(config), "--max-batch-size", "6"]))
+    assert (settings.max_batch_size, settings.api_key, ray["num_replicas"]) == (6, "from-env", 3)
+    options = deployment_options(settings, ray, gpu=True)
+    assert options["ray_actor_options"] == {"num_gpus": 1, "num_cpus": 2} and options["max_ongoing_requests"] == 12
+    settings, ray = resolve(build_parser().parse_args(["--min-replicas", "1", "--max-replicas", "4", "--ray"]))
+    scaling = deployment_options(settings, ray, gpu=False)
+    assert scaling["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 4} and "num_replicas" not in scaling
+    assert resolve(build_parser().parse_args([]))[1] is None  # no Ray unless asked
+    config.write_text("max_batch: 4\n")
+    with pytest.raises(ValueError, match="max_batch_size"):
+        resolve(build_parser().parse_args(["--config", str(config)]))

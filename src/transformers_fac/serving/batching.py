@@ -114,7 +114,7 @@ class BatchingEngine:
         max_batch_size: the most requests generated together.
         max_wait_ms: how long the oldest waiting request waits for others to join its batch.
         max_queue: the most requests waiting; `submit` raises `QueueFull` beyond.
-        max_prompt_tokens: the longest prompt accepted (default: the model's positions minus the longest reply).
+        max_prompt_tokens: the longest prompt accepted (never more than the model's positions minus the reply).
     """
 
     def __init__(
@@ -197,10 +197,10 @@ class BatchingEngine:
         except ValueError as error:
             raise RequestError(str(error), code="invalid_input") from error
         prompt_tokens = inputs["input_ids"].shape[1]
-        limit = self.max_prompt_tokens
-        if limit is None:
-            positions = self.model.config.get_text_config(decoder=True).max_position_embeddings
-            limit = positions - request.max_new_tokens
+        positions = self.model.config.get_text_config(decoder=True).max_position_embeddings
+        limit = positions - request.max_new_tokens
+        if self.max_prompt_tokens is not None:
+            limit = min(limit, self.max_prompt_tokens)
         if prompt_tokens > limit:
             raise RequestError(
                 f"The prompt is {prompt_tokens} tokens long (audio counts 5 tokens per second); this server takes "

@@ -31,7 +31,7 @@ SETTING_FLAGS = {
     "max_body_mb": (float, "largest request body in MiB (default: 32)"),
     "max_audio_seconds": (float, "longest input audio per request (default: 120)"),
     "max_new_tokens": (int, "longest reply in LLM steps, 5 per second of speech (default: 600; tiny: 60)"),
-    "max_prompt_tokens": (int, "longest prompt in tokens (default: what the model's positions allow)"),
+    "max_prompt_tokens": (int, "longest prompt in tokens (default: 8192)"),
     "drain_seconds": (float, "on SIGTERM, how long in-flight requests may take to finish (default: 30)"),
 }
 

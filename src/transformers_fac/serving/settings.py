@@ -24,7 +24,7 @@ class ServerSettings:
         max_audio_seconds: the longest input audio per request (all its audio parts together).
         max_new_tokens: the longest reply in LLM steps (5 per second of speech): the default and the limit of
             `max_completion_tokens`.
-        max_prompt_tokens: the longest prompt in tokens (default: what the model's positions leave for the reply).
+        max_prompt_tokens: the longest prompt in tokens (at most what the model's positions leave for the reply).
         drain_seconds: on SIGTERM, how long in-flight requests may take to finish before the server exits.
     """
 
@@ -40,7 +40,7 @@ class ServerSettings:
     max_body_mb: float = 32.0
     max_audio_seconds: float = 120.0
     max_new_tokens: int | None = None
-    max_prompt_tokens: int | None = None
+    max_prompt_tokens: int | None = 8192
     drain_seconds: float = 30.0
 
     def __post_init__(self):
