@@ -189,6 +189,17 @@ def test_realtime_session(server, client):
         assert after[-1].response.status_details.reason == "client_cancelled"
         assert after[-1].response.usage.output_tokens < 80  # stopped long before its limit
 
+        # barge-in: a new user turn while a reply streams cancels it
+        connection.response.create(response={"max_output_tokens": 80})
+        for event in connection:
+            if event.type == "response.output_audio.delta":
+                break
+        connection.input_audio_buffer.append(audio=pcm16_24k())
+        connection.input_audio_buffer.commit()
+        interrupted = events_until(connection, "response.done")[-1].response
+        assert (interrupted.status, interrupted.status_details.reason) == ("cancelled", "turn_detected")
+        assert connection.recv().type == "input_audio_buffer.committed"
+
         # the session goes on: errors are events, not a closed socket
         connection.send({"type": "response.cancel"})
         error = connection.recv()

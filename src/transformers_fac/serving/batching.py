@@ -193,7 +193,9 @@ class BatchingEngine:
                 "This server has no speech decoder: ask for a text reply (modalities ['text']).", code="no_audio"
             )
         try:
-            inputs = self.processor(text=request.prompt, audio=request.audios or None, return_tensors="pt")
+            inputs = request.inputs
+            if inputs is None:
+                inputs = self.processor(text=request.prompt, audio=request.audios or None, return_tensors="pt")
         except ValueError as error:
             raise RequestError(str(error), code="invalid_input") from error
         prompt_tokens = inputs["input_ids"].shape[1]

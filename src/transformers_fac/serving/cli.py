@@ -24,6 +24,7 @@ SETTING_FLAGS = {
     "token2wav": (str, "the speech decoder: 'auto' (the checkpoint's), a directory or a Hub id"),
     "device": (str, "cuda, cpu, ... (default: cuda when available)"),
     "dtype": (str, "bfloat16 or float32 (default: bf16 on cuda)"),
+    "threads": (int, "torch CPU threads (default on CPU: half the cores)"),
     "served_model_name": (str, "the model id clients send (default: fun-audio-chat)"),
     "max_batch_size": (int, "requests generated together (default: 8)"),
     "max_wait_ms": (float, "how long a request waits for others to join its batch (default: 20)"),

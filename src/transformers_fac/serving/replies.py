@@ -30,6 +30,8 @@ class ReplyRequest:
         max_new_tokens: the longest reply in LLM steps.
         temperature / top_p: sampling; `temperature=0` is greedy; None keeps the checkpoint's settings.
         seed: makes a sampled reply reproducible (the request is then generated in a batch of its own).
+        inputs: the processor outputs of this prompt alone, when the caller has them already (then `prompt` and
+            `audios` are not processed again).
     """
 
     prompt: str
@@ -40,6 +42,7 @@ class ReplyRequest:
     temperature: float | None = None
     top_p: float | None = None
     seed: int | None = None
+    inputs: Any = None
 
 
 @dataclass

@@ -15,6 +15,8 @@ class ServerSettings:
         token2wav: the speech decoder: `"auto"` (the one the checkpoint names), a directory or a Hub id.
         device: `"cuda"`, `"cpu"`, ...; default cuda when available.
         dtype: `"bfloat16"` or `"float32"`; default bf16 on cuda.
+        threads: torch's CPU threads (default on CPU: half the cores, as generation and vocoding run side by side;
+            more threads than cores make both many times slower).
         served_model_name: the model id clients send (`model=`); the `model` value is accepted too.
         api_key: when set, every `/v1` request needs `Authorization: Bearer <api_key>`.
         max_batch_size: requests generated together in one batch.
@@ -32,6 +34,7 @@ class ServerSettings:
     token2wav: str = "auto"
     device: str | None = None
     dtype: str | None = None
+    threads: int | None = None
     served_model_name: str = SERVED_MODEL_NAME
     api_key: str | None = None
     max_batch_size: int = 8
@@ -53,7 +56,7 @@ class ServerSettings:
         for name in ("max_body_mb", "max_audio_seconds"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}.")
-        for name in ("max_new_tokens", "max_prompt_tokens"):
+        for name in ("max_new_tokens", "max_prompt_tokens", "threads"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}.")
