@@ -18,6 +18,7 @@ from pathlib import Path
 import chat_logic as logic
 import gradio as gr
 from engine import Engine, Settings
+from session_files import remove_folder, session_folder
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES = [
@@ -53,7 +54,9 @@ def build_demo(engine: Engine) -> gr.Blocks:
     def write(inputs) -> str:
         return engine.write(inputs)
 
-    def respond(audio, mode, voice, persona, free_prompt, session: logic.DemoSession):
+    def respond(audio, mode, voice, persona, free_prompt, session: logic.DemoSession, request: gr.Request):
+        if session.files.folder is None:  # the session's audio files go to a folder of its own
+            session.files.folder = session_folder(settings.files_dir, request.session_hash)
         for update in logic.respond(
             session, speak, engine.processor, audio, mode, voice, persona, free_prompt, settings.max_seconds
         ):
@@ -67,6 +70,10 @@ def build_demo(engine: Engine) -> gr.Blocks:
     def stop(session: logic.DemoSession):
         session.stop()
 
+    def end_session(request: gr.Request):
+        """The tab was closed: its audio files go at once (its state, a while later: `DemoSession.close`)."""
+        remove_folder(session_folder(settings.files_dir, request.session_hash))
+
     def call_tools(audio, tools_json):
         result = logic.call_tools(write, engine.processor, audio, tools_json, settings.max_seconds)
         return result.reply, result.calls, notice_markdown(result.notice)
@@ -76,8 +83,10 @@ def build_demo(engine: Engine) -> gr.Blocks:
 
     limit = f"max {settings.max_seconds} s"
     voices = [(f"{name} ({VOICE_NAMES.get(name, 'voice')})", name) for name in engine.voices]
-    with gr.Blocks(title="Fun-Audio-Chat") as demo:
-        session = gr.State(logic.DemoSession())
+    with gr.Blocks(title="Fun-Audio-Chat", delete_cache=settings.delete_cache) as demo:
+        session = gr.State(
+            logic.DemoSession(audio_turns=settings.audio_turns), delete_callback=logic.DemoSession.close
+        )
         gr.Markdown(
             "# 🎙️ Fun-Audio-Chat\n"
             "Ask a question out loud and hear **Fun-Audio-Chat-8B** answer: the spoken reply streams as it is generated "
@@ -187,6 +196,7 @@ def build_demo(engine: Engine) -> gr.Blocks:
             concurrency_id="model",
         )
         mode.change(voice_control, inputs=[mode], outputs=[voice], api_name="voice_control")
+        demo.unload(end_session)
         gr.on(
             [mode.change, persona.change, free_prompt.change],
             logic.system_prompt,

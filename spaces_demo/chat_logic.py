@@ -7,9 +7,7 @@ be tested with fakes, and yield or return plain values that `app.py` maps onto G
 
 import io
 import json
-import tempfile
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
+from session_files import SessionFiles
 
 from transformers_fac.audio_io import SAMPLING_RATE, AudioInputError, is_silent, load_audio, validate_waveform
 from transformers_fac.audio_streaming import ReplyChunk
@@ -76,7 +75,6 @@ STOPPED = " … (stopped)"
 STOPPED_NOTICE = "Stopped."
 NO_TOOL_CALL = "The reply calls no tool."
 LOCK_TIMEOUT = 30.0
-FILES = Path(tempfile.gettempdir()) / "fac-demo"
 
 
 class FriendlyError(ValueError):
@@ -130,14 +128,6 @@ def wav_bytes(samples: np.ndarray, rate: int) -> bytes:
     return buffer.getvalue()
 
 
-def save_wav(samples: np.ndarray, rate: int) -> str:
-    """Writes a WAV file for the chat history (in the system temp dir, where Gradio may serve files from)."""
-    FILES.mkdir(parents=True, exist_ok=True)
-    path = FILES / f"{uuid.uuid4().hex}.wav"
-    sf.write(path, samples, rate, subtype="PCM_16")
-    return str(path)
-
-
 def audio_message(role: str, path: str) -> dict:
     return {"role": role, "content": {"path": path, "mime_type": "audio/wav"}}
 
@@ -159,21 +149,37 @@ class Update:
 
 @dataclass
 class DemoSession:
-    """One browser tab's chat: the conversation sent to the model and the chat shown, kept in step, plus the stop
-    switch of the reply in progress. Lives in a `gr.State`."""
+    """One browser tab's chat: the conversation sent to the model and the chat shown, kept in step, the audio files
+    of the chat (those of the last `audio_turns` turns), plus the stop switch of the reply in progress. Lives in a
+    `gr.State`.
+
+    Args:
+        max_turns: the turns the model sees.
+        audio_turns: the turns whose audio stays in the chat shown (older turns keep their text only).
+        files_dir: the folder of this session's audio files (default: a new temporary folder).
+    """
 
     max_turns: int = 8
+    audio_turns: int = 8
+    files_dir: Path | None = None
     conversation: FunAudioChatConversation = field(init=False)
     history: list[dict] = field(default_factory=list)
 
     def __post_init__(self):
         self.conversation = FunAudioChatConversation(system_prompt=S2M_SYSTEM_PROMPT, max_turns=self.max_turns)
+        self.files = SessionFiles(self.files_dir, max_turns=self.audio_turns)
         self._stop = threading.Event()
         self._lock = threading.Lock()
 
     def __deepcopy__(self, memo) -> "DemoSession":
         # gr.State deep-copies its initial value for every new session: give each one a fresh, empty session.
-        return DemoSession(max_turns=self.max_turns)
+        return DemoSession(max_turns=self.max_turns, audio_turns=self.audio_turns, files_dir=self.files_dir)
+
+    def new_audio_turn(self) -> None:
+        """Makes room for a turn's audio: the oldest turn beyond `audio_turns` loses its files and audio messages."""
+        dropped = self.files.new_turn()
+        if dropped:
+            self.history[:] = [message for message in self.history if _audio_path(message) not in dropped]
 
     def begin_turn(self) -> threading.Event:
         """Stops the reply in progress (barge-in) and returns the stop switch of a new turn."""
@@ -192,9 +198,20 @@ class DemoSession:
         try:
             self.conversation.reset()
             self.history.clear()
+            self.files.clear()
         finally:
             if locked:
                 self._lock.release()
+
+    def close(self) -> None:
+        """The session has ended: stops the reply in progress and deletes the session's files and folder."""
+        self.stop()
+        self.files.close()
+
+
+def _audio_path(message: dict) -> str | None:
+    content = message.get("content")
+    return content.get("path") if isinstance(content, dict) else None
 
 
 def respond(
@@ -233,7 +250,8 @@ def _reply(session, stop, speak, processor, waveform, spoken, voice, prompt) -> 
     chat, history = session.conversation, session.history
     chat.system_prompt = prompt
     chat.add_user_audio(waveform)
-    history.append(audio_message("user", save_wav(waveform, SAMPLING_RATE)))
+    session.new_audio_turn()
+    history.append(audio_message("user", session.files.save(waveform, SAMPLING_RATE)))
     answer = {"role": "assistant", "content": "…"}
     history.append(answer)
     yield Update(list(history))
@@ -268,7 +286,7 @@ def _reply(session, stop, speak, processor, waveform, spoken, voice, prompt) -> 
     stopped = stop.is_set()
     answer["content"] = (text.strip() or "(no words)") + (STOPPED if stopped else "")
     if pieces:
-        history.append(audio_message("assistant", save_wav(np.concatenate(pieces), rate)))
+        history.append(audio_message("assistant", session.files.save(np.concatenate(pieces), rate)))
     yield Update(list(history), notice=STOPPED_NOTICE if stopped else "")
 
 

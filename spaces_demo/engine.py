@@ -9,6 +9,8 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from session_files import DEFAULT_ROOT
+
 import transformers_fac  # noqa: F401  (registers the Auto classes)
 from transformers_fac.audio_streaming import ReplyChunk, stream_reply
 
@@ -39,6 +41,11 @@ class Settings:
         max_seconds: the longest question accepted, in seconds (the model itself takes up to 300 s) [FAC_MAX_SECONDS].
         concurrency: replies generated at the same time, over all users [FAC_CONCURRENCY].
         gpu_duration: seconds of GPU one reply may take on ZeroGPU [FAC_GPU_DURATION].
+        files_dir: where the chats' audio files are kept, one folder per browser session, deleted when the session
+            ends [FAC_FILES_DIR].
+        audio_turns: the turns of a chat whose audio is kept (older turns keep their text only) [FAC_AUDIO_TURNS].
+        cache_ttl: Gradio's own temporary files (uploads, copies of the chat audio it serves, stream playlists) are
+            deleted once unused for this many seconds, checked every 5 minutes at most [FAC_CACHE_TTL].
     """
 
     model: str = REAL_MODEL
@@ -49,6 +56,9 @@ class Settings:
     max_seconds: int = 60
     concurrency: int = 1
     gpu_duration: int = 120
+    files_dir: str = str(DEFAULT_ROOT)
+    audio_turns: int = 8
+    cache_ttl: int = 3600
 
     @classmethod
     def from_env(cls, environ=None) -> "Settings":
@@ -64,7 +74,20 @@ class Settings:
             max_seconds=_env_int(environ, "FAC_MAX_SECONDS", 60),
             concurrency=_env_int(environ, "FAC_CONCURRENCY", 1),
             gpu_duration=_env_int(environ, "FAC_GPU_DURATION", 120),
+            files_dir=environ.get("FAC_FILES_DIR", "").strip() or str(DEFAULT_ROOT),
+            audio_turns=_env_int(environ, "FAC_AUDIO_TURNS", 8),
+            cache_ttl=_env_int(environ, "FAC_CACHE_TTL", 3600),
         )
+
+    def __post_init__(self):
+        for name in ("audio_turns", "cache_ttl"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
+
+    @property
+    def delete_cache(self) -> tuple[int, int]:
+        """Gradio's `delete_cache`: (how often to look, in seconds; the age at which a temporary file goes)."""
+        return min(self.cache_ttl, 300), self.cache_ttl
 
 
 @dataclass

@@ -3,6 +3,7 @@ validation, through `transformers_fac.audio_io` and through the processor."""
 
 import base64
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import datasets
@@ -105,7 +106,7 @@ def test_datasets_audio_column_values():
         "audio", datasets.Audio(sampling_rate=16000, decode=decode)
     )
     embedded = datasets.Dataset.from_dict(
-        {"audio": [{"bytes": open(path, "rb").read(), "path": None} for path in paths]}
+        {"audio": [{"bytes": Path(path).read_bytes(), "path": None} for path in paths]}
     ).cast_column("audio", datasets.Audio(sampling_rate=16000, decode=decode))
     for column in (dataset["audio"], embedded["audio"]):
         outputs = tiny_processor()(text=[prompt()] * 2, audio=list(column), return_tensors="pt")

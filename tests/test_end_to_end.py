@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,12 +120,24 @@ def run_cli(*args, cwd=None):
     )
 
 
-def test_cli_writes_a_playable_reply(tiny_e2e_dir, tmp_path):
-    result = run_cli(AUDIO_FILES["en"], "-o", tmp_path / "reply.wav", "--model", tiny_e2e_dir, "--max-new-tokens", 8)
+def test_readme_first_command_writes_a_reply_at_a_sane_level(tmp_path):
+    """`fac-chat examples/question_en.wav --model tiny` (the README's first command, shorter): a playable reply in
+    ./reply.wav, at a listenable level although the tiny decoder is random (no full-scale noise)."""
+    question = Path(__file__).resolve().parents[1] / "examples" / "question_en.wav"
+    result = run_cli(question, "--model", "tiny", "--max-new-tokens", 8, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    waveform, rate = sf.read(tmp_path / "reply.wav")
+    waveform, rate = sf.read(tmp_path / "reply.wav", dtype="float32")
     assert rate == 24000 and len(waveform) > 0 and len(waveform) % 960 == 0
-    assert result.stdout.strip() and "Wrote" in result.stderr and "Loading" in result.stderr
+    assert result.stdout.strip() and "Loading tiny" in result.stderr and "Wrote reply.wav (" in result.stderr
+    rms_dbfs = 20 * np.log10(np.sqrt(np.mean(waveform.astype(np.float64) ** 2)))
+    assert -30 < rms_dbfs < -10 and np.abs(waveform).max() < 0.99, (rms_dbfs, np.abs(waveform).max())
+
+
+def test_cli_help_says_which_files_it_writes():
+    from transformers_fac.cli import build_parser
+
+    text = build_parser().format_help()
+    assert "default: reply.wav" in text and "-o r.wav writes\n  r_1.wav, r_2.wav, ... (never r.wav itself)" in text
 
 
 def test_cli_multi_turn_and_text_only(tiny_e2e_dir, tmp_path):
@@ -132,9 +145,12 @@ def test_cli_multi_turn_and_text_only(tiny_e2e_dir, tmp_path):
         AUDIO_FILES["en"], AUDIO_FILES["zh"], "-o", tmp_path / "r.wav", "--model", tiny_e2e_dir, "--max-new-tokens", 6
     )
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "r_1.wav").is_file() and (tmp_path / "r_2.wav").is_file()
-    text = run_cli(AUDIO_FILES["en"], "--text-only", "--model", tiny_e2e_dir, "--max-new-tokens", 4)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["r_1.wav", "r_2.wav"]
+    written = [line.split(" (")[0] for line in result.stderr.splitlines() if line.startswith("Wrote ")]
+    assert written == [f"Wrote {tmp_path / 'r_1.wav'}", f"Wrote {tmp_path / 'r_2.wav'}"]
+    text = run_cli(AUDIO_FILES["en"], "--text-only", "--model", tiny_e2e_dir, "--max-new-tokens", 4, cwd=tmp_path)
     assert text.returncode == 0 and "Wrote" not in text.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["r_1.wav", "r_2.wav"]
 
 
 def test_cli_interactive_mode(tiny_e2e_dir, tmp_path):
@@ -143,6 +159,7 @@ def test_cli_interactive_mode(tiny_e2e_dir, tmp_path):
             sys.executable,
             "-m",
             "transformers_fac.cli",
+            str(AUDIO_FILES["en"]),  # a first turn from the command line, then the interactive ones
             "--interactive",
             "-o",
             str(tmp_path / "i.wav"),
@@ -156,7 +173,7 @@ def test_cli_interactive_mode(tiny_e2e_dir, tmp_path):
         text=True,
     )
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "i_1.wav").is_file() and (tmp_path / "i_2.wav").is_file()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["i_1.wav", "i_2.wav", "i_3.wav"]  # numbered on
     assert "error: no such audio file: not-there.wav" in result.stderr and "New conversation." in result.stderr
 
 

@@ -1,4 +1,5 @@
 import json
+import warnings
 
 import pytest
 import torch
@@ -134,7 +135,11 @@ def test_gradient_checkpointing_gives_the_same_gradients(golden):
         model = AutoModelForMultimodalLM.from_pretrained(TINY_FAC)
         model.train()
         if checkpointing:
-            model.gradient_checkpointing_enable()
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                model.activation_checkpointing_enable()  # transformers 5's name (gradient_* are deprecated)
+                assert model.is_activation_checkpointing
+            assert not [w for w in caught if issubclass(w.category, FutureWarning)]
             assert model.language_model.model.gradient_checkpointing
             assert model.continuous_audio_tower.layers[0].gradient_checkpointing
             assert model.audio_invert_tower.crq_transformer.layers[0].gradient_checkpointing

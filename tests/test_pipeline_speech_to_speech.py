@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -32,7 +34,7 @@ def test_text_mode_on_every_input_form(text_pipe, tiny_model):
         waveform,
         {"array": waveform, "sampling_rate": 16000},
         {"raw": waveform, "sampling_rate": 16000},
-        open(path, "rb").read(),
+        Path(path).read_bytes(),
         dataset[0]["audio"],
     ]
     for form in forms:

@@ -1,7 +1,9 @@
 """The Gradio Space in `spaces_demo/`: turn handling, the app driven through `gradio_client` on the tiny checkpoint
 (CPU), the Space files, and the page rendered by headless Chromium from `python spaces_demo/app.py`."""
 
+import contextlib
 import copy
+import dataclasses
 import os
 import re
 import shutil
@@ -25,6 +27,7 @@ sys.path.insert(0, str(DEMO))
 import app  # noqa: E402
 import chat_logic as logic  # noqa: E402
 from engine import Engine, Settings  # noqa: E402
+from session_files import session_folder  # noqa: E402
 
 from transformers_fac.audio_streaming import ReplyChunk  # noqa: E402
 from transformers_fac.prompts import S2T_SYSTEM_PROMPT, SPOKEN_S2M_PROMPT  # noqa: E402
@@ -87,8 +90,8 @@ def run_turn(session, speak, processor, audio=QUESTION_EN, mode=logic.SPEECH):
     return list(turn)
 
 
-def test_turn_records_text_and_audio(engine):
-    session = logic.DemoSession()
+def test_turn_records_text_and_audio(engine, tmp_path):
+    session = logic.DemoSession(files_dir=tmp_path)
     updates = run_turn(session, fake_speak(["Hel", np.ones(960, np.float32), "lo"]), engine.processor)
     assert [update.audio is not None for update in updates] == [False, False, True, False, False]
     assert updates[-1].notice == "" and session.conversation.turns[-1].reply == "Hello"
@@ -98,8 +101,8 @@ def test_turn_records_text_and_audio(engine):
     assert sf.read(audio["content"]["path"])[0].shape == (960,)
 
 
-def test_model_failure_leaves_a_usable_conversation(engine):
-    session = logic.DemoSession()
+def test_model_failure_leaves_a_usable_conversation(engine, tmp_path):
+    session = logic.DemoSession(files_dir=tmp_path)
     updates = run_turn(session, fake_speak(["Hi", RuntimeError("CUDA out of memory")]), engine.processor)
     assert updates[-1].notice == "The model failed: CUDA out of memory"
     assert session.history[-1]["content"].startswith("⚠️ Sorry, the reply failed")
@@ -108,8 +111,8 @@ def test_model_failure_leaves_a_usable_conversation(engine):
     assert [turn.reply for turn in session.conversation.turns] == ["ok"]
 
 
-def test_closing_a_turn_midway_keeps_what_was_said(engine):
-    session = logic.DemoSession()
+def test_closing_a_turn_midway_keeps_what_was_said(engine, tmp_path):
+    session = logic.DemoSession(files_dir=tmp_path)
     turn = logic.respond(
         session,
         fake_speak(["Hi", " there", "!"]),
@@ -121,6 +124,27 @@ def test_closing_a_turn_midway_keeps_what_was_said(engine):
     turn.close()  # the page was closed or the event cancelled
     assert session.conversation.turns[-1].reply == "Hi"
     assert session._lock.acquire(blocking=False)
+
+
+def audio_paths(history: list[dict]) -> list[str]:
+    return [message["content"]["path"] for message in history if isinstance(message["content"], dict)]
+
+
+def test_a_chat_keeps_the_audio_of_its_last_turns_only(engine, tmp_path):
+    session = logic.DemoSession(audio_turns=2, files_dir=tmp_path / "session")
+    for turn in range(5):
+        run_turn(session, fake_speak([f"reply {turn}", np.ones(960, np.float32)]), engine.processor)
+        kept = audio_paths(session.history)
+        assert len(kept) == 2 * min(turn + 1, 2)  # question + reply audio of the last two turns
+        assert sorted(str(path) for path in (tmp_path / "session").iterdir()) == sorted(kept)
+    texts = [message["content"] for message in session.history if isinstance(message["content"], str)]
+    assert texts == [f"reply {turn}" for turn in range(5)]  # older turns keep their text
+    session.reset()
+    assert session.history == [] and list((tmp_path / "session").iterdir()) == []
+    run_turn(session, fake_speak(["again", np.ones(960, np.float32)]), engine.processor)
+    assert len(list((tmp_path / "session").iterdir())) == 2
+    session.close()
+    assert not (tmp_path / "session").exists()
 
 
 def test_stream_reply_text_mode_streams_words_only(engine):
@@ -146,21 +170,33 @@ def test_function_calls_are_parsed(engine):
 
 
 # ------------------------------------------------------------------------------------------------- the app, via gradio_client
-@pytest.fixture(scope="module")
-def server(engine):
+@contextlib.contextmanager
+def running(engine):
+    """The app of `engine`, served on a free port of 127.0.0.1; yields its URL."""
     demo = app.build_demo(engine)
     demo.queue()
     port = free_port()
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, **app.LAUNCH_OPTIONS)
-    yield f"http://127.0.0.1:{port}/"
-    demo.close()
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="module")
+def server(engine, tmp_path_factory):
+    engine.settings.files_dir = str(tmp_path_factory.mktemp("fac-demo"))
+    with running(engine) as url:
+        yield url
 
 
 @pytest.fixture
-def client(server):
+def client(server, tmp_path):
     from gradio_client import Client
 
-    return Client(server, verbose=False, analytics_enabled=False)  # a new client is a new session (tab)
+    client = Client(server, verbose=False, analytics_enabled=False, download_files=str(tmp_path))  # a new tab
+    yield client
+    client.close()
 
 
 def ask(client, audio=QUESTION_EN, mode=logic.SPEECH, voice="中文女", persona=logic.XIAOYUN, free_prompt=""):
@@ -279,6 +315,78 @@ def test_function_calling_tab(client):
     assert isinstance(reply, str) and reply and calls == [] and notice == "ℹ️ The reply calls no tool."
 
 
+def test_disk_settings_come_from_the_environment():
+    settings = Settings.from_env({"FAC_FILES_DIR": "/srv/chats", "FAC_AUDIO_TURNS": "3", "FAC_CACHE_TTL": "600"})
+    assert (settings.files_dir, settings.audio_turns, settings.delete_cache) == ("/srv/chats", 3, (300, 600))
+    assert Settings.from_env({}).delete_cache == (300, 3600) and Settings(cache_ttl=60).delete_cache == (60, 60)
+    with pytest.raises(ValueError, match="cache_ttl must be at least 1, got 0"):
+        Settings.from_env({"FAC_CACHE_TTL": "0"})
+    with pytest.raises(ValueError, match="audio_turns must be at least 1"):
+        Settings(audio_turns=0)
+
+
+def files_under(folder: Path) -> list[Path]:
+    return [path for path in folder.rglob("*") if path.is_file()]
+
+
+def wait_for(condition, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
+        time.sleep(0.1)
+
+
+def test_files_on_disk_stay_bounded_over_many_turns_and_sessions(engine, tmp_path, monkeypatch):
+    """15 spoken turns over four sessions (tabs), one reset and two closed midway: the demo's own folder never holds
+    more than `audio_turns` turns of audio per open session, a reset or closed session's files go at once, Gradio's
+    temporary folder stays small, and once the tabs are gone both are back to what the page itself needs."""
+    from gradio_client import Client, handle_file
+
+    gradio_dir, files_dir = tmp_path / "gradio", tmp_path / "fac-demo"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(gradio_dir))  # this app's Gradio files, and only them
+    monkeypatch.setenv("GRADIO_HEARTBEAT_INTERVAL", "0.5")  # a closed tab is noticed within a second
+    settings = dataclasses.replace(
+        engine.settings, max_new_tokens=4, files_dir=str(files_dir), audio_turns=2, cache_ttl=2
+    )
+    gradio_peak = 0
+    with running(dataclasses.replace(engine, settings=settings)) as url:
+        page_files = len(files_under(gradio_dir))  # the example questions, kept for the page
+        tabs = [Client(url, verbose=False, analytics_enabled=False, download_files=False) for _ in range(4)]
+        folders = [session_folder(files_dir, tab.session_hash) for tab in tabs]
+        open_tabs = [0, 1, 2, 3]
+
+        def ask(index: int) -> None:
+            nonlocal gradio_peak
+            chat, _, notice = tabs[index].predict(
+                handle_file(str(QUESTION_EN)), logic.SPEECH, "中文女", logic.PLAIN, "", api_name="/respond"
+            )
+            assert notice == "" and len([message for message in chat if message_file(message)]) <= 2 * 2
+            for tab in open_tabs:  # at most question + reply audio of the last 2 turns per open tab
+                assert len(files_under(folders[tab])) <= 2 * 2
+            assert len(files_under(files_dir)) <= 2 * 2 * len(open_tabs)
+            gradio_peak = max(gradio_peak, len(files_under(gradio_dir)))
+
+        for _ in range(3):
+            for index in range(4):
+                ask(index)
+        assert all(len(files_under(folder)) == 4 for folder in folders)
+        tabs[1].predict(api_name="/new_conversation")
+        assert files_under(folders[1]) == []
+        tabs[2].close()
+        open_tabs.remove(2)
+        wait_for(lambda: not folders[2].exists(), "the closed tab's folder is deleted")
+        for index in open_tabs:
+            ask(index)
+        assert [len(files_under(folders[index])) for index in open_tabs] == [4, 2, 4]
+        for index in list(open_tabs):
+            tabs[index].close()
+            open_tabs.remove(index)
+        wait_for(lambda: files_under(files_dir) == [], "every tab's files are deleted")
+        wait_for(lambda: len(files_under(gradio_dir)) <= page_files, "Gradio's unused temporary files are deleted")
+    print(f"Gradio's temporary files: {page_files} for the page, at most {gradio_peak} during the 15 turns")
+    assert gradio_peak <= page_files + 60
+
+
 # ------------------------------------------------------------------------------------------------- Space files
 def test_space_files():
     front = yaml.safe_load(re.match(r"---\n(.*?)\n---\n", (DEMO / "README.md").read_text(), re.DOTALL).group(1))
@@ -331,6 +439,7 @@ def started_app():
     finally:
         process.terminate()
         process.wait(timeout=30)
+        process.stdout.close()
 
 
 def chromium(tmp_path, *args) -> subprocess.CompletedProcess:

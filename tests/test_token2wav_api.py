@@ -1,11 +1,10 @@
-"""Public API of the decoder: length laws, offline segmentation, voices, input errors."""
+"""Public API of the decoder: length laws, offline segmentation, input errors (speaker files: test_token2wav_speakers)."""
 
 import pytest
 import torch
 
-from tests.token2wav_testing import TINY_COSYVOICE, single_thread, speaker_file  # noqa: F401
-from transformers_fac.token2wav import DEFAULT_SPEAKER, FunAudioChatToken2Wav, load_speaker_file, speakers
-from transformers_fac.token2wav.speakers import SPEAKER_FILE_SHA256, _sha256
+from tests.token2wav_testing import TINY_COSYVOICE, make_speaker_file, single_thread  # noqa: F401
+from transformers_fac.token2wav import FunAudioChatToken2Wav
 
 
 @pytest.fixture(scope="module")
@@ -70,33 +69,8 @@ def test_decode_is_segment_concatenation_and_drops_specials(model, speaker):
     assert torch.equal(wav, torch.cat(pieces, dim=1))
 
 
-def test_official_speaker_file(model, codes):
-    path = speaker_file()
-    assert _sha256(path) == SPEAKER_FILE_SHA256
-    voices = load_speaker_file(path)
-    assert set(voices) == {"中文女", "中文男"} and DEFAULT_SPEAKER == "中文女"
-    names = model.load_voices(path)
-    assert names == list(voices)
-    for name in names:
-        embedding = model.speaker_embedding(name)
-        assert embedding.shape == (1, 192) and embedding.dtype == torch.float32
-        torch.testing.assert_close(embedding[0], voices[name])
-    assert torch.equal(model.speaker_embedding(None), model.speaker_embedding("中文女"))
-    female = model.decode(codes[:, :10], speaker="中文女")
-    male = model.decode(codes[:, :10], speaker="中文男")
-    assert female.shape == male.shape == (1, 9600) and not torch.equal(female, male)
-
-
-def test_speaker_file_hash_is_checked(tmp_path):
-    fake = tmp_path / "voices.pt"
-    torch.save({"me": {"embedding": torch.ones(1, 192)}}, fake)
-    with pytest.raises(ValueError, match="sha256"):
-        load_speaker_file(fake)
-    assert set(load_speaker_file(fake, check_hash=False)) == {"me"}
-
-
-def test_bad_inputs_raise_clear_errors(model, codes, speaker):
-    model.load_voices(speaker_file())
+def test_bad_inputs_raise_clear_errors(model, codes, speaker, tmp_path):
+    model.load_voices(make_speaker_file(tmp_path / "voices.pt"), check_hash=False)
     with pytest.raises(ValueError, match="No speech codes"):
         model.decode([], speaker=speaker)
     with pytest.raises(ValueError, match="No speech codes"):
@@ -142,28 +116,3 @@ def test_set_noise_changes_only_the_given_prefix(speaker, codes):
     source = model.noise.source(23990, 30)
     assert source.shape == (1, 30, 9) and torch.equal(source, model.noise.source(23990, 30))
     assert torch.equal(model.noise.source(0, 24020)[:, 23990:], source)
-
-
-def test_speaker_file_download_is_cached_and_hash_checked(tmp_path, monkeypatch):
-    import huggingface_hub.file_download
-
-    payload = {"bytes": speaker_file().read_bytes()}
-    calls = []
-
-    def fake_http_get(url, temp_file, **kwargs):
-        calls.append(url)
-        temp_file.write(payload["bytes"])
-
-    monkeypatch.setattr(speakers.constants, "HF_HUB_CACHE", str(tmp_path))
-    monkeypatch.setattr(huggingface_hub.file_download, "http_get", fake_http_get)
-    voices = load_speaker_file()
-    assert set(voices) == {"中文女", "中文男"} and len(calls) == 1
-    assert calls[0].startswith("https://raw.githubusercontent.com/FunAudioLLM/Fun-Audio-Chat/")
-    assert speakers.cached_speaker_file_path().is_file()
-    load_speaker_file()
-    assert len(calls) == 1  # cached
-    speakers.cached_speaker_file_path().unlink()
-    payload["bytes"] = b"not the speaker file"
-    with pytest.raises(ValueError, match="sha256"):
-        load_speaker_file()
-    assert not speakers.cached_speaker_file_path().exists()

@@ -2,7 +2,7 @@
 
 fac-chat question.wav -o reply.wav                      # one spoken reply
 fac-chat q1.wav q2.wav -o reply.wav                     # a multi-turn chat: reply_1.wav, reply_2.wav
-fac-chat --interactive -o reply.wav                     # asks for one audio file per turn
+fac-chat --interactive -o reply.wav                     # asks for one audio file per turn: reply_1.wav, ...
 fac-chat question.wav --text-only                       # a written reply only
 fac-chat question.wav -o reply.wav --model tiny         # the built-in tiny random checkpoint (CPU, no download)
 """
@@ -15,15 +15,29 @@ import numpy as np
 import soundfile as sf
 
 DEFAULT_MODEL = "FunAudioLLM/Fun-Audio-Chat-8B"
+OUTPUT_FILES = """\
+output files:
+  The reply text goes to stdout; progress and the path of every file written go to stderr.
+  One question: the spoken reply is written to -o (default: reply.wav in the current folder).
+  Several questions, or --interactive: turn N is written to <name>_N<suffix>, so -o r.wav writes
+  r_1.wav, r_2.wav, ... (never r.wav itself). Existing files are overwritten. --text-only writes no file.
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fac-chat",
         description="Ask Fun-Audio-Chat a spoken question; print its reply and write the spoken reply to a wav file.",
+        epilog=OUTPUT_FILES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("audio", nargs="*", help="question audio file(s); several files are consecutive chat turns")
-    parser.add_argument("-o", "--output", default="reply.wav", help="where to write the spoken reply (24 kHz wav)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        default="reply.wav",
+        help="the spoken reply's 24 kHz wav (default: %(default)s); several turns are numbered (below)",
+    )
     parser.add_argument("--model", default=DEFAULT_MODEL, help="Hub id or directory, or 'tiny' for the test model")
     parser.add_argument("--token2wav", default=None, help="Hub id or directory of the CosyVoice3 decoder")
     parser.add_argument("--speaker", default=None, help="voice: 中文女 (default) or 中文男")
@@ -112,9 +126,10 @@ def status(message: str, end: str = "\n") -> None:
     print(message, end=end, file=sys.stderr, flush=True)
 
 
-def output_path(base: str, turn: int, turns: int) -> Path:
+def output_path(base: str, turn: int, numbered: bool) -> Path:
+    """The reply file of turn `turn`: `base` itself, or `<stem>_<turn><suffix>` when turns are numbered."""
     path = Path(base)
-    return path if turns == 1 else path.with_name(f"{path.stem}_{turn}{path.suffix or '.wav'}")
+    return path.with_name(f"{path.stem}_{turn}{path.suffix or '.wav'}") if numbered else path
 
 
 def write_reply(session: ChatSession, audio: str, path: Path) -> None:
@@ -126,9 +141,9 @@ def write_reply(session: ChatSession, audio: str, path: Path) -> None:
         status(f"Wrote {path} ({len(waveform) / rate:.1f} s)")
 
 
-def interactive(session: ChatSession, base: str) -> None:
+def interactive(session: ChatSession, base: str, turn: int = 0) -> None:
+    """Asks for one audio file per turn; the replies are numbered on from `turn` + 1."""
     status("Interactive chat: enter the path of an audio file per turn; /reset starts over, empty line quits.")
-    turn = 0
     while True:
         try:
             line = input("audio> ").strip()
@@ -142,7 +157,7 @@ def interactive(session: ChatSession, base: str) -> None:
             continue
         turn += 1
         try:
-            write_reply(session, line, output_path(base, turn, 2))
+            write_reply(session, line, output_path(base, turn, numbered=True))
         except (OSError, ValueError) as error:
             turn -= 1
             status(f"error: {error}")
@@ -159,10 +174,11 @@ def main(argv: list[str] | None = None) -> int:
             if not Path(audio).is_file():
                 raise FileNotFoundError(f"no such audio file: {audio}")
         session = ChatSession(args)
+        numbered = len(args.audio) > 1 or args.interactive
         for turn, audio in enumerate(args.audio, start=1):
-            write_reply(session, audio, output_path(args.output, turn, len(args.audio)))
+            write_reply(session, audio, output_path(args.output, turn, numbered))
         if args.interactive:
-            interactive(session, args.output)
+            interactive(session, args.output, turn=len(args.audio))
     except KeyboardInterrupt:
         status("interrupted")
         return 130

@@ -41,7 +41,7 @@ TEXT_SPECIALS = [
 ]
 SPEECH_CODES = 6561
 SPEECH_SPECIALS = ["<|audio_bos|>", "<|audio_eos|>", "<|audio_pad|>", "<|endoftext|>"]
-TINY_VERSION = 1
+TINY_VERSION = 2  # bump when the built bytes change (the cached copy is then rebuilt)
 
 
 def _text_tokenizer() -> PreTrainedTokenizerFast:

@@ -174,7 +174,9 @@ def build_tiny_cosyvoice_dir(
     """Write a tiny random decoder in the CosyVoice3 release layout (for tests and tiny end-to-end checkpoints).
 
     `sizes` override the tiny defaults (`TINY_SIZES`) or any other config field. Weights are random (seeded by `seed`,
-    scaled down so the flow stays stable) and the f0 classifier bias is set to `f0_bias` Hz so frames are voiced.
+    scaled down so the flow stays stable), the f0 classifier bias is set to `f0_bias` Hz so frames are voiced, and the
+    log-magnitude rows of the vocoder's last conv are shrunk (x 0.1, bias -0.2) so that the output sits near -20 dBFS
+    RMS instead of clipping (the random decoder's noise is not a full-scale blast).
     """
     config = FunAudioChatToken2WavConfig(**{**TINY_SIZES, **sizes})
     generator = torch.Generator().manual_seed(seed)
@@ -196,4 +198,7 @@ def build_tiny_cosyvoice_dir(
                 original.original0.copy_(original.original1.norm(dim=(1, 2), keepdim=True))
         model.flow.input_embedding.weight.mul_(float(config.token_embedding_dim) ** 0.5)
         model.hift.f0_predictor.classifier.bias.fill_(f0_bias)
+        bins = config.istft_n_fft // 2 + 1  # conv_post's first `bins` outputs are log-magnitudes, then phases
+        model.hift.conv_post.parametrizations.weight.original0[:bins].mul_(0.1)
+        model.hift.conv_post.bias[:bins].fill_(-0.2)
     return save_cosyvoice_dir(model, out_dir, weight_norm_style=weight_norm_style, generator_prefix=generator_prefix)

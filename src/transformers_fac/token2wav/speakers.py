@@ -41,14 +41,17 @@ def download_speaker_file() -> Path:
     from huggingface_hub.file_download import http_get
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=target.parent, delete=False, suffix=".incomplete") as tmp:
-        http_get(SPEAKER_FILE_URL, tmp)
-    tmp_path = Path(tmp.name)
-    actual = _sha256(tmp_path)
-    if actual != SPEAKER_FILE_SHA256:
+    handle, name = tempfile.mkstemp(dir=target.parent, suffix=".incomplete")
+    tmp_path = Path(name)
+    try:  # a failed or interrupted download leaves no partial file behind
+        with os.fdopen(handle, "wb") as tmp:
+            http_get(SPEAKER_FILE_URL, tmp)
+        actual = _sha256(tmp_path)
+        if actual != SPEAKER_FILE_SHA256:
+            raise ValueError(f"Downloaded {SPEAKER_FILE_URL} has sha256 {actual}, expected {SPEAKER_FILE_SHA256}.")
+        os.replace(tmp_path, target)
+    finally:
         tmp_path.unlink(missing_ok=True)
-        raise ValueError(f"Downloaded {SPEAKER_FILE_URL} has sha256 {actual}, expected {SPEAKER_FILE_SHA256}.")
-    os.replace(tmp_path, target)
     return target
 
 
