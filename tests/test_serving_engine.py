@@ -203,9 +203,10 @@ def _refused_later(url: str, refused: threading.Event) -> None:
     refused.set()
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning:ray")  # pydantic deprecations inside Ray Serve
 def test_config_file_flags_and_ray_options(tmp_path, monkeypatch):
     from transformers_fac.serving.cli import build_parser, resolve
-    from transformers_fac.serving.ray_serve import deployment_options
+    from transformers_fac.serving.ray_serve import build_app, deployment_options
 
     config = tmp_path / "serve.yaml"
     config.write_text("model: tiny\nmax_batch_size: 4\nray:\n  num_replicas: 3\n  ray_actor_options: {num_cpus: 2}\n")
@@ -218,6 +219,7 @@ def test_config_file_flags_and_ray_options(tmp_path, monkeypatch):
     scaling = deployment_options(settings, ray, gpu=False)
     assert scaling["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 4} and "num_replicas" not in scaling
     assert resolve(build_parser().parse_args([]))[1] is None  # no Ray unless asked
+    assert type(build_app({"model": "tiny", "max_batch_size": "4"})).__name__ == "Application"  # `serve run` builder
     config.write_text("max_batch: 4\n")
     with pytest.raises(ValueError, match="max_batch_size"):
         resolve(build_parser().parse_args(["--config", str(config)]))
