@@ -192,6 +192,8 @@ class BatchingEngine:
             raise RequestError(
                 "This server has no speech decoder: ask for a text reply (modalities ['text']).", code="no_audio"
             )
+        if request.inputs is None and not request.prompt:
+            raise RequestError("A request needs a prompt (or the processor outputs of one).", code="invalid_input")
         try:
             inputs = request.inputs
             if inputs is None:

@@ -34,7 +34,7 @@ class ReplyRequest:
             `audios` are not processed again).
     """
 
-    prompt: str
+    prompt: str = ""
     audios: list[np.ndarray] = field(default_factory=list)
     spoken: bool = True
     speaker: Any = None
