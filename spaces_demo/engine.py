@@ -5,7 +5,6 @@ no-op outside ZeroGPU), so they take and return only picklable values: ZeroGPU r
 """
 
 import os
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -136,21 +135,17 @@ class Engine:
     def speak(self, inputs, spoken: bool, voice: str | None) -> Iterator[ReplyChunk]:
         """Streams a reply to processor outputs (CPU tensors): text pieces and, if `spoken`, 24 kHz audio pieces.
 
-        Closing the generator stops generating (the stop button and barge-in close it).
+        Closing the generator stops generating at the next decoding step (the stop button and barge-in close it).
         """
-        stop = threading.Event()
-        try:
-            yield from stream_reply(
-                self.model,
-                self.processor,
-                self._on_device(inputs),
-                speaker=voice if spoken else None,
-                interrupt=stop,
-                generation_mode="audio" if spoken else "text",
-                max_new_tokens=self.settings.max_new_tokens,
-            )
-        finally:
-            stop.set()  # ends the generation thread when the caller stops early
+        with stream_reply(
+            self.model,
+            self.processor,
+            self._on_device(inputs),
+            speaker=voice if spoken else None,
+            generation_mode="audio" if spoken else "text",
+            max_new_tokens=self.settings.max_new_tokens,
+        ) as stream:
+            yield from stream
 
     def write(self, inputs) -> str:
         """A whole text reply (function calling); tool-call tags are kept, end-of-turn tokens removed."""

@@ -7,7 +7,7 @@ from ._compat import hide_broken_torchaudio
 
 hide_broken_torchaudio()  # must run before anything imports transformers.audio_utils
 
-from .audio_streaming import ReplyChunk, stream_reply  # noqa: E402
+from .audio_streaming import ReplyChunk, ReplyStream, stream_reply  # noqa: E402
 from .configuration_fun_audio_chat import FunAudioChatAudioEncoderConfig, FunAudioChatConfig  # noqa: E402
 from .conversation import FunAudioChatConversation  # noqa: E402
 from .generation_fun_audio_chat import (  # noqa: E402
@@ -56,6 +56,7 @@ __all__ = [
     "S2T_SYSTEM_PROMPT",
     "SPOKEN_S2M_PROMPT",
     "ReplyChunk",
+    "ReplyStream",
     "SpeechReply",
     "SpeechSamplingConfig",
     "StreamChunk",

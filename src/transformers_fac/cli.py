@@ -78,6 +78,7 @@ class ChatSession:
             status("Loading the speech decoder...")
             if self.model.token2wav is None:
                 raise ValueError("this checkpoint names no speech decoder: pass --token2wav, or use --text-only")
+            self.model.token2wav.speaker_embedding(args.speaker)  # an unknown voice fails now, not after a reply
         self.chat = FunAudioChatConversation(system_prompt=args.system or default_system_prompt(self.mode))
 
     def reply(self, audio: str) -> tuple[str, np.ndarray | None, int | None]:
@@ -98,32 +99,36 @@ class ChatSession:
         inputs["input_features"] = inputs["input_features"].to(self.model.dtype)
         streamer = FunAudioChatIteratorStreamer(self.processor.tokenizer)
         kwargs = dict(generation_mode=self.mode, return_dict_in_generate=True)
-        if self.args.speaker is not None:
-            kwargs["speaker"] = self.args.speaker
+        if self.mode == "audio":  # decoded below, once the reply is complete (a stopped reply is not decoded)
+            kwargs["return_audio"] = False
         if self.args.max_new_tokens is not None:
             kwargs["max_new_tokens"] = self.args.max_new_tokens
-        generation = BackgroundGeneration(self.model, streamer, **inputs, **kwargs)
-        status("Reply: ", end="")
-        for chunk in streamer:
-            if chunk.text:
-                print(chunk.text[0], end="", file=sys.stderr, flush=True)
-        try:
-            output = generation.result()
+        try:  # the reply text streams to stdout as it is written (printed once); Ctrl-C stops at the next step
+            with BackgroundGeneration(self.model, streamer, **inputs, **kwargs) as generation:
+                for chunk in streamer:
+                    if chunk.text and chunk.text[0]:
+                        print(chunk.text[0], end="", flush=True)
+                output = generation.result()
         except BaseException:
             self.chat.turns.pop()
             raise
         finally:
-            print(file=sys.stderr)
+            print(flush=True)
         text = self.processor.decode(output.sequences[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
         self.chat.add_assistant_reply(text)
         if self.mode == "text":
             return text.strip(), None, None
-        return text.strip(), output.audio[0].numpy(), output.sampling_rate
+        vocoder = self.model.token2wav
+        codes = output.valid_speech_codes(vocoder.config.vocab_size)[0]
+        if codes.numel() == 0:
+            return text.strip(), np.zeros(0, np.float32), vocoder.config.sampling_rate
+        waveform = vocoder.decode(codes, speaker=self.args.speaker)[0].float().cpu().numpy()
+        return text.strip(), waveform, vocoder.config.sampling_rate
 
 
-def status(message: str, end: str = "\n") -> None:
-    """Progress messages go to stderr, so that stdout holds only the reply text."""
-    print(message, end=end, file=sys.stderr, flush=True)
+def status(message: str) -> None:
+    """Progress messages go to stderr, so that stdout holds only the reply text (streamed as it is written)."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def output_path(base: str, turn: int, numbered: bool) -> Path:
@@ -133,8 +138,7 @@ def output_path(base: str, turn: int, numbered: bool) -> Path:
 
 
 def write_reply(session: ChatSession, audio: str, path: Path) -> None:
-    text, waveform, rate = session.reply(audio)
-    print(text, flush=True)
+    _, waveform, rate = session.reply(audio)
     if waveform is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         sf.write(path, waveform, rate)
@@ -179,8 +183,8 @@ def main(argv: list[str] | None = None) -> int:
             write_reply(session, audio, output_path(args.output, turn, numbered))
         if args.interactive:
             interactive(session, args.output, turn=len(args.audio))
-    except KeyboardInterrupt:
-        status("interrupted")
+    except KeyboardInterrupt:  # the reply in progress was stopped and its thread joined on the way out
+        status("fac-chat: interrupted")
         return 130
     except (OSError, ValueError, RuntimeError) as error:
         status(f"error: {error}")

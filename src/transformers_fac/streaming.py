@@ -5,12 +5,15 @@
 Any transformers streamer (e.g. `TextStreamer`) also works: it simply never sees the speech.
 """
 
+import atexit
 import threading
+import weakref
 from dataclasses import dataclass, field
 from queue import Queue
 from typing import Any
 
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
 
@@ -130,27 +133,85 @@ class FunAudioChatIteratorStreamer(FunAudioChatStreamer):
         return item
 
 
+class CancelCriteria(StoppingCriteria):
+    """Stops rows once they are cancelled: every row after `cancel()`, one row after `cancel(row)`.
+
+    `generate` checks it at every decoding step, so a cancelled row stops at the next step. Thread-safe: call `cancel`
+    from any thread. `event` may be shared with other code (e.g. a stop button's switch).
+
+    Example:
+
+    ```python
+    >>> criteria = CancelCriteria()
+    >>> Thread(target=model.generate, kwargs={**inputs, "stopping_criteria": [criteria], "streamer": streamer}).start()
+    >>> criteria.cancel()  # the generation ends after the step in progress
+    ```
+    """
+
+    def __init__(self, event: threading.Event | None = None):
+        self.event = event if event is not None else threading.Event()
+        self._rows: set[int] = set()
+
+    def cancel(self, row: int | None = None) -> None:
+        """Cancels one batch row, or every row when `row` is None."""
+        if row is None:
+            self.event.set()
+        else:
+            self._rows.add(row)
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether every row is cancelled."""
+        return self.event.is_set()
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor | None = None, **kwargs) -> torch.Tensor:
+        stop = torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool)
+        for row in list(self._rows):
+            if row < stop.shape[0]:
+                stop[row] = True
+        return stop.to(input_ids.device)
+
+
+_RUNNING: "weakref.WeakSet[BackgroundGeneration]" = weakref.WeakSet()
+"""Generations whose worker may still run: stopped and joined at interpreter exit (see `_stop_all_at_exit`)."""
+
+
 class BackgroundGeneration:
-    """Runs `model.generate(streamer=streamer, **generate_kwargs)` in a worker thread while the caller iterates the
-    streamer. An error in `generate` ends the stream and is re-raised by `result()` in the caller's thread.
+    """Runs `model.generate(streamer=streamer, **generate_kwargs)` in a worker thread (named `fac-generate`) while the
+    caller iterates the streamer, and owns that thread.
+
+    `cancel()` stops generating at the next decoding step (a [`CancelCriteria`] is added to the stopping criteria);
+    `close()` cancels and joins the worker; leaving a `with` block closes. An error in `generate` ends the stream and
+    is re-raised by `result()` in the caller's thread. A generation still running when the interpreter exits is
+    cancelled and joined then (never left to run into interpreter shutdown). The model keeps no state of a cancelled
+    call: the next `generate` runs as on a fresh model.
 
     Example:
 
     ```python
     >>> streamer = FunAudioChatIteratorStreamer(processor.tokenizer)
-    >>> generation = BackgroundGeneration(model, streamer, **inputs, generation_mode="audio")
-    >>> for chunk in streamer:
-    ...     print(*chunk.text, end="")
-    >>> output = generation.result()
+    >>> with BackgroundGeneration(model, streamer, **inputs, generation_mode="audio") as generation:
+    ...     for chunk in streamer:
+    ...         print(*chunk.text or "", end="")
+    ...         if user_pressed_stop():
+    ...             break  # leaving the block cancels and joins the worker
+    ...     else:
+    ...         output = generation.result()
     ```
     """
 
-    def __init__(self, model, streamer: BaseStreamer, **generate_kwargs):
+    def __init__(self, model, streamer: BaseStreamer, stopping_criteria=None, **generate_kwargs):
+        self.cancel_criteria = CancelCriteria()
+        criteria = StoppingCriteriaList([*(stopping_criteria or []), self.cancel_criteria])
         self._output: Any = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(
-            target=self._run, args=(model, streamer, generate_kwargs), daemon=True, name="fac-generate"
+            target=self._run,
+            args=(model, streamer, {**generate_kwargs, "stopping_criteria": criteria}),
+            daemon=True,  # never blocks interpreter exit; `_stop_all_at_exit` cancels and joins it instead
+            name="fac-generate",
         )
+        _RUNNING.add(self)
         self._thread.start()
 
     def _run(self, model, streamer: BaseStreamer, generate_kwargs: dict) -> None:
@@ -160,6 +221,27 @@ class BackgroundGeneration:
             self._error = error
             streamer.end()
 
+    def cancel(self) -> None:
+        """Stops generating at the next decoding step (returns at once; thread-safe). `result()` is then partial."""
+        self.cancel_criteria.cancel()
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel_criteria.cancelled
+
+    @property
+    def running(self) -> bool:
+        """Whether the worker thread is still alive."""
+        return self._thread.is_alive()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Cancels (if still running) and waits for the worker to end. Safe to call more than once, from any thread
+        (from the worker itself, e.g. a garbage collection that runs there, it only cancels)."""
+        if self._thread.is_alive():
+            self.cancel()
+            if threading.current_thread() is not self._thread:
+                self._thread.join(timeout)
+
     def result(self) -> Any:
         """Waits for `generate` to return and gives its output (or raises its error)."""
         self._thread.join()
@@ -167,5 +249,25 @@ class BackgroundGeneration:
             raise self._error
         return self._output
 
+    def __enter__(self) -> "BackgroundGeneration":
+        return self
 
-__all__ = ["BackgroundGeneration", "FunAudioChatIteratorStreamer", "FunAudioChatStreamer", "StreamChunk"]
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+@atexit.register
+def _stop_all_at_exit() -> None:
+    """A stream abandoned without being closed (e.g. an uncaught error at module level keeps it referenced) would
+    otherwise keep generating while the interpreter shuts down, which aborts the process."""
+    for generation in list(_RUNNING):
+        generation.close()
+
+
+__all__ = [
+    "BackgroundGeneration",
+    "CancelCriteria",
+    "FunAudioChatIteratorStreamer",
+    "FunAudioChatStreamer",
+    "StreamChunk",
+]
