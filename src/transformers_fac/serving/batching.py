@@ -346,14 +346,34 @@ class BatchingEngine:
         if request.seed is not None:
             torch.manual_seed(request.seed)
         streamer = FunAudioChatIteratorStreamer(self.tokenizer)
-        generation = BackgroundGeneration(
+        with BackgroundGeneration(  # leaving the block (also on an error here) cancels and joins the worker
             self.model,
             streamer,
             **inputs,
             **kwargs,
             return_dict_in_generate=True,
             stopping_criteria=StoppingCriteriaList([RowStops(rows, prompt_width)]),
-        )
+        ) as generation:
+            steps = self._fan_out(streamer, rows, vocoder)
+            try:
+                generation.result()
+            except Exception:
+                if steps == 0 and len(rows) > 1:  # failed before any output: find the failing request by itself
+                    logger.warning(
+                        "A batch of %d failed before its first step; retrying its requests alone", len(rows)
+                    )
+                    for row in rows:
+                        if not row.done:
+                            self._run_alone(row.reply)
+                    return
+                raise
+        for row in rows:
+            if row.ending is None:
+                row.ending = "cancelled" if row.reply.cancelled else "length"
+        self._settle(rows, vocoder)
+
+    def _fan_out(self, streamer: FunAudioChatIteratorStreamer, rows: list[_Row], vocoder: StreamVocoder | None) -> int:
+        """Hands each step's text to its row and its speech codes to the vocoder; returns the number of steps."""
         steps = 0
         for chunk in streamer:
             if chunk.text_ids is not None:
@@ -372,22 +392,7 @@ class BatchingEngine:
                         row.speech_codes += vocoder.push(row.index, codes)
             if streamer.queue.empty() and vocoder is not None:
                 self._vocode(rows, vocoder)
-        try:
-            generation.result()
-        except Exception:
-            if steps == 0 and len(rows) > 1:  # failed before any output: find the failing request by itself
-                logger.warning(
-                    "A batch of %d failed before its first step; retrying its requests one by one", len(rows)
-                )
-                for row in rows:
-                    if not row.done:
-                        self._run_alone(row.reply)
-                return
-            raise
-        for row in rows:
-            if row.ending is None:
-                row.ending = "cancelled" if row.reply.cancelled else "length"
-        self._settle(rows, vocoder)
+        return steps
 
     def _run_alone(self, reply: Reply) -> None:
         try:
