@@ -69,7 +69,6 @@ class EngineStats:
     failed: int = 0
     rejected: int = 0
     batch_seconds: float = 0.0
-    queued: int = 0
     running: int = 0
 
 
@@ -172,10 +171,6 @@ class BatchingEngine:
         return finished
 
     @property
-    def accepting(self) -> bool:
-        return not self._closing
-
-    @property
     def queued(self) -> int:
         return len(self._pending)
 
@@ -230,7 +225,6 @@ class BatchingEngine:
             self._check_open()
             reply.arrived = time.monotonic()  # the batching wait counts from here, after the processing
             self._pending.append(reply)
-            self.stats.queued = len(self._pending)
             self._cond.notify_all()
         return reply
 
@@ -294,7 +288,6 @@ class BatchingEngine:
                     self._cond.wait(remaining)
                 for reply in batch:
                     self._pending.remove(reply)
-                self.stats.queued = len(self._pending)
                 if batch:
                     return batch
 
