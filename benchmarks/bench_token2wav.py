@@ -92,8 +92,10 @@ def prefill(decoder, codes: torch.Tensor, position: int) -> None:
     decoder.cycles = torch.rand(1, known, config.nb_harmonics + 1, dtype=torch.float64, device=device)
 
 
-def step_latency(model, embedding, codes, exact: bool, position: int, repeats: int, use_prefill: bool) -> float:
-    """Seconds of the push that completes the step right after `position` codes."""
+def step_latency(
+    model, embedding, codes, exact: bool, position: int, repeats: int, use_prefill: bool, prepare=None
+) -> float:
+    """Seconds of the push that completes the step right after `position` codes (`prepare(decoder)` runs before)."""
     hop = model.config.stream_hop_codes
     times = []
     for _ in range(repeats):
@@ -102,6 +104,8 @@ def step_latency(model, embedding, codes, exact: bool, position: int, repeats: i
             prefill(decoder, codes, position)
         else:
             decoder.push(codes[:, :position])
+        if prepare is not None:
+            prepare(decoder)
         start = time.perf_counter()
         chunk = decoder.push(codes[:, position : position + hop])
         synchronize(model.device)
@@ -125,12 +129,18 @@ def full_stream(model, embedding, codes, exact: bool) -> dict[float, float]:
     return latencies
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def common_arguments(description: str) -> argparse.ArgumentParser:
+    """The options every decoder benchmark has: preset, device, threads, offline codes."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--preset", choices=["full", "small"], default="full")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
     parser.add_argument("--offline-codes", type=int, default=50, help="codes decoded offline (50 = 2 s)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = common_arguments(__doc__.split("\n\n")[0])
     parser.add_argument("--stream-seconds", type=float, default=60.0)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--prefill", action=argparse.BooleanOptionalAction, default=None)

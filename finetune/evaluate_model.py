@@ -2,12 +2,14 @@
 
 Metrics: text loss and perplexity, speech loss and speech-code accuracy (teacher forcing, on the learned speech
 codes), and, with `--asr-model` and a speech decoder (`--token2wav`), speech–text consistency: WER/CER between the
-generated text and an ASR transcript of the generated speech.
+generated text and an ASR transcript of the generated speech. With `--reference-voice` (a clip of the target speaker
+or a saved voice), speaker similarity: the mean cosine of CAM++ speaker vectors between the spoken replies and it.
+Replies are spoken in `--speaker` (default: the stock voice before, the voice saved next to the adapter after).
 
 Usage:
     python finetune/evaluate_model.py --config finetune/recipes/s2s_lora.yaml --adapter runs/s2s-lora/adapter \\
         [--rows 100] [--asr-model openai/whisper-large-v3 --token2wav FunAudioLLM/Fun-CosyVoice3-0.5B-2512] \\
-        [--output report.json]
+        [--reference-voice me.wav] [--output report.json]
 """
 
 import argparse
@@ -21,6 +23,7 @@ from transformers import AutoModelForMultimodalLM, AutoProcessor
 import transformers_fac  # noqa: F401  (registers the model with the Auto classes)
 from transformers_fac.training import FunAudioChatDataCollator, evaluate_model, report_table
 from transformers_fac.training.recipe import load_recipe, prepare_recipe_data
+from transformers_fac.vocoder import saved_voice
 
 try:  # run as a script (its folder on sys.path) or imported as `finetune.evaluate_model`
     from finetune.train_lora import resolve_paths
@@ -35,6 +38,7 @@ METRICS = (
     "speech_code_accuracy",
     "consistency_wer",
     "consistency_cer",
+    "speaker_similarity",
 )
 
 
@@ -44,6 +48,9 @@ def load_model(base: str, adapter: str | None, token2wav: str | None, dtype: str
     if adapter:
         from peft import PeftModel
 
+        voice = saved_voice(adapter)
+        if voice is not None and model.token2wav is not None:  # the adapter's voice speaks its replies
+            model.token2wav.set_default_voice(voice)
         model = PeftModel.from_pretrained(model, adapter)
     return model.to(device).eval()
 
@@ -81,6 +88,8 @@ def run_evaluation(args: argparse.Namespace) -> dict:
             generate=args.max_new_tokens > 0,
             generation_mode=mode,
             max_new_tokens=args.max_new_tokens,
+            speaker=args.speaker,
+            speaker_reference=args.reference_voice,
         )
         del model
     print(report_table(results, METRICS))
@@ -101,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-new-tokens", type=int, default=256, help="0 = no generation")
     parser.add_argument("--asr-model", help="ASR model for speech-text consistency (e.g. openai/whisper-large-v3)")
     parser.add_argument("--token2wav", help="speech decoder the model loads to produce audio")
+    parser.add_argument("--speaker", help="voice of the replies (name or saved voice; default: see the docstring)")
+    parser.add_argument("--reference-voice", help="clip or saved voice of the target speaker: speaker similarity")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--output", help="write the results as JSON")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import chat_logic as logic
 import gradio as gr
+import your_voice
 from engine import Engine, Settings
 from session_files import remove_folder, session_folder
 
@@ -124,6 +125,7 @@ def build_demo(engine: Engine) -> gr.Blocks:
                             new_chat = gr.Button("New conversation")
                         mode = gr.Radio(logic.MODES, value=logic.SPEECH, label="Reply mode")
                         voice = gr.Dropdown(voices, value=engine.default_voice, label="Voice")
+                        your_voice.build_controls(engine, voice, voices)
                         persona = gr.Dropdown(list(logic.PERSONAS), value=logic.XIAOYUN, label="Persona")
                         free_prompt = gr.Textbox(
                             label="Your own instructions (optional)",

@@ -125,6 +125,8 @@ class Engine:
 
     @property
     def default_voice(self) -> str:
+        if self.model.token2wav.default_voice is not None:  # saved with the checkpoint or adapter: listed first
+            return self.voices[0]
         return DEFAULT_VOICE if DEFAULT_VOICE in self.voices else self.voices[0]
 
     def _on_device(self, inputs):

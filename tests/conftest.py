@@ -74,3 +74,30 @@ def tiny_e2e_model(tiny_e2e_dir):
     from transformers import AutoModelForMultimodalLM
 
     return AutoModelForMultimodalLM.from_pretrained(tiny_e2e_dir).eval()
+
+
+def save_random_adapter(checkpoint, directory):
+    """A LoRA adapter with non-zero (seeded) weights on the checkpoint's LLM, saved with the processor; returns the
+    base model it was made on."""
+    from transformers import AutoModelForMultimodalLM, AutoProcessor
+
+    from transformers_fac.training import apply_lora, lora_config
+
+    torch.manual_seed(0)
+    base = AutoModelForMultimodalLM.from_pretrained(checkpoint).eval()
+    apply_lora(base, lora_config(r=4, alpha=8, init_lora_weights=False)).save_pretrained(directory)
+    AutoProcessor.from_pretrained(checkpoint).save_pretrained(directory)
+    return base
+
+
+def spoken_example() -> dict:
+    """A prepared speech-to-speech row: the English question, a written reply and its (made-up) speech codes."""
+    from transformers_fac import AUDIO_TEMPLATE, S2M_SYSTEM_PROMPT
+
+    return {
+        "user_audio": str(AUDIO_FILES["en"]),
+        "system": S2M_SYSTEM_PROMPT,
+        "messages": [{"role": "user", "content": AUDIO_TEMPLATE}, {"role": "assistant", "content": AUDIO_TEMPLATE}],
+        "reply": "Hello there.",
+        "speech_codes": list(range(100, 140)),
+    }

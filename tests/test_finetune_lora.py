@@ -8,11 +8,10 @@ import numpy as np
 import peft  # noqa: E402
 import pytest
 import torch
-from conftest import AUDIO_FILES, TINY_FAC
+from conftest import AUDIO_FILES, TINY_FAC, save_random_adapter, spoken_example
 from safetensors import safe_open
 from transformers import AutoModelForMultimodalLM, AutoProcessor
 
-from transformers_fac import AUDIO_TEMPLATE, S2M_SYSTEM_PROMPT
 from transformers_fac.training import (
     FunAudioChatDataCollator,
     adapted_modules,
@@ -71,13 +70,7 @@ def adapter(tmp_path_factory):
     model.save_pretrained(directory)
     processor = AutoProcessor.from_pretrained(TINY_FAC)
     processor.save_pretrained(directory)
-    example = {
-        "user_audio": str(AUDIO_FILES["en"]),
-        "system": S2M_SYSTEM_PROMPT,
-        "messages": [{"role": "user", "content": AUDIO_TEMPLATE}, {"role": "assistant", "content": AUDIO_TEMPLATE}],
-        "reply": "Hello there.",
-        "speech_codes": list(range(100, 140)),
-    }
+    example = spoken_example()
     batch = FunAudioChatDataCollator(processor)([example])
     with torch.no_grad():
         output = model(**batch)
@@ -136,10 +129,7 @@ def test_pipeline_loads_an_adapter_folder(tiny_e2e_dir, tmp_path):
     """`pipeline("speech-to-speech", model=<adapter dir>)` loads the base named in the adapter, then the adapter."""
     from transformers import pipeline
 
-    torch.manual_seed(0)
-    base = AutoModelForMultimodalLM.from_pretrained(tiny_e2e_dir).eval()
-    apply_lora(base, lora_config(r=4, alpha=8, init_lora_weights=False)).save_pretrained(tmp_path)
-    AutoProcessor.from_pretrained(tiny_e2e_dir).save_pretrained(tmp_path)
+    save_random_adapter(tiny_e2e_dir, tmp_path)
     question, options = str(AUDIO_FILES["en"]), {"max_new_tokens": 4, "do_sample": False}
     pipe = pipeline("speech-to-speech", model=str(tmp_path))
     assert adapted_modules(pipe.model) == LLM_MODULES

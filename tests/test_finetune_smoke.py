@@ -65,7 +65,7 @@ def test_speech_text_consistency_with_an_asr_function():
     assert error_rates(["你好世界"], ["你好世"])["cer"] == 0.25
 
 
-@pytest.mark.parametrize("name", ["s2s_lora", "s2t_lora", "function_calling_lora", "smoke_tiny"])
+@pytest.mark.parametrize("name", ["s2s_lora", "s2t_lora", "function_calling_lora", "smoke_tiny", "custom_voice_lora"])
 def test_recipes_parse(name):
     recipe = load_recipe(f"finetune/recipes/{name}.yaml", ["training.bf16=false", "training.use_cpu=true"])
     assert {"model", "data", "lora", "training"} <= set(recipe)

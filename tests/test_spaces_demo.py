@@ -387,6 +387,47 @@ def test_files_on_disk_stay_bounded_over_many_turns_and_sessions(engine, tmp_pat
     assert gradio_peak <= page_files + 60
 
 
+def test_your_voice_clones_a_clip_for_the_tab(client, server, engine, tmp_path):
+    """The "Your voice" control: a recorded or uploaded clip becomes a voice of this tab's list, downloadable, and the
+    replies use it."""
+    from gradio_client import Client, handle_file
+
+    from transformers_fac import FunAudioChatVoice
+
+    update, voice_file, notice = client.predict(handle_file(str(QUESTION_ZH)), " me ", api_name="/add_voice")
+    selected = update["value"]
+    assert notice.startswith("✅ Replies now speak as **me**") and selected.endswith(".safetensors")
+    assert Path(selected).parent == session_folder(engine.settings.files_dir, client.session_hash) / "voices"
+    assert update["choices"] == [
+        ["中文女 (female)", "中文女"],
+        ["中文男 (male)", "中文男"],
+        ["me (your voice)", selected],
+    ]
+    voice, expected = FunAudioChatVoice.load(voice_file), engine.model.token2wav.clone_voice(str(QUESTION_ZH))
+    assert voice.name == "me" and torch_equal(voice.prompt_codes, expected.prompt_codes)
+    assert torch_equal(voice.speaker_embedding, expected.speaker_embedding)
+    chat, _, notice = ask(client, voice=selected)[-1]
+    waveform, rate = sf.read(message_file(chat[-1]), dtype="float32")
+    assert notice == "" and rate == 24000 and waveform.size > 0
+    silence = tmp_path / "silence.wav"
+    sf.write(silence, np.zeros(32000, np.float32), 16000)
+    _, no_file, notice = client.predict(handle_file(str(silence)), "", api_name="/add_voice")
+    assert no_file is None and "Could not use this clip" in notice and "silence" in notice
+    _, _, notice = client.predict(None, "", api_name="/add_voice")
+    assert "Record or upload a clip" in notice
+    # another tab does not see this tab's voice
+    other = Client(server, verbose=False, analytics_enabled=False)
+    job = other.submit(handle_file(str(QUESTION_EN)), logic.SPEECH, selected, logic.PLAIN, "", api_name="/respond")
+    with pytest.raises(Exception, match="not in the list of choices"):
+        job.result(timeout=60)
+
+
+def torch_equal(first, second) -> bool:
+    import torch
+
+    return bool(torch.equal(first, second))
+
+
 # ------------------------------------------------------------------------------------------------- Space files
 def test_space_files():
     front = yaml.safe_load(re.match(r"---\n(.*?)\n---\n", (DEMO / "README.md").read_text(), re.DOTALL).group(1))
@@ -396,7 +437,7 @@ def test_space_files():
     assert tuple(map(int, front["python_version"].split("."))) >= (3, 11)
     assert (DEMO / front["app_file"]).is_file() and front["suggested_hardware"]
     assert "FunAudioLLM/Fun-Audio-Chat-8B" in front["models"] and len(front["short_description"]) <= 60
-    assert "transformers-fac[demo]" in (DEMO / "requirements.txt").read_text()
+    assert "transformers-fac[demo,voice]" in (DEMO / "requirements.txt").read_text()
     assert (DEMO / "packages.txt").read_text().split() == ["ffmpeg"]
     assert all((DEMO / "examples" / path.name).is_file() for path, _ in app.EXAMPLES)
 
@@ -453,7 +494,8 @@ def chromium(tmp_path, *args) -> subprocess.CompletedProcess:
 
 def test_page_renders_in_headless_chromium(started_app, tmp_path):
     dom = chromium(tmp_path, "--dump-dom", started_app).stdout
-    for text in ("Fun-Audio-Chat", "Voice chat", "Function calling", "Send", "Stop", "New conversation", "Persona"):
+    texts = ("Fun-Audio-Chat", "Voice chat", "Function calling", "Send", "Stop", "New conversation", "Persona")
+    for text in (*texts, "Your voice"):
         assert text in dom, f"{text!r} is not on the page"
     assert "Your question (max 60 s)" in dom and "Spoken reply (live)" in dom
 

@@ -23,6 +23,8 @@ EXPECTED_FILES = {
     "token2wav/flow.pt",
     "token2wav/hift.pt",
     "token2wav/spk2info.pt",
+    "token2wav/campplus.onnx",
+    "token2wav/speech_tokenizer_v3.safetensors",
 }
 
 

@@ -4,7 +4,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.token2wav_testing import GOLDEN, TINY_COSYVOICE, golden, golden_model, single_thread  # noqa: F401
+from tests.token2wav_testing import (  # noqa: F401
+    GOLDEN,
+    TINY_COSYVOICE,
+    check_golden_stream,
+    golden,
+    golden_model,
+    single_thread,
+)
 from transformers_fac.token2wav import FunAudioChatToken2Wav
 from transformers_fac.token2wav.cosyvoice_loading import normalize_hift_state_dict, save_cosyvoice_dir
 
@@ -65,22 +72,7 @@ def test_hift(model, data):
 
 @pytest.mark.parametrize("split", [[37], [1] * 37, [5] * 7 + [2], [18, 15, 4], [17, 1, 14, 1, 4]])
 def test_exact_stream_matches_web_demo_pattern(model, data, split):
-    stream = model.stream_decoder(data["in.speaker_embedding"], exact=True)
-    tokens, chunks, start = data["in.tokens"], [], 0
-    for size in split:
-        chunks.append(stream.push(tokens[:, start : start + size]))
-        start += size
-    chunks.append(stream.finish())
-    wav = torch.cat(chunks, dim=1)
-    torch.testing.assert_close(wav, data["out.stream_wav"], atol=WAV_ATOL, rtol=0)
-    # emissions happen per step (22 frames once 18 codes are in, 30 frames at 33 codes, the rest at finish()), so the
-    # running total after every call is one of the golden chunk boundaries
-    lengths = data["out.stream_chunk_lengths"].tolist()
-    boundaries = {sum(lengths[:i]) for i in range(len(lengths) + 1)}
-    totals = torch.tensor([c.shape[1] for c in chunks]).cumsum(0).tolist()
-    assert set(totals) <= boundaries and totals[-1] == sum(lengths)
-    if split == [1] * 37:
-        assert [c.shape[1] for c in chunks if c.shape[1]] == lengths
+    check_golden_stream(model, data["in.speaker_embedding"], data, split, atol=WAV_ATOL)
 
 
 def test_both_weight_norm_styles_load_to_identical_outputs(tmp_path, data):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tests.token2wav_testing import TINY_COSYVOICE, single_thread, snr_db  # noqa: F401
+from tests.token2wav_testing import TINY_COSYVOICE, random_codes, single_thread, snr_db, stream_chunks  # noqa: F401
 from transformers_fac.token2wav import FunAudioChatToken2Wav
 
 N_LONG = 200  # 8 s of codes
@@ -16,7 +16,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def codes():
-    return torch.randint(0, 6561, (1, N_LONG), generator=torch.Generator().manual_seed(1))
+    return random_codes(N_LONG)
 
 
 @pytest.fixture(scope="module")
@@ -24,15 +24,7 @@ def speaker():
     return torch.randn(192, generator=torch.Generator().manual_seed(2))
 
 
-def stream(model, codes, speaker, sizes, exact=False):
-    decoder = model.stream_decoder(speaker, exact=exact)
-    chunks, start = [], 0
-    for size in sizes:
-        chunks.append(decoder.push(codes[:, start : start + size]))
-        start += size
-    assert start == codes.shape[1]
-    chunks.append(decoder.finish())
-    return chunks, decoder
+stream = stream_chunks
 
 
 @pytest.mark.parametrize("exact", [True, False])

@@ -65,6 +65,43 @@ def snr_db(reference: torch.Tensor, estimate: torch.Tensor) -> float:
     return float(10 * torch.log10(reference.pow(2).sum() / noise))
 
 
+def random_codes(count: int, seed: int = 1) -> torch.Tensor:
+    """[1, count] random valid speech codes."""
+    return torch.randint(0, 6561, (1, count), generator=torch.Generator().manual_seed(seed))
+
+
+def stream_chunks(model, codes: torch.Tensor, speaker, sizes: list[int], exact: bool = False):
+    """Push `codes` in pieces of `sizes` into a new stream, then finish it: (chunks incl. the final one, decoder)."""
+    decoder = model.stream_decoder(speaker, exact=exact)
+    chunks, start = [], 0
+    for size in sizes:
+        chunks.append(decoder.push(codes[:, start : start + size]))
+        start += size
+    assert start == codes.shape[1]
+    chunks.append(decoder.finish())
+    return chunks, decoder
+
+
+def check_golden_stream(model, speaker, data: dict[str, torch.Tensor], split: list[int], atol: float) -> None:
+    """Push `in.tokens` in pieces of `split` codes into an exact stream and compare with `out.stream_wav`.
+
+    Emissions happen per step (22 frames once 18 codes are in, 30 frames at 33 codes, the rest at finish()); a push
+    covering several steps returns their audio together, so the running totals must be golden chunk boundaries."""
+    stream = model.stream_decoder(speaker, exact=True)
+    tokens, chunks, start = data["in.tokens"], [], 0
+    for size in split:
+        chunks.append(stream.push(tokens[:, start : start + size]))
+        start += size
+    chunks.append(stream.finish())
+    torch.testing.assert_close(torch.cat(chunks, dim=1), data["out.stream_wav"], atol=atol, rtol=0)
+    lengths = data["out.stream_chunk_lengths"].tolist()
+    boundaries = {sum(lengths[:i]) for i in range(len(lengths) + 1)}
+    totals = torch.tensor([c.shape[1] for c in chunks]).cumsum(0).tolist()
+    assert set(totals) <= boundaries and totals[-1] == sum(lengths)
+    if split == [1] * tokens.shape[1]:
+        assert [c.shape[1] for c in chunks if c.shape[1]] == lengths
+
+
 @pytest.fixture(autouse=True, scope="module")
 def single_thread():
     """One intra-op thread: on shared 2-core machines, spinning OpenMP threads make tiny ops erratic."""

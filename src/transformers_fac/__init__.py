@@ -32,6 +32,7 @@ from .prompts import (  # noqa: E402
 from .registration import register  # noqa: E402
 from .streaming import FunAudioChatIteratorStreamer, FunAudioChatStreamer, StreamChunk  # noqa: E402
 from .token2wav import FunAudioChatToken2Wav, FunAudioChatToken2WavConfig  # noqa: E402
+from .voice import FunAudioChatVoice  # noqa: E402
 
 register()
 
@@ -51,6 +52,7 @@ __all__ = [
     "FunAudioChatStreamer",
     "FunAudioChatToken2Wav",
     "FunAudioChatToken2WavConfig",
+    "FunAudioChatVoice",
     "S2M_SYSTEM_PROMPT",
     "S2S_SYSTEM_PROMPT",
     "S2T_SYSTEM_PROMPT",

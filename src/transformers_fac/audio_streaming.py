@@ -9,6 +9,7 @@ generating at the next decoding step.
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -87,7 +88,7 @@ def stream_reply(
     model,
     tokenizer,
     inputs: dict,
-    speaker=None,
+    speaker: Any = None,
     exact: bool = False,
     interrupt: threading.Event | None = None,
     timeout: float | None = None,
@@ -99,7 +100,8 @@ def stream_reply(
     Args:
         model: a [`FunAudioChatForConditionalGeneration`] with a token-to-waveform decoder attached.
         tokenizer: the processor or its tokenizer (decodes the text deltas).
-        speaker: the voice, passed unchanged to the decoder (a stock voice name, a [192] embedding, ...).
+        speaker: the voice, passed unchanged to the decoder (a stock voice name, a [192] embedding, a
+            `FunAudioChatVoice` or a saved voice's path; see `generate`).
         exact: stream with the official web-demo schedule (whole-history recomputation) instead of bounded cost.
         interrupt: set it to stop generating but still flush the audio produced so far (a graceful stop; closing the
             stream instead drops it).

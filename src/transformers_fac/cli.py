@@ -5,6 +5,7 @@ fac-chat q1.wav q2.wav -o reply.wav                     # a multi-turn chat: rep
 fac-chat --interactive -o reply.wav                     # asks for one audio file per turn: reply_1.wav, ...
 fac-chat question.wav --text-only                       # a written reply only
 fac-chat question.wav -o reply.wav --model tiny         # the built-in tiny random checkpoint (CPU, no download)
+fac-chat question.wav -o reply.wav --voice me.wav       # reply in the voice of a clip (see cli_voice.py)
 """
 
 import argparse
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+from .cli_voice import add_voice_arguments, check_voice_arguments, speaker_from_args
 
 DEFAULT_MODEL = "FunAudioLLM/Fun-Audio-Chat-8B"
 OUTPUT_FILES = """\
@@ -47,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtype", default=None, choices=["bfloat16", "float32"], help="default: bf16 on cuda")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="LLM steps (5 per second of speech)")
     parser.add_argument("--interactive", action="store_true", help="ask for an audio file at each turn")
+    add_voice_arguments(parser)
     return parser
 
 
@@ -78,7 +82,9 @@ class ChatSession:
             status("Loading the speech decoder...")
             if self.model.token2wav is None:
                 raise ValueError("this checkpoint names no speech decoder: pass --token2wav, or use --text-only")
-            self.model.token2wav.speaker_embedding(args.speaker)  # an unknown voice fails now, not after a reply
+        self.speaker = speaker_from_args(self.model.token2wav, args) if self.mode == "audio" else None
+        if self.mode == "audio":
+            self.model.token2wav.speaker_embedding(self.speaker)  # an unknown voice fails now, not after a reply
         self.chat = FunAudioChatConversation(system_prompt=args.system or default_system_prompt(self.mode))
 
     def reply(self, audio: str) -> tuple[str, np.ndarray | None, int | None]:
@@ -122,7 +128,7 @@ class ChatSession:
         codes = output.valid_speech_codes(vocoder.config.vocab_size)[0]
         if codes.numel() == 0:
             return text.strip(), np.zeros(0, np.float32), vocoder.config.sampling_rate
-        waveform = vocoder.decode(codes, speaker=self.args.speaker)[0].float().cpu().numpy()
+        waveform = vocoder.decode(codes, speaker=self.speaker)[0].float().cpu().numpy()
         return text.strip(), waveform, vocoder.config.sampling_rate
 
 
@@ -168,7 +174,9 @@ def interactive(session: ChatSession, base: str, turn: int = 0) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_voice_arguments(parser, args)
     if not args.audio and not args.interactive:
         build_parser().error("give at least one audio file, or --interactive")
     if args.text_only and args.speaker:
@@ -186,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # the reply in progress was stopped and its thread joined on the way out
         status("fac-chat: interrupted")
         return 130
-    except (OSError, ValueError, RuntimeError) as error:
+    except (OSError, ValueError, RuntimeError, ImportError) as error:
         status(f"error: {error}")
         return 2
     return 0

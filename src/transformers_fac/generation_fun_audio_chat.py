@@ -7,6 +7,7 @@ head, conditioned on the LLM's hidden state and the input text token. All decodi
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -179,7 +180,7 @@ class FunAudioChatGenerationMixin(GenerationMixin):
         stopping_criteria: StoppingCriteriaList | None = None,
         streamer=None,
         generation_mode: str = "text",
-        speaker: str | torch.Tensor | None = None,
+        speaker: Any = None,
         return_audio: bool | None = None,
         force_audio_bos: bool = True,
         speech_do_sample: bool | None = None,
@@ -195,7 +196,8 @@ class FunAudioChatGenerationMixin(GenerationMixin):
         Args:
             generation_mode: `"text"` (speech-to-text, audio understanding, function calling; the speech head never
                 runs) or `"audio"` (joint text and 25 Hz speech codes).
-            speaker: voice of the audio output: `"中文女"` (default) or `"中文男"`, or a [192] speaker embedding.
+            speaker: voice of the audio output: `"中文女"` (default) or `"中文男"`, a [192] speaker embedding, a
+                `FunAudioChatVoice` (e.g. `model.token2wav.clone_voice("me.wav")`) or a saved voice's path.
             return_audio: decode the speech codes into 24 kHz waveforms (default: when a token-to-waveform decoder
                 is attached or known for the checkpoint, see `from_pretrained(token2wav=...)`).
             force_audio_bos: in audio mode, force the first text token to `<|audio_bos|>` (what starts speech).

@@ -25,7 +25,7 @@ from .modeling_audio_encoders import (
     sinusoid_table,
 )
 from .modeling_speech_head import FunAudioChatSpeechHead
-from .vocoder import default_token2wav_source, load_token2wav
+from .vocoder import default_token2wav_source, load_token2wav, saved_voice
 
 
 @dataclass
@@ -126,6 +126,7 @@ class FunAudioChatForConditionalGeneration(FunAudioChatGenerationMixin, FunAudio
         # The token-to-waveform decoder is attached outside the module tree: its weights are not part of this
         # checkpoint and `save_pretrained` must keep writing exactly the official keys.
         self.token2wav_source: str | None = None
+        self.token2wav_voice = None  # a voice saved next to the checkpoint or adapter: the decoder's default voice
         object.__setattr__(self, "_token2wav", None)
         self.post_init()
 
@@ -142,6 +143,7 @@ class FunAudioChatForConditionalGeneration(FunAudioChatGenerationMixin, FunAudio
         """
         loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         model = loaded[0] if isinstance(loaded, tuple) else loaded  # (model, loading_info) on request
+        model.token2wav_voice = saved_voice(pretrained_model_name_or_path, kwargs.get("adapter_kwargs"))
         if token2wav == "auto":
             model.token2wav_source = default_token2wav_source(model.config, pretrained_model_name_or_path)
         elif token2wav is not None:
@@ -157,7 +159,7 @@ class FunAudioChatForConditionalGeneration(FunAudioChatGenerationMixin, FunAudio
 
     def attach_token2wav(self, source: Any, checkpoint: str | os.PathLike | None = None):
         """Loads `source` (instance, directory or Hub id) as this model's decoder, on the model's device."""
-        decoder = load_token2wav(source, checkpoint=checkpoint, device=self.device)
+        decoder = load_token2wav(source, checkpoint=checkpoint, device=self.device, default_voice=self.token2wav_voice)
         object.__setattr__(self, "_token2wav", decoder)
         return decoder
 

@@ -31,8 +31,9 @@ class FunAudioChatSpeechToSpeechPipeline(Pipeline):
     `{"type": "audio", "audio" | "path" | "url": ...}` blocks; earlier assistant turns as text). A list of inputs is a
     batch and gives a list of outputs.
 
-    Options: `generation_mode` (`"audio"` default, or `"text"`), `speaker` (`"中文女"` default, `"中文男"`, or a [192]
-    embedding), `system_prompt` (default: the official prompt of the mode), `max_new_tokens` (5 Hz steps; 512 ≈ 100 s
+    Options: `generation_mode` (`"audio"` default, or `"text"`), `speaker` (`"中文女"` default, `"中文男"`, a [192]
+    embedding, a `FunAudioChatVoice` or a saved voice's path; a voice saved next to the model or adapter is the
+    default), `system_prompt` (default: the official prompt of the mode), `max_new_tokens` (5 Hz steps; 512 ≈ 100 s
     of speech), and any other `generate` argument.
 
     Output: `{"text": str, "audio": np.ndarray float32, "sampling_rate": 24000}` (`"text"` only in text mode).

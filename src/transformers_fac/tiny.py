@@ -8,12 +8,17 @@ writes, deterministically (same bytes for the same seed):
 - a byte-level text tokenizer with the Qwen/Fun-Audio-Chat special tokens and the official chat template,
 - `speech_tokenizer/` (`[AU0000]`…`[AU6560]` + 4 specials), `preprocessor_config.json`, `processor_config.json`,
 - `token2wav/`: a tiny random CosyVoice3 decoder in the release layout (`cosyvoice3.yaml`, `flow.pt`, `hift.pt`) and
-  a `spk2info.pt` with two random voices named like the stock ones, so audio output needs no download.
+  a `spk2info.pt` with two random voices named like the stock ones, so audio output needs no download;
+- `token2wav/campplus.onnx` and `token2wav/speech_tokenizer_v3.safetensors`: small stand-ins of the speaker-vector
+  model and the speech tokenizer, so voice cloning (`fac-chat --model tiny --voice clip.wav`) works offline. They are
+  written when their builders' packages are installed (`onnx` from the `voice` extra, `s3tokenizer`), and added to the
+  cached checkpoint later once they are.
 
 Random weights speak gibberish: this checks plumbing and shapes, not quality.
 """
 
 import argparse
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -26,6 +31,10 @@ from transformers import GenerationConfig, PreTrainedTokenizerFast, WhisperFeatu
 from .configuration_fun_audio_chat import FunAudioChatConfig
 from .modeling_fun_audio_chat import FunAudioChatForConditionalGeneration
 from .processing_fun_audio_chat import FunAudioChatProcessor
+from .voice.frontend import CAMPPLUS_FILE
+from .voice.stand_ins import write_voice_stand_ins
+
+logger = logging.getLogger(__name__)
 
 TEXT_SPECIALS = [
     "<|im_end|>",
@@ -41,7 +50,7 @@ TEXT_SPECIALS = [
 ]
 SPEECH_CODES = 6561
 SPEECH_SPECIALS = ["<|audio_bos|>", "<|audio_eos|>", "<|audio_pad|>", "<|endoftext|>"]
-TINY_VERSION = 2  # bump when the built bytes change (the cached copy is then rebuilt)
+TINY_VERSION = 3  # bump when the built bytes change (the cached copy is then rebuilt)
 
 
 def _text_tokenizer() -> PreTrainedTokenizerFast:
@@ -158,12 +167,22 @@ def build_tiny_checkpoint(out_dir: str | os.PathLike, seed: int = 0) -> Path:
 
     decoder_dir = build_tiny_cosyvoice_dir(out / "token2wav", seed=seed)
     _voices(decoder_dir / "spk2info.pt", seed)
+    _voice_stand_ins(decoder_dir, seed)
     return out
+
+
+def _voice_stand_ins(decoder_dir: Path, seed: int) -> None:
+    try:
+        write_voice_stand_ins(decoder_dir, seed=seed)
+    except ImportError as error:
+        logger.info("The tiny checkpoint has no voice-cloning stand-ins: %s", error)
 
 
 def tiny_checkpoint(seed: int = 0) -> Path:
     """The tiny checkpoint in the Hugging Face cache, built on first use."""
     path = Path(constants.HF_HUB_CACHE) / "transformers_fac" / f"tiny-fac-v{TINY_VERSION}-seed{seed}"
+    if path.is_dir() and not (path / "token2wav" / CAMPPLUS_FILE).is_file():
+        _voice_stand_ins(path / "token2wav", seed)
     if not path.is_dir():
         staging = path.with_name(f"{path.name}.{os.getpid()}.incomplete")
         build_tiny_checkpoint(staging, seed=seed)

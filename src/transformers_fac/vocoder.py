@@ -4,6 +4,9 @@ A source is a [`FunAudioChatToken2Wav`] instance, a local directory (our `save_p
 `config.json`, or the CosyVoice3 release layout with `cosyvoice3.yaml`, `flow.pt`, `hift.pt`), or a Hub repo id.
 A relative directory name is first looked up inside the checkpoint directory, so that a checkpoint can ship its
 decoder in a subfolder; a `spk2info.pt` there replaces the stock voices (the tiny test checkpoint uses this).
+
+A local checkpoint or LoRA adapter folder may hold a voice in `voice/` (`FunAudioChatVoice.save`, e.g. written by the
+`custom_voice_lora` recipe): `saved_voice` finds it when the model loads, and it becomes the decoder's default voice.
 """
 
 import json
@@ -19,6 +22,18 @@ DEFAULT_TOKEN2WAV = "FunAudioLLM/Fun-CosyVoice3-0.5B-2512"
 KNOWN_TOKEN2WAV = {"FunAudioLLM/Fun-Audio-Chat-8B": DEFAULT_TOKEN2WAV}
 # A decoder directory may ship its own voices (same format as the official speaker file) under this name.
 VOICES_FILE = "spk2info.pt"
+# A checkpoint or adapter directory may ship the voice it speaks with by default under this name.
+VOICE_DIR = "voice"
+
+
+def saved_voice(checkpoint: str | os.PathLike | None, adapter_kwargs: dict | None = None) -> Path | None:
+    """The voice saved next to a local adapter or checkpoint (`<folder>/voice/`), or None. When an Auto class loads
+    an adapter folder, transformers passes the base checkpoint as the path and the adapter folder in
+    `adapter_kwargs["_adapter_model_path"]`; the adapter's voice comes first."""
+    for folder in ((adapter_kwargs or {}).get("_adapter_model_path"), checkpoint):
+        if folder is not None and (Path(folder) / VOICE_DIR).is_dir():
+            return Path(folder) / VOICE_DIR
+    return None
 
 
 def default_token2wav_source(config: Any, checkpoint: str | os.PathLike | None) -> str | None:
@@ -44,9 +59,11 @@ def load_token2wav(
     source: Any,
     checkpoint: str | os.PathLike | None = None,
     device: torch.device | str | None = None,
+    default_voice: Any = None,
     **hub_kwargs,
 ):
-    """Loads a token-to-waveform decoder from `source` (see the module docstring) in float32 on `device`."""
+    """Loads a token-to-waveform decoder from `source` (see the module docstring) in float32 on `device`;
+    `default_voice` (e.g. `saved_voice(checkpoint)`) becomes what `speaker=None` means."""
     from .token2wav import FunAudioChatToken2Wav
 
     if isinstance(source, FunAudioChatToken2Wav):
@@ -72,6 +89,8 @@ def load_token2wav(
             f"token2wav must be a FunAudioChatToken2Wav, a directory or a Hub repo id, got {type(source).__name__}."
         )
     model = model.eval()
+    if default_voice is not None:
+        model.set_default_voice(default_voice)
     return model.to(device) if device is not None else model
 
 
@@ -84,4 +103,11 @@ def _hub_repo_is_saved_token2wav(repo_id: str, **hub_kwargs) -> bool:
     return json.loads(Path(path).read_text()).get("model_type") == "funaudiochat_token2wav"
 
 
-__all__ = ["DEFAULT_TOKEN2WAV", "KNOWN_TOKEN2WAV", "default_token2wav_source", "load_token2wav"]
+__all__ = [
+    "DEFAULT_TOKEN2WAV",
+    "KNOWN_TOKEN2WAV",
+    "VOICE_DIR",
+    "default_token2wav_source",
+    "load_token2wav",
+    "saved_voice",
+]

@@ -118,6 +118,8 @@ def load_cosyvoice(
         model = model_class(config)
     _load_strict(model.flow, flow_state, "flow.pt")
     _load_strict(model.hift, hift_state, "hift.pt")
+    # where the release came from: voice cloning looks for campplus.onnx and the speech tokenizer there
+    model.name_or_path = model.config.name_or_path = os.fspath(path_or_repo_id)
     model.eval()
     if device is not None or dtype is not None:
         model.to(device=device, dtype=dtype)

@@ -7,6 +7,7 @@ together).
 """
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -65,10 +66,22 @@ class InputEmbedding(nn.Module):
             config.dit_dim, config.dit_conv_pos_kernel_size, config.dit_conv_pos_groups
         )
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor, mu: torch.Tensor, spks: torch.Tensor) -> torch.Tensor:
+    @property
+    def history_frames(self) -> int:
+        """Past frames of projected input the (two causal convs of the) position embedding of a frame reads."""
+        return 2 * self.conv_pos_embed.pad
+
+    def project(self, x: torch.Tensor, cond: torch.Tensor, mu: torch.Tensor, spks: torch.Tensor) -> torch.Tensor:
         spks = spks[:, None, :].expand(-1, x.shape[1], -1)
-        h = self.proj(torch.cat([x, cond, mu, spks], dim=-1))
-        return self.conv_pos_embed(h) + h
+        return self.proj(torch.cat([x, cond, mu, spks], dim=-1))
+
+    def forward(self, projected: torch.Tensor, history: torch.Tensor | None = None) -> torch.Tensor:
+        """Add the position embedding to projected frames [B, T, D]; `history` holds the projected frames just before
+        them (at least `history_frames`), which the causal convolutions read instead of zero padding."""
+        if history is None:
+            return self.conv_pos_embed(projected) + projected
+        position = self.conv_pos_embed(torch.cat([history, projected], dim=1))[:, history.shape[1] :]
+        return position + projected
 
 
 class RotaryEmbedding(nn.Module):
@@ -82,9 +95,9 @@ class RotaryEmbedding(nn.Module):
     def default_inv_freq(dim: int, theta: float) -> torch.Tensor:
         return 1.0 / (theta ** (torch.arange(0, dim, 2).float() / dim))
 
-    def forward(self, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(cos, sin), each [T, dim], float32."""
-        positions = torch.arange(seq_len, device=self.inv_freq.device).float()
+    def forward(self, seq_len: int, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cos, sin) of positions offset .. offset + T - 1, each [T, dim], float32."""
+        positions = torch.arange(offset, offset + seq_len, device=self.inv_freq.device).float()
         freqs = positions[:, None] * self.inv_freq.float()[None, :]
         freqs = torch.stack([freqs, freqs], dim=-1).flatten(-2)
         return freqs.cos(), freqs.sin()
@@ -102,6 +115,18 @@ def apply_partial_rotary_(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor)
 
 
 Modulation = tuple[torch.Tensor, ...]
+
+
+@dataclass
+class PrefixState:
+    """What later frames need of a fixed prefix of frames at one DiT call, when the prefix attends only to itself:
+    the keys and values of every block ([B, P, heads * head_dim], rotary applied) and the last projected input frames
+    ([B, <= history_frames, D]) that the causal position embedding of the next frames reads."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    history: torch.Tensor
+    length: int
 
 
 class AdaLayerNormZero(nn.Module):
@@ -126,12 +151,26 @@ class Attention(nn.Module):
         self.to_v = nn.Linear(dim, inner)
         self.to_out = nn.ModuleList([nn.Linear(inner, dim)])
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor | None):
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        mask: torch.Tensor | None,
+        past: tuple[torch.Tensor, torch.Tensor] | None = None,
+        record: list | None = None,
+    ):
+        """Self-attention of x [B, T, D]; with `past` (keys, values [B, P, inner]) the queries also attend to P earlier
+        frames; `record` receives this call's (keys, values)."""
         batch, length, _ = x.shape
         q = apply_partial_rotary_(self.to_q(x), *rope)
         k = apply_partial_rotary_(self.to_k(x), *rope)
         v = self.to_v(x)
-        q, k, v = (y.view(batch, length, self.heads, self.head_dim).transpose(1, 2) for y in (q, k, v))
+        if record is not None:
+            record.append((k, v))
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=1), torch.cat([past[1], v], dim=1)
+        q = q.view(batch, length, self.heads, self.head_dim).transpose(1, 2)
+        k, v = (y.view(batch, y.shape[1], self.heads, self.head_dim).transpose(1, 2) for y in (k, v))
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.to_out[0](out.transpose(1, 2).reshape(batch, length, -1))
 
@@ -157,10 +196,12 @@ class DiTBlock(nn.Module):
         self.attn = Attention(dim, config.dit_heads, config.dit_head_dim)
         self.ff = FeedForward(dim, config.dit_ff_mult)
 
-    def forward(self, x: torch.Tensor, modulation: Modulation, rope, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, modulation: Modulation, rope, mask: torch.Tensor | None, past=None, record=None
+    ) -> torch.Tensor:
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = modulation
         norm = torch.addcmul(shift_msa, F.layer_norm(x, x.shape[-1:], eps=1e-6), 1 + scale_msa)
-        x = torch.addcmul(x, gate_msa, self.attn(norm, rope, mask))
+        x = torch.addcmul(x, gate_msa, self.attn(norm, rope, mask, past=past, record=record))
         norm = torch.addcmul(shift_mlp, F.layer_norm(x, x.shape[-1:], eps=1e-6), 1 + scale_mlp)
         return torch.addcmul(x, gate_mlp, self.ff(norm))
 
@@ -217,17 +258,38 @@ class DiT(nn.Module):
         cond: torch.Tensor,
         chunk_causal: bool = False,
         modulations: list[Modulation] | None = None,
-    ) -> torch.Tensor:
+        prefix: PrefixState | None = None,
+        return_prefix: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, PrefixState]:
         """x, mu, cond [B, C, T]; t [B] (or precomputed `time_modulations`); spks [B, C] -> velocity [B, C, T].
-        Attention is bidirectional unless `chunk_causal`."""
+        Attention is bidirectional unless `chunk_causal`.
+
+        `prefix`: the frames follow a fixed prefix (see `PrefixState`) that they attend to (positions continue after
+        it). `return_prefix=True` also returns this call's `PrefixState`, so that later calls can follow these frames.
+        """
         if modulations is None:
             modulations = self.time_modulations(t)
+        if prefix is not None and chunk_causal:
+            raise ValueError("A cached prefix is only supported with full attention.")
         dtype = self.proj_out.weight.dtype
         x, mu, cond = (y.to(dtype).transpose(1, 2) for y in (x, mu, cond))
-        h = self.input_embed(x, cond, mu, spks.to(dtype))
-        length = h.shape[1]
-        rope = self.rotary_embed(length)
+        projected = self.input_embed.project(x, cond, mu, spks.to(dtype))
+        h = self.input_embed(projected, history=prefix.history if prefix is not None else None)
+        length, offset = h.shape[1], prefix.length if prefix is not None else 0
+        rope = self.rotary_embed(length, offset=offset)
         mask = chunk_causal_mask(length, self.static_chunk_size, h.device) if chunk_causal else None
-        for block, modulation in zip(self.transformer_blocks, modulations):
-            h = block(h, modulation, rope, mask)
-        return self.proj_out(self.norm_out(h, modulations[-1])).transpose(1, 2)
+        blocks = len(self.transformer_blocks)
+        records: list[list | None] = [[] for _ in range(blocks)] if return_prefix else [None] * blocks
+        for index, (block, modulation) in enumerate(zip(self.transformer_blocks, modulations)):
+            past = (prefix.keys[index], prefix.values[index]) if prefix is not None else None
+            h = block(h, modulation, rope, mask, past=past, record=records[index])
+        velocity = self.proj_out(self.norm_out(h, modulations[-1])).transpose(1, 2)
+        if not return_prefix:
+            return velocity
+        keys, values = [record[0][0] for record in records], [record[0][1] for record in records]
+        if prefix is not None:
+            keys = [torch.cat(pair, dim=1) for pair in zip(prefix.keys, keys)]
+            values = [torch.cat(pair, dim=1) for pair in zip(prefix.values, values)]
+            projected = torch.cat([prefix.history, projected], dim=1)
+        history = projected[:, -self.input_embed.history_frames :]
+        return velocity, PrefixState(keys=keys, values=values, history=history, length=offset + length)

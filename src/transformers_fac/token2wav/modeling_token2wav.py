@@ -7,6 +7,7 @@ The flow (`self.flow`, keys of the official `flow.pt`) turns codes into an 80-bi
 from collections.abc import Sequence
 from dataclasses import dataclass
 from os import PathLike
+from typing import Any
 
 import torch
 from torch import nn
@@ -15,12 +16,13 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
+from ..voice.voice_file import FunAudioChatVoice
 from .configuration_token2wav import FunAudioChatToken2WavConfig
 from .flow import CausalMaskedDiffWithDiT
 from .flow_dit import RotaryEmbedding
 from .hift import CausalHiFTGenerator, Snake
 from .noise import FixedNoise
-from .speakers import load_speaker_file, resolve_speaker
+from .speakers import SpeakerLike, load_speaker_file, resolve_voice
 
 CodesLike = torch.Tensor | Sequence[int]
 
@@ -43,6 +45,10 @@ class FunAudioChatToken2Wav(PreTrainedModel):
 
     Load the official weights with [`~FunAudioChatToken2Wav.from_cosyvoice`] (reads `cosyvoice3.yaml`, `flow.pt`,
     `hift.pt`), or a converted checkpoint with `from_pretrained`.
+
+    Every `speaker` argument takes a stock voice name (`"中文女"`, `"中文男"`), a speaker vector [192], a
+    [`FunAudioChatVoice`] (e.g. from [`~FunAudioChatToken2Wav.clone_voice`]) or the path of a saved voice; a voice
+    with a prompt conditions the flow on the reference clip's codes and mel (CosyVoice3 zero-shot cloning).
 
     Example:
 
@@ -73,6 +79,8 @@ class FunAudioChatToken2Wav(PreTrainedModel):
         self.hift = CausalHiFTGenerator(config)
         self.noise = FixedNoise(config.mel_bins, config.flow_noise_frames, config.nb_harmonics + 1, config.noise_seed)
         self._voices: dict[str, torch.Tensor] | None = None
+        self._voice_frontend = None
+        self.default_voice: FunAudioChatVoice | None = None
         self.post_init()
 
     @property
@@ -133,17 +141,99 @@ class FunAudioChatToken2Wav(PreTrainedModel):
 
     @property
     def voice_names(self) -> list[str]:
-        """The names of the available voices (the official speaker file is loaded on first use)."""
+        """The names of the available voices: the default voice first when one is set (`set_default_voice`), then
+        the stock voices (the official speaker file is loaded on first use)."""
+        names = list(self._stock_voices())
+        if self.default_voice is not None and self.default_voice.name not in names:
+            names.insert(0, self.default_voice.name)
+        return names
+
+    def _stock_voices(self) -> dict[str, torch.Tensor]:
         if self._voices is None:
             self.load_voices()
-        return list(self._voices)
+        return self._voices
 
-    def speaker_embedding(self, speaker: str | torch.Tensor | None = None) -> torch.Tensor:
-        """`"中文女"` / `"中文男"` (or any name of the loaded speaker file) or an embedding -> [1, 192] float32."""
-        if isinstance(speaker, str) or speaker is None:
-            if self._voices is None:
-                self.load_voices()
-        return resolve_speaker(speaker, self._voices, self.config.speaker_embedding_dim)
+    def resolve_voice(self, speaker: SpeakerLike = None) -> FunAudioChatVoice:
+        """Any accepted speaker -> the [`FunAudioChatVoice`] the decoder speaks with, checked against its sizes.
+
+        None gives `default_voice` (see `set_default_voice`) or the stock `"中文女"`; a name gives a stock voice (or
+        the default voice of that name); a path loads a saved voice; a tensor [192] is a voice without prompt."""
+        config = self.config
+        voice = resolve_voice(speaker, self._stock_voices, config.speaker_embedding_dim, default=self.default_voice)
+        if voice.speaker_embedding.shape[1] != config.speaker_embedding_dim:
+            raise ValueError(
+                f"A speaker embedding must have shape [{config.speaker_embedding_dim}] or "
+                f"[1, {config.speaker_embedding_dim}], got {tuple(voice.speaker_embedding.shape)}."
+            )
+        if voice.has_prompt:
+            if voice.prompt_mel.shape[-1] != config.mel_bins:
+                raise ValueError(
+                    f"The voice's prompt mel has {voice.prompt_mel.shape[-1]} bins, expected {config.mel_bins}."
+                )
+            if int(voice.prompt_codes.max()) >= config.vocab_size:
+                raise ValueError(f"The voice's prompt codes must be < {config.vocab_size}.")
+        return voice
+
+    def speaker_embedding(self, speaker: SpeakerLike = None) -> torch.Tensor:
+        """The speaker vector [1, 192] float32 of any accepted speaker (see `resolve_voice`)."""
+        return self.resolve_voice(speaker).speaker_embedding
+
+    def set_default_voice(self, speaker: SpeakerLike) -> FunAudioChatVoice | None:
+        """Make `speaker` (a voice, a voice path, a name or a vector) what `speaker=None` means; None restores the stock
+        `"中文女"`. A voice saved next to a checkpoint or adapter (`voice/`) becomes the default when it loads."""
+        voice = None if speaker is None else self.resolve_voice(speaker)
+        if voice is not None and voice.name is None:  # named, so that voice lists can offer it
+            voice = FunAudioChatVoice(
+                voice.speaker_embedding,
+                voice.prompt_codes,
+                voice.prompt_mel,
+                name="default voice",
+                source=voice.source,
+            )
+        self.default_voice = voice
+        return voice
+
+    # ----------------------------------------------------------------------------------------------- cloning
+    @property
+    def voice_frontend(self):
+        """The [`~transformers_fac.voice.VoiceFrontend`] used to clone voices: `campplus.onnx` and the v3 speech
+        tokenizer from this decoder's directory or Hub repo, else from the CosyVoice3 repository (fetched on first use,
+        not before). Assign another frontend to override."""
+        if self._voice_frontend is None:
+            from ..voice.frontend import VoiceFrontend
+
+            config = self.config
+            self._voice_frontend = VoiceFrontend.from_source(
+                self.name_or_path or None,
+                sampling_rate=config.sampling_rate,
+                mel_bins=config.mel_bins,
+                hop_length=config.samples_per_frame,
+            )
+        return self._voice_frontend
+
+    @voice_frontend.setter
+    def voice_frontend(self, frontend) -> None:
+        self._voice_frontend = frontend
+
+    def clone_voice(
+        self, audio: Any, name: str | None = None, trim: bool = False, sampling_rate: int | None = None
+    ) -> FunAudioChatVoice:
+        """Clone a voice from a reference clip (a path, URL, bytes, array, `(array, rate)`, dict or `datasets` audio;
+        a bare array is at `sampling_rate`, default 16 kHz), as CosyVoice3's zero-shot frontend does: CAM++ speaker
+        vector, v3 speech codes and the decoder's mel of the clip, aligned. The clip must last 1 to 30 s (`trim=True`
+        uses the first 30 s of a longer one), hold speech and no NaN. Needs `pip install "transformers-fac[voice]"`.
+
+        ```python
+        >>> voice = token2wav.clone_voice("me.wav", name="me")  # doctest: +SKIP
+        >>> voice.save("voices/me")  # later: speaker="voices/me"  # doctest: +SKIP
+        ```
+        """
+        return self.voice_frontend.clone(audio, name=name, sampling_rate=sampling_rate, trim=trim)
+
+    def speaker_similarity(self, audio: Any, reference: Any, sampling_rate: int | None = None) -> float:
+        """Cosine similarity of the CAM++ speaker vectors of `audio` (e.g. a reply: `sampling_rate=24000` for a bare
+        array) and `reference` (a clip, a [`FunAudioChatVoice`] or a vector); 1 = same direction."""
+        return self.voice_frontend.similarity(audio, reference, sampling_rate=sampling_rate)
 
     # ----------------------------------------------------------------------------------------------- input checks
     def filter_codes(self, codes: CodesLike) -> torch.Tensor:
@@ -177,33 +267,45 @@ class FunAudioChatToken2Wav(PreTrainedModel):
             )
         return codes.view(1, -1).to(self.device)
 
-    def _check_embedding(self, speaker_embedding: torch.Tensor) -> torch.Tensor:
-        if not isinstance(speaker_embedding, torch.Tensor):
-            raise ValueError("speaker_embedding must be a tensor; use decode(speaker=...) for voice names.")
-        return resolve_speaker(speaker_embedding, None, self.config.speaker_embedding_dim).to(self.device)
-
     # ----------------------------------------------------------------------------------------------- building blocks
     @torch.no_grad()
     def token2mel(
         self,
         codes: torch.Tensor,
-        speaker_embedding: torch.Tensor,
+        speaker: SpeakerLike = None,
         finalize: bool = True,
         chunk_causal: bool = False,
         frame_offset: int = 0,
     ) -> torch.Tensor:
-        """Flow: codes [1, N] (ids in [0, 6561)) + speaker embedding [1, 192] -> mel [1, 80, 2N], float32.
+        """Flow: codes [1, N] (ids in [0, 6561)) + a speaker (see `resolve_voice`) -> mel [1, 80, 2N], float32.
 
         `finalize=False` treats the last 3 codes as look-ahead only (mel [1, 80, 2(N - 3)]); `chunk_causal=True` uses
-        the 50-frame chunk-causal attention mask instead of full attention. Frame k starts from column
-        `frame_offset + k` of the fixed noise (0 as in the reference).
+        the 50-frame chunk-causal attention mask instead of full attention (the chunk grid starts at the prompt's first
+        frame). A voice's prompt (L codes, 2L mel frames) is prepended as in CosyVoice3's zero-shot path; its frames are
+        not returned. The prompt's frames take columns 0..2L-1 of the fixed noise, frame k of the codes column
+        `2L + frame_offset + k` (`frame_offset` 0 as in the reference).
         """
         look_ahead = self.flow.look_ahead
         codes = self._check_codes(codes, minimum=1 if finalize else look_ahead + 1)
-        embedding = self._check_embedding(speaker_embedding)
+        voice = self.resolve_voice(speaker)
         frames = self.config.token_mel_ratio * (codes.shape[1] - (0 if finalize else look_ahead))
-        noise = self.noise.flow(frame_offset, frames, device=self.device)
-        return self.flow(codes, embedding, noise, finalize=finalize, chunk_causal=chunk_causal)
+        noise = self.flow_noise(voice, frame_offset, frames)
+        prompt = (
+            (voice.prompt_codes.to(self.device), voice.prompt_mel.to(self.device))
+            if voice.has_prompt
+            else (None, None)
+        )
+        embedding = voice.speaker_embedding.to(self.device)
+        return self.flow(codes, embedding, noise, finalize, chunk_causal, *prompt)
+
+    def flow_noise(self, voice: FunAudioChatVoice, frame_offset: int, frames: int) -> torch.Tensor:
+        """The fixed noise of a flow call: the prompt's 2L frames (columns 0..2L-1), then `frames` columns from
+        `2L + frame_offset`: [1, 80, 2L + frames]."""
+        prompt_frames = voice.prompt_mel.shape[1]
+        noise = self.noise.flow(prompt_frames + frame_offset, frames, device=self.device)
+        if not prompt_frames:
+            return noise
+        return torch.cat([self.noise.flow(0, prompt_frames, device=self.device), noise], dim=-1)
 
     @torch.no_grad()
     def mel2wav(self, mel: torch.Tensor, finalize: bool = True) -> torch.Tensor:
@@ -248,45 +350,47 @@ class FunAudioChatToken2Wav(PreTrainedModel):
     def decode(
         self,
         codes: CodesLike,
-        speaker: str | torch.Tensor | None = None,
+        speaker: SpeakerLike = None,
         progress: bool = False,
     ) -> torch.Tensor:
         """Speech codes -> 24 kHz waveform [1, 960 N], exactly as Fun-Audio-Chat's offline detokenizer: ids >= 6561
         are dropped, the codes are cut into 30 s segments (see `segments`), each decoded fully (finalize=True, full
         attention) and the pieces are concatenated without cross-fade.
 
-        `speaker` is a voice name (`"中文女"` (default) or `"中文男"`, from the official speaker file) or an embedding
-        [192] / [1, 192]. `progress=True` shows a progress bar over the segments.
+        `speaker` is a voice name (`"中文女"` (default) or `"中文男"`, from the official speaker file), an embedding
+        [192] / [1, 192], a [`FunAudioChatVoice`] or a saved voice's path (each segment is conditioned on the voice's
+        prompt). `progress=True` shows a progress bar over the segments.
         """
         valid = self.filter_codes(codes)
         if valid.numel() == 0:
             raise ValueError("No speech codes to decode (empty input, or only BOS/EOS/pad ids).")
-        embedding = self.speaker_embedding(speaker)
+        voice = self.resolve_voice(speaker)
         bounds = self.segments(valid.shape[1])
         if progress:
             from tqdm.auto import tqdm
 
             bounds = tqdm(bounds, desc="token2wav", unit="segment")
-        pieces = [self.mel2wav(self.token2mel(valid[:, start:end], embedding)) for start, end in bounds]
+        pieces = [self.mel2wav(self.token2mel(valid[:, start:end], voice)) for start, end in bounds]
         return torch.cat(pieces, dim=1)
 
-    def forward(self, codes: torch.Tensor, speaker: str | torch.Tensor | None = None) -> FunAudioChatToken2WavOutput:
+    def forward(self, codes: torch.Tensor, speaker: SpeakerLike = None) -> FunAudioChatToken2WavOutput:
         """Same as [`~FunAudioChatToken2Wav.decode`], wrapped in a [`FunAudioChatToken2WavOutput`]."""
         return FunAudioChatToken2WavOutput(waveform=self.decode(codes, speaker=speaker))
 
     # ----------------------------------------------------------------------------------------------- streaming
-    def stream_decoder(self, speaker: str | torch.Tensor | None = None, exact: bool = False):
+    def stream_decoder(self, speaker: SpeakerLike = None, exact: bool = False):
         """A streaming decoder with `push(codes) -> wav chunk` and `finish() -> last chunk`.
 
         `exact=True` reproduces Fun-Audio-Chat's web-demo pattern (every 15 codes + 3 look-ahead, the flow re-run on all
         codes so far, the vocoder over the whole mel history); the default keeps the cost per chunk bounded (flow over
         the last `stream_flow_context_codes` codes, vocoder over a short window with carried f0 phase).
         Both emit audio as soon as 18 codes are available and never depend on how the codes are split across pushes.
+        With a voice prompt, the exact mode re-runs the flow on prompt + all codes; the bounded mode samples the prompt
+        once per stream and reuses its keys and values (see `transformers_fac.token2wav.streaming`).
         """
         from .streaming import BoundedStreamDecoder, ExactStreamDecoder
 
-        embedding = self.speaker_embedding(speaker)
-        return (ExactStreamDecoder if exact else BoundedStreamDecoder)(self, embedding)
+        return (ExactStreamDecoder if exact else BoundedStreamDecoder)(self, self.resolve_voice(speaker))
 
 
 __all__ = ["FunAudioChatToken2Wav", "FunAudioChatToken2WavOutput"]

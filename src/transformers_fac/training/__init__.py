@@ -1,9 +1,16 @@
 """LoRA fine-tuning helpers: data preparation, speech codes, the collator, LoRA configs, the Trainer, metrics.
 
 Needs the `train` extra (`pip install "transformers-fac[train]"`); tokenizing assistant audio also needs
-`s3tokenizer` (see `transformers_fac.training.speech_tokenizer`).
+`s3tokenizer` (see `transformers_fac.speech_tokenizer`).
 """
 
+from ..speech_tokenizer import (
+    CODEBOOK_SIZE,
+    DEFAULT_SPEECH_TOKENIZER,
+    SpeechCodeTokenizer,
+    import_s3tokenizer,
+    split_windows,
+)
 from .collator import FunAudioChatDataCollator
 from .data import (
     DEFAULT_SYSTEM,
@@ -23,13 +30,6 @@ from .metrics import (
     speech_code_hits,
     speech_text_consistency,
     teacher_forced_metrics,
-)
-from .speech_tokenizer import (
-    CODEBOOK_SIZE,
-    DEFAULT_SPEECH_TOKENIZER,
-    SpeechCodeTokenizer,
-    import_s3tokenizer,
-    split_windows,
 )
 from .trainer import FunAudioChatTrainer, loss_history
 

@@ -39,7 +39,7 @@ import numpy as np
 from ..audio_io import SAMPLING_RATE, AudioInputError, is_silent, load_audio
 from ..processing_fun_audio_chat import DEFAULT_ASSISTANT_BOS_DELAY
 from ..prompts import AUDIO_TEMPLATE, S2M_SYSTEM_PROMPT, S2T_SYSTEM_PROMPT, TOKEN_FPS, function_calling_prompt
-from .speech_tokenizer import CODEBOOK_SIZE, SpeechCodeTokenizer
+from ..speech_tokenizer import CODEBOOK_SIZE, SpeechCodeTokenizer
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,7 @@
 """Evaluate a (fine-tuned) Fun-Audio-Chat model on held-out examples: teacher-forced losses and speech-code accuracy,
-generated replies, and speech–text consistency (WER/CER between the generated text and an ASR transcript of the
-generated speech, when the model has a token-to-waveform decoder and an ASR function is given)."""
+generated replies, speech–text consistency (WER/CER between the generated text and an ASR transcript of the
+generated speech, when the model has a token-to-waveform decoder and an ASR function is given), and speaker similarity
+(cosine of CAM++ speaker vectors between the generated speech and a reference voice or clip)."""
 
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -57,19 +58,25 @@ def evaluate_model(
     generation_mode: str = "audio",
     max_new_tokens: int = 256,
     batch_size: int = 1,
+    speaker: Any = None,
+    speaker_reference: Any = None,
 ) -> dict:
     """Metrics of `model` on `examples` (prepared rows or official-format conversations):
 
     - `text_loss`, `perplexity`, `speech_loss`, `speech_code_accuracy`: teacher-forced, see `teacher_forced_metrics`;
     - with `generate=True`: `samples` (the generated replies) and, when `transcribe` is given and the model produced
       audio, `consistency_wer` / `consistency_cer` between the generated text and `transcribe({"raw": waveform,
-      "sampling_rate": rate})` (e.g. a transformers ASR pipeline).
+      "sampling_rate": rate})` (e.g. a transformers ASR pipeline);
+    - `speaker` is the voice the replies are spoken in (default: the decoder's default voice); with a
+      `speaker_reference` (a clip, a `FunAudioChatVoice` or a speaker vector), `speaker_similarity` is the mean cosine
+      between the CAM++ vectors of the spoken replies (those of at least 1 s) and the reference.
     """
     examples = list(examples)
     results = teacher_forced_metrics(model, collator, examples, batch_size=batch_size)
     if not generate:
         return results
-    replies = generate_replies(model, collator, examples, generation_mode, max_new_tokens)
+    speaker_kwargs = {"speaker": speaker} if speaker is not None and generation_mode == "audio" else {}
+    replies = generate_replies(model, collator, examples, generation_mode, max_new_tokens, **speaker_kwargs)
     results["samples"] = [reply["text"] for reply in replies]
     spoken = [reply for reply in replies if reply.get("audio") is not None]
     if transcribe is not None and spoken:
@@ -80,7 +87,33 @@ def evaluate_model(
         )
         results["consistency_wer"], results["consistency_cer"] = consistency["wer"], consistency["cer"]
         results["transcripts"] = consistency["transcripts"]
+    if speaker_reference is not None and spoken:
+        similarity = reply_speaker_similarity(model, spoken, speaker_reference)
+        if similarity is not None:
+            results["speaker_similarity"] = similarity
     return results
 
 
-__all__ = ["evaluate_model", "generate_replies"]
+def reply_speaker_similarity(model, replies: Sequence[Mapping[str, Any]], reference: Any) -> float | None:
+    """Mean speaker similarity (`FunAudioChatToken2Wav.speaker_similarity`) of spoken replies (`{"audio",
+    "sampling_rate"}`) to `reference` (a clip, a voice or its path, or a vector); replies too short or silent to embed
+    are left out (None if all are)."""
+    from ..audio_io import AudioInputError
+    from ..voice import FunAudioChatVoice, is_voice_path
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder = base.token2wav
+    if is_voice_path(reference):
+        reference = decoder.resolve_voice(reference)
+    elif not isinstance(reference, (FunAudioChatVoice, torch.Tensor)):
+        reference = decoder.voice_frontend.speaker_vector(reference, trim=True)
+    scores = []
+    for reply in replies:
+        try:
+            scores.append(decoder.speaker_similarity((reply["audio"], reply["sampling_rate"]), reference))
+        except AudioInputError:
+            continue
+    return sum(scores) / len(scores) if scores else None
+
+
+__all__ = ["evaluate_model", "generate_replies", "reply_speaker_similarity"]

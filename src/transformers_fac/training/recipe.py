@@ -1,6 +1,6 @@
 """YAML fine-tuning recipes: load a dataset, prepare it, add LoRA and train with `FunAudioChatTrainer`.
 
-A recipe (see `finetune/recipes/*.yaml`) has five sections:
+A recipe (see `finetune/recipes/*.yaml`) has five sections (and an optional sixth, `voice`):
 
 ```yaml
 model:            # from_pretrained arguments
@@ -17,6 +17,7 @@ speech_tokenizer: {name_or_path: speech_tokenizer_v3_25hz, device: cuda}   # Spe
 lora: {target: llm, r: 16, alpha: 32, dropout: 0.05}                      # lora_config arguments
 training: {output_dir: runs/s2s-lora, learning_rate: 1.0e-4, bf16: true, ...}  # TrainingArguments
 resume_from_checkpoint: null   # true (latest in output_dir) or a checkpoint folder
+voice: {name: my voice, audio_column: answer_audio}   # optional: see `save_recipe_voice`
 ```
 
 Multi-GPU runs use the existing engines: `accelerate launch --config_file finetune/configs/accelerate_*.yaml
@@ -81,8 +82,8 @@ def load_source_dataset(data: dict):
 
 def prepare_recipe_data(recipe: dict, processor):
     """Prepared `(train, eval or None)` datasets of a recipe (speech codes computed and cached by `datasets`)."""
+    from ..speech_tokenizer import SpeechCodeTokenizer
     from .data import prepare_dataset
-    from .speech_tokenizer import SpeechCodeTokenizer
 
     data = recipe["data"]
     prepare = dict(data.get("prepare") or {})
@@ -168,7 +169,34 @@ def train_from_recipe(recipe: dict, callbacks: list | None = None) -> TrainingRu
     trainer.save_model(adapter_dir)
     if trainer.is_world_process_zero():
         processor.save_pretrained(adapter_dir)
+        save_recipe_voice(recipe, adapter_dir, trainer.model)
     return TrainingRun(trainer, trainer.model, processor, train_dataset, eval_dataset, adapter_dir)
+
+
+def save_recipe_voice(recipe: dict, adapter_dir: str | os.PathLike, model) -> Path | None:
+    """The recipe's optional `voice` section: one voice built from the speaker's clips in the recipe's data
+    (`transformers_fac.voice.voice_from_dataset`: mean speaker vector, best clip as prompt), saved in
+    `<adapter_dir>/voice`, where loading the adapter (`from_pretrained`, `pipeline(model=adapter_dir)`, the demo) picks
+    it up as the default voice. Keys: `audio_column` (default: `data.prepare.assistant_audio_column`), `name`,
+    `min_seconds`, `max_seconds`, `max_clips`. Cloning uses `model`'s speech decoder (its CAM++ and speech tokenizer
+    files). Returns the voice directory, or None without a `voice` section."""
+    from ..vocoder import VOICE_DIR
+    from ..voice import voice_from_dataset
+
+    section = dict(recipe.get("voice") or {})
+    if not section:
+        return None
+    column = section.pop("audio_column", None) or (recipe["data"].get("prepare") or {}).get("assistant_audio_column")
+    if not column:
+        raise ValueError("The voice section needs an audio_column (or data.prepare.assistant_audio_column).")
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder = getattr(base, "token2wav", None)
+    if decoder is None:
+        raise ValueError("The voice section needs a model with a speech decoder (token2wav) to clone with.")
+    voice = voice_from_dataset(load_source_dataset(recipe["data"]), decoder, audio_column=column, **section)
+    path = voice.save(Path(adapter_dir) / VOICE_DIR)
+    logger.info("Saved %s to %s (the adapter's default voice)", voice, path)
+    return path
 
 
 __all__ = [
@@ -177,5 +205,6 @@ __all__ = [
     "load_recipe",
     "load_source_dataset",
     "prepare_recipe_data",
+    "save_recipe_voice",
     "train_from_recipe",
 ]

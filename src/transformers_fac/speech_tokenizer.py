@@ -10,6 +10,10 @@ window gets its own log-mel spectrogram (128 bins) and the codes of the windows 
 stand-in for `torchaudio` when the real one is missing or cannot be loaded (a torchaudio built for another torch),
 and restores `sys.modules` afterwards.
 
+Besides the downloaded model and a local `speech_tokenizer_v3.onnx`, a tokenizer can be saved to and loaded from a
+`.safetensors` file (its weights plus its `ModelConfigV3` in the metadata, no pickle): `SpeechCodeTokenizer.save`.
+The tiny checkpoint ships a small random one this way (the stand-in used for voice cloning without a download).
+
 Example (random weights, no download; real use: `SpeechCodeTokenizer()` downloads `speech_tokenizer_v3_25hz`):
     >>> import numpy as np
     >>> from transformers_fac.training import SpeechCodeTokenizer
@@ -21,6 +25,7 @@ Example (random weights, no download; real use: `SpeechCodeTokenizer()` download
 
 import contextlib
 import importlib
+import json
 import logging
 import os
 import sys
@@ -32,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..audio_io import SAMPLING_RATE, load_audio
+from .audio_io import SAMPLING_RATE, load_audio
 
 logger = logging.getLogger(__name__)
 
@@ -137,8 +142,9 @@ class SpeechCodeTokenizer:
 
     Args:
         name_or_path: `"speech_tokenizer_v3_25hz"` (default: downloaded once from ModelScope into
-            `download_root`, `~/.cache/s3tokenizer` by default) or a local `speech_tokenizer_v3.onnx` (or a `.pt`
-            state dict of `S3TokenizerV3`), e.g. the one in a `Fun-CosyVoice3-0.5B-2512` download.
+            `download_root`, `~/.cache/s3tokenizer` by default) or a local `speech_tokenizer_v3.onnx` (e.g. the one in
+            a `Fun-CosyVoice3-0.5B-2512` download), a `.pt` state dict of `S3TokenizerV3`, or a `.safetensors` file
+            written by `save`.
         device: where the tokenizer runs (`"cpu"`, `"cuda"`, `"cuda:1"`); `"cuda"` with several GPUs and
             `rank` set picks `cuda:{rank % n}`.
         download_root: cache folder for the downloaded ONNX file.
@@ -200,6 +206,8 @@ class SpeechCodeTokenizer:
         if self.random_init:
             with _seeded(self.seed):
                 return s3tokenizer.S3TokenizerV3(DEFAULT_SPEECH_TOKENIZER, config=config)
+        if os.path.isfile(self.name_or_path) and self.name_or_path.endswith(".safetensors"):
+            return _load_safetensors(s3tokenizer, self.name_or_path)
         if os.path.isfile(self.name_or_path):
             model = s3tokenizer.S3TokenizerV3(DEFAULT_SPEECH_TOKENIZER, config=config)
             if self.name_or_path.endswith(".onnx"):
@@ -214,6 +222,20 @@ class SpeechCodeTokenizer:
             )
         logger.info("Loading %s (downloaded from ModelScope on first use)", DEFAULT_SPEECH_TOKENIZER)
         return s3tokenizer.load_model(DEFAULT_SPEECH_TOKENIZER, download_root=self.download_root)
+
+    def save(self, path: str | os.PathLike) -> str:
+        """Write the tokenizer's weights and `ModelConfigV3` to a `.safetensors` file (loadable with
+        `SpeechCodeTokenizer(path)`); returns the path."""
+        path = os.fspath(path)
+        if not path.endswith(".safetensors"):
+            raise ValueError(f"A speech tokenizer is saved as a .safetensors file, got {path!r}.")
+        from safetensors.torch import save_file
+
+        state = {key: value.detach().cpu().contiguous() for key, value in self.model.state_dict().items()}
+        config = json.dumps(asdict(self.model.config), sort_keys=True)
+        # one metadata key: safetensors writes several in no fixed order, and the tiny checkpoint must be byte-stable
+        save_file(state, path, metadata={_SAFETENSORS_CONFIG_KEY: config})
+        return path
 
     def for_rank(self, rank: int | None) -> "SpeechCodeTokenizer":
         """The tokenizer a `datasets.map(with_rank=True)` worker uses: `"cuda"` becomes `cuda:{rank % n}` (in the
@@ -243,6 +265,25 @@ class SpeechCodeTokenizer:
             for row, (owner, length) in enumerate(zip(owners[start:], token_lengths.tolist())):
                 codes[owner].extend(int(code) for code in tokens[row, :length].tolist())
         return codes
+
+
+_SAFETENSORS_CONFIG_KEY = "s3tokenizer.ModelConfigV3"
+
+
+def _load_safetensors(s3tokenizer: types.ModuleType, path: str) -> torch.nn.Module:
+    from s3tokenizer.model_v3 import ModelConfigV3
+    from safetensors import safe_open
+
+    with safe_open(path, "pt") as handle:
+        metadata = handle.metadata() or {}
+        if _SAFETENSORS_CONFIG_KEY not in metadata:
+            raise ValueError(f"{path} is not a speech tokenizer saved by SpeechCodeTokenizer.save.")
+        state = {key: handle.get_tensor(key) for key in handle.keys()}
+    model = s3tokenizer.S3TokenizerV3(
+        DEFAULT_SPEECH_TOKENIZER, config=ModelConfigV3(**json.loads(metadata[_SAFETENSORS_CONFIG_KEY]))
+    )
+    model.load_state_dict(state, strict=True)
+    return model
 
 
 @contextlib.contextmanager
