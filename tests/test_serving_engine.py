@@ -223,3 +223,39 @@ def test_config_file_flags_and_ray_options(tmp_path, monkeypatch):
     config.write_text("max_batch: 4\n")
     with pytest.raises(ValueError, match="max_batch_size"):
         resolve(build_parser().parse_args(["--config", str(config)]))
+
+
+def test_streams_decoded_together_equal_streams_decoded_alone(loaded):
+    """Three streams (two voices, an embedding; replies of different lengths) fed 5 codes per step: one flow call
+    per step for all of them, and the audio of each stream decoded alone (to float rounding)."""
+    from transformers_fac.serving.stream_batch import step_together
+
+    decoder = loaded.model.token2wav
+    generator = torch.Generator().manual_seed(0)
+    voices = ["中文女", "中文男", torch.randn(192, generator=generator)]
+    replies = [torch.randint(0, 6561, (length,), generator=generator).tolist() for length in (90, 65, 90)]
+    calls = []
+    hook = decoder.flow.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
+    try:
+        alone = []
+        for voice, codes in zip(voices, replies):
+            stream = decoder.stream_decoder(voice)
+            pieces = [stream.push(codes[i : i + 5]) for i in range(0, len(codes), 5)] + [stream.finish()]
+            alone.append(torch.cat(pieces, dim=1))
+        calls_alone, calls[:] = list(calls), []
+        streams = [decoder.stream_decoder(voice) for voice in voices]
+        together = [[] for _ in streams]
+        for i in range(0, 90, 5):
+            for stream, codes in zip(streams, replies):
+                if i < len(codes):
+                    stream.add(codes[i : i + 5])
+            for pieces, chunk in zip(together, step_together(streams)):
+                pieces.append(chunk)
+        together = [torch.cat([*pieces, stream.finish()], dim=1) for pieces, stream in zip(together, streams)]
+    finally:
+        hook.remove()
+    assert len(calls) < len(calls_alone) and max(calls) == 3  # the steps of the three streams shared flow calls
+    for reference, ours in zip(alone, together):
+        assert ours.shape == reference.shape
+        error = (ours - reference).pow(2).mean()
+        assert error == 0 or 10 * torch.log10(reference.pow(2).mean() / error) > 40

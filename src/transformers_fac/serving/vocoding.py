@@ -1,14 +1,15 @@
 """Streaming token-to-waveform decoding for every spoken row of a batch.
 
-Each row has its own bounded streaming decoder (`model.token2wav.stream_decoder(speaker)`); codes are buffered by
-`push` and turned into audio by `step`, once per batch of decoding steps, so that the work of all rows is done
-together.
+Each row has its own bounded streaming decoder (`model.token2wav.stream_decoder(speaker)`); `push` hands it the
+row's new codes and `step` decodes what every row can, the rows' steps batched together (`stream_batch`).
 """
 
 from collections.abc import Hashable
 from typing import Any
 
 import numpy as np
+
+from .stream_batch import step_together
 
 
 class StreamVocoder:
@@ -30,43 +31,35 @@ class StreamVocoder:
         self.sampling_rate = token2wav.config.sampling_rate
         self.vocab_size = token2wav.config.vocab_size
         self._decoders: dict[Hashable, Any] = {}
-        self._pending: dict[Hashable, list[int]] = {}
 
     def open(self, key: Hashable, speaker: Any) -> None:
         """Starts the stream of a row (an unknown voice raises here)."""
         self._decoders[key] = self.token2wav.stream_decoder(speaker)
-        self._pending[key] = []
 
     def push(self, key: Hashable, codes: list[int]) -> int:
-        """Buffers a row's new codes; returns how many of them are vocoder codes."""
+        """Hands a row's new codes to its stream (decoded by the next `step`); returns how many are vocoder codes."""
         valid = [code for code in codes if 0 <= code < self.vocab_size]
-        self._pending[key].extend(valid)
+        self._decoders[key].add(valid)
         return len(valid)
 
     def step(self) -> dict[Hashable, np.ndarray]:
-        """Decodes the buffered codes of every row; returns the new audio of the rows that produced some."""
-        audio = {}
-        for key, codes in self._pending.items():
-            if codes:
-                self._pending[key] = []
-                samples = _samples(self._decoders[key].push(codes))
-                if samples.size:
-                    audio[key] = samples
-        return audio
+        """Decodes every row's complete steps; returns the new audio of the rows that produced some."""
+        keys = list(self._decoders)
+        chunks = step_together([self._decoders[key] for key in keys])
+        audio = {key: _samples(chunk) for key, chunk in zip(keys, chunks)}
+        return {key: samples for key, samples in audio.items() if samples.size}
 
     def finish(self, key: Hashable) -> np.ndarray:
         """Decodes everything left of a row and closes its stream."""
         decoder = self._decoders.pop(key)
-        codes = self._pending.pop(key)
-        pieces = [_samples(decoder.push(codes))] if codes else []
+        pieces = [_samples(decoder.push([]))]
         if decoder.codes_received:
             pieces.append(_samples(decoder.finish()))
-        return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
+        return np.concatenate(pieces)
 
     def drop(self, key: Hashable) -> None:
         """Forgets a row (cancelled or failed) without decoding the rest."""
         self._decoders.pop(key, None)
-        self._pending.pop(key, None)
 
 
 def _samples(waveform) -> np.ndarray:
