@@ -105,6 +105,19 @@ def running_server(args: list[str], log: Path, timeout: float = 240, env: dict |
         server.stop()
 
 
+def save_test_voice(folder: Path, name: str = "my-voice") -> Path:
+    """A saved voice with a 2 s prompt (random speaker vector, prompt codes and mel, like the tiny model itself)."""
+    import torch
+
+    from transformers_fac.voice import FunAudioChatVoice
+
+    generator = torch.Generator().manual_seed(3)
+    codes = torch.randint(0, 6561, (50,), generator=generator)
+    voice = FunAudioChatVoice(torch.randn(192, generator=generator), codes, torch.randn(100, 80, generator=generator))
+    voice.name = name
+    return voice.save(folder / name)
+
+
 def build_tool_calling_checkpoint(out_dir: Path) -> Path:
     """A copy of the tiny checkpoint whose output layer is fitted to answer `TOOL_CALL` to the weather question."""
     import torch

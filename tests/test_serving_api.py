@@ -23,6 +23,7 @@ from tests.serving_utils import (
     build_tool_calling_checkpoint,
     question,
     running_server,
+    save_test_voice,
 )
 
 API_KEY = "test-key-3f9a"
@@ -36,7 +37,10 @@ pytestmark = pytest.mark.filterwarnings(  # raised inside the openai package's r
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     checkpoint = build_tool_calling_checkpoint(tmp_path_factory.mktemp("serving") / "tiny-tools")
+    voices = tmp_path_factory.mktemp("voices")
+    save_test_voice(voices)
     args = ["--model", str(checkpoint), "--max-batch-size", "8", "--max-wait-ms", "100", "--max-queue", str(MAX_QUEUE)]
+    args += ["--voice-dir", str(voices)]
     args += ["--max-body-mb", "1", "--max-new-tokens", "80"]
     log = tmp_path_factory.mktemp("serving-log") / "server.log"
     with running_server(args, log, env={"FAC_API_KEY": API_KEY}) as process:
@@ -107,6 +111,30 @@ def test_streamed_audio_chunks_add_up_to_the_codes(client):
     assert np.array_equal(streamed, offline)  # the same greedy reply, the same decoder schedule
 
 
+def test_a_cloned_voice_given_at_start(client):
+    """`--voice-dir`: a saved voice with a prompt speaks, alone or batched with a stock voice, streamed or not."""
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        futures = [
+            pool.submit(spoken, client, question(), max_completion_tokens=8, audio={"voice": voice, "format": "wav"})
+            for voice in ("my-voice", "中文女")
+        ]
+        cloned, stock = (future.result() for future in futures)
+    waveforms = [sf.read(io.BytesIO(base64.b64decode(r.choices[0].message.audio.data)))[0] for r in (cloned, stock)]
+    codes = cloned.usage.completion_tokens_details.audio_tokens
+    assert len(waveforms[0]) == len(waveforms[1]) == codes * SAMPLES_PER_CODE
+    assert not np.allclose(waveforms[0], waveforms[1], atol=1e-3)  # the same codes in another voice
+    stream = spoken(
+        client,
+        question(),
+        max_completion_tokens=8,
+        audio={"voice": "my-voice", "format": "pcm16"},
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    audio, _, _, usage = stream_pieces(stream)
+    assert len(audio) // 2 == usage.completion_tokens_details.audio_tokens * SAMPLES_PER_CODE
+
+
 def test_text_only_and_multi_turn(client):
     messages = question("Answer briefly.")
     first = client.chat.completions.create(model=MODEL, messages=messages, max_completion_tokens=6, temperature=0)
@@ -158,8 +186,10 @@ def test_realtime_session(server, client):
     with client.realtime.connect(model=MODEL) as connection:
         created = connection.recv()
         assert created.type == "session.created" and created.session.audio.output.voice == "中文女"
-        connection.session.update(session={"type": "realtime", "instructions": "Be brief.", "max_output_tokens": 8})
-        assert connection.recv().type == "session.updated"
+        session = {"type": "realtime", "instructions": "Be brief.", "max_output_tokens": 8}
+        connection.session.update(session={**session, "audio": {"output": {"voice": "my-voice"}}})
+        updated = connection.recv()
+        assert updated.type == "session.updated" and updated.session.audio.output.voice == "my-voice"
         connection.input_audio_buffer.append(audio=pcm16_24k())
         connection.input_audio_buffer.commit()
         committed = connection.recv()
@@ -352,7 +382,7 @@ def long_silence_flac() -> str:
             "audio_too_long",
             "120 s",
         ),
-        ({"audio": {"voice": "alloy", "format": "wav"}}, 400, "unknown_voice", "中文女"),
+        ({"audio": {"voice": "alloy", "format": "wav"}}, 400, "unknown_voice", "中文女, 中文男, my-voice"),
         ({"n": 2}, 400, None, "one choice"),
         ({"max_completion_tokens": 5000}, 400, "too_many_tokens", "at most 80"),
         ({"model": "gpt-4o-audio-preview"}, 404, "model_not_found", "fun-audio-chat"),

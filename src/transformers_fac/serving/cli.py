@@ -26,6 +26,7 @@ SETTING_FLAGS = {
     "dtype": (str, "bfloat16 or float32 (default: bf16 on cuda)"),
     "threads": (int, "torch CPU threads (default on CPU: half the cores)"),
     "served_model_name": (str, "the model id clients send (default: fun-audio-chat)"),
+    "voice_dirs": (str, "a saved (cloned) voice, or a folder of them, to offer; repeat for more"),
     "max_batch_size": (int, "requests generated together (default: 8)"),
     "max_wait_ms": (float, "how long a request waits for others to join its batch (default: 20)"),
     "max_queue": (int, "waiting requests before answering 429 (default: 64)"),
@@ -46,7 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=__doc__.split("\n\n", 1)[1],
     )
     for name, (kind, text) in SETTING_FLAGS.items():
-        parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=text)
+        if name == "voice_dirs":
+            parser.add_argument("--voice-dir", dest=name, action="append", default=None, help=text)
+        else:
+            parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=text)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     parser.add_argument("--api-key", default=None, help="require this key (default: $FAC_API_KEY; none: open)")
@@ -80,8 +84,10 @@ def read_config(path: str) -> dict:
 
 
 def settings_from_strings(values: dict[str, str]) -> ServerSettings:
-    """Settings from `key=value` strings (Ray's `serve run ... key=value`), converted to the fields' types."""
+    """Settings from `key=value` strings (Ray's `serve run ... key=value`; `voice_dirs` comma-separated), converted
+    to the fields' types."""
     kinds = {name: kind for name, (kind, _) in SETTING_FLAGS.items()}
+    kinds["voice_dirs"] = lambda value: [part for part in value.split(",") if part]
     return ServerSettings.from_dict({key: kinds.get(key, str)(value) for key, value in values.items()})
 
 

@@ -15,6 +15,7 @@ from .batching import BatchingEngine
 from .errors import invalid
 from .loading import LoadedModel, load
 from .settings import ServerSettings
+from .voices import load_voices
 
 logger = logging.getLogger("transformers_fac.serving")
 
@@ -58,7 +59,7 @@ class ServerRuntime:
             max_queue=settings.max_queue,
             max_prompt_tokens=settings.max_prompt_tokens,
         ).start()
-        voices = {name: name for name in loaded.voices}
+        voices = load_voices(settings.voice_dirs, loaded.voices)
         logger.info("Ready: %s, voices %s", settings.model, ", ".join(voices) or "none (text only)")
         return cls(settings=settings, loaded=loaded, engine=engine, voices=voices)
 

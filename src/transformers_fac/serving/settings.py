@@ -1,6 +1,6 @@
 """What a Fun-Audio-Chat server runs and the limits it enforces (`fac-serve` flags map onto these fields)."""
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 REAL_MODEL = "FunAudioLLM/Fun-Audio-Chat-8B"
 SERVED_MODEL_NAME = "fun-audio-chat"
@@ -19,6 +19,8 @@ class ServerSettings:
             more threads than cores make both many times slower).
         served_model_name: the model id clients send (`model=`); the `model` value is accepted too.
         api_key: when set, every `/v1` request needs `Authorization: Bearer <api_key>`.
+        voice_dirs: saved voices to offer besides the decoder's stock voices (voice directories or files, or folders
+            of them; cloned with `fac-chat --save-voice` or `FunAudioChatVoice.save`).
         max_batch_size: requests generated together in one batch.
         max_wait_ms: how long the first request of a batch waits for others to join it.
         max_queue: requests waiting for a batch; more are refused with 429 and `Retry-After`.
@@ -37,6 +39,7 @@ class ServerSettings:
     threads: int | None = None
     served_model_name: str = SERVED_MODEL_NAME
     api_key: str | None = None
+    voice_dirs: list[str] = field(default_factory=list)
     max_batch_size: int = 8
     max_wait_ms: float = 20.0
     max_queue: int = 64
