@@ -57,8 +57,16 @@ def spoken(client, messages, **kwargs):
     return client.chat.completions.create(model=MODEL, messages=messages, **{**settings, **kwargs})
 
 
-def stream_pieces(stream) -> tuple[bytes, str, str | None, object]:
+def stream_spoken(client, voice: str, tokens: int = 8) -> tuple[bytes, str, str | None, object]:
     """Concatenated PCM16 audio, transcript, finish reason and usage of a streamed spoken reply."""
+    stream = spoken(
+        client,
+        question(),
+        max_completion_tokens=tokens,
+        audio={"voice": voice, "format": "pcm16"},
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     audio, transcript, finish, usage = bytearray(), "", None, None
     for chunk in stream:
         usage = chunk.usage or usage
@@ -94,15 +102,7 @@ def test_spoken_reply_is_a_24khz_wav_of_960_samples_per_code(client):
 
 def test_streamed_audio_chunks_add_up_to_the_codes(client):
     whole = spoken(client, question(), max_completion_tokens=8)
-    stream = spoken(
-        client,
-        question(),
-        max_completion_tokens=8,
-        audio={"voice": "中文女", "format": "pcm16"},
-        stream=True,
-        stream_options={"include_usage": True},
-    )
-    audio, transcript, finish, usage = stream_pieces(stream)
+    audio, transcript, finish, usage = stream_spoken(client, "中文女")
     codes = usage.completion_tokens_details.audio_tokens
     assert len(audio) // 2 == codes * SAMPLES_PER_CODE
     assert finish == "length" and transcript == whole.choices[0].message.audio.transcript
@@ -123,15 +123,7 @@ def test_a_cloned_voice_given_at_start(client):
     codes = cloned.usage.completion_tokens_details.audio_tokens
     assert len(waveforms[0]) == len(waveforms[1]) == codes * SAMPLES_PER_CODE
     assert not np.allclose(waveforms[0], waveforms[1], atol=1e-3)  # the same codes in another voice
-    stream = spoken(
-        client,
-        question(),
-        max_completion_tokens=8,
-        audio={"voice": "my-voice", "format": "pcm16"},
-        stream=True,
-        stream_options={"include_usage": True},
-    )
-    audio, _, _, usage = stream_pieces(stream)
+    audio, _, _, usage = stream_spoken(client, "my-voice")
     assert len(audio) // 2 == usage.completion_tokens_details.audio_tokens * SAMPLES_PER_CODE
 
 
