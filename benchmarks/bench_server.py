@@ -8,8 +8,9 @@ How to run (prints a markdown table; no assertions):
     python benchmarks/bench_server.py --preset 8b --device cuda         # the real model (GPU, downloads it)
 
 Each configuration starts a real `fac-serve` process on 127.0.0.1 (`--max-batch-size 8`, or `1` for one at a time)
-and sends `--requests` streamed spoken requests (the 5 s English question, greedy, `--tokens` LLM steps, 5 steps per
-second of speech) from `--concurrency` clients with the official `openai` client. Per request it records the time to
+and sends `--requests` streamed requests for spoken replies (the 5 s English question, or with `--question text` a
+written one, which skips the audio front end; greedy, `--tokens` LLM steps, 5 steps per second of speech) from
+`--concurrency` clients with the official `openai` client. Per request it records the time to
 the first audio chunk and to the end; overall the requests and seconds of audio served per second of wall time.
 
 Presets:
@@ -72,12 +73,15 @@ def mid_checkpoint(folder: Path, token2wav: str) -> Path:
     return folder
 
 
-def one_request(client, tokens: int) -> dict:
+TEXT_QUESTION = [{"role": "user", "content": "Hello! What is the weather like in Hangzhou in spring?"}]
+
+
+def one_request(client, tokens: int, spoken_question: bool) -> dict:
     start = time.perf_counter()
     first_audio, samples = None, 0
     stream = client.chat.completions.create(
         model=MODEL,
-        messages=question(),
+        messages=question() if spoken_question else TEXT_QUESTION,
         modalities=["text", "audio"],
         audio={"voice": "中文女", "format": "pcm16"},
         max_completion_tokens=tokens,
@@ -98,14 +102,14 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def measure(url: str, requests: int, concurrency: int, tokens: int) -> dict:
+def measure(url: str, requests: int, concurrency: int, tokens: int, spoken_question: bool) -> dict:
     import openai
 
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=3600)
-    one_request(client, tokens)  # warm-up
+    one_request(client, tokens, spoken_question)  # warm-up
     start = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
-        runs = list(pool.map(lambda _: one_request(client, tokens), range(requests)))
+        runs = list(pool.map(lambda _: one_request(client, tokens, spoken_question), range(requests)))
     wall = time.perf_counter() - start
     totals = [run["total"] for run in runs]
     firsts = [run["first_audio"] for run in runs]
@@ -129,6 +133,9 @@ def main(argv=None) -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=13, help="LLM steps per reply (13 = 2.6 s of speech)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--question", choices=["audio", "text"], default="audio", help="spoken question (5 s) or a written one"
+    )
     args = parser.parse_args(argv)
 
     presets = ["tiny", "mid"] if args.preset == "both" else [args.preset]
@@ -142,12 +149,15 @@ def main(argv=None) -> None:
                 server_args = ["--model", model, "--device", args.device, "--max-batch-size", str(batch)]
                 server_args += ["--max-queue", str(args.requests), "--max-new-tokens", str(args.tokens)]
                 with running_server(server_args, Path(scratch) / f"{preset}-{batch}.log", timeout=1800) as server:
-                    rows.append((preset, label, measure(server.url, args.requests, args.concurrency, args.tokens)))
+                    result = measure(
+                        server.url, args.requests, args.concurrency, args.tokens, args.question == "audio"
+                    )
+                    rows.append((preset, label, result))
 
     name = {"mid": f"mid + {args.token2wav} token2wav"}
     print(
         f"\nfac-serve, {args.requests} streamed spoken requests from {args.concurrency} clients, {args.tokens} LLM "
-        f"steps each ({args.tokens / 5:.1f} s of speech), greedy, {args.device}\n"
+        f"steps each ({args.tokens / 5:.1f} s of speech), {args.question} question, greedy, {args.device}\n"
     )
     print(
         "| model | serving | wall (s) | requests/s | audio s/s | latency p50 / p90 / p99 (s) | first audio p50 / max (s) |"
