@@ -226,9 +226,10 @@ def test_config_file_flags_and_ray_options(tmp_path, monkeypatch):
 
 
 def test_streams_decoded_together_equal_streams_decoded_alone(loaded):
-    """Three streams (two voices, an embedding; replies of different lengths) fed 5 codes per step: one flow call
-    per step for all of them, and the audio of each stream decoded alone (to float rounding)."""
-    from transformers_fac.serving.stream_batch import step_together
+    """Three streams (two voices, an embedding; replies of different lengths) fed 5 codes per step, then finished
+    together: one flow call per step for all of them, and the audio of each stream decoded alone (to float
+    rounding)."""
+    from transformers_fac.serving.stream_batch import finish_together, step_together
 
     decoder = loaded.model.token2wav
     generator = torch.Generator().manual_seed(0)
@@ -251,7 +252,8 @@ def test_streams_decoded_together_equal_streams_decoded_alone(loaded):
                     stream.add(codes[i : i + 5])
             for pieces, chunk in zip(together, step_together(streams)):
                 pieces.append(chunk)
-        together = [torch.cat([*pieces, stream.finish()], dim=1) for pieces, stream in zip(together, streams)]
+        tails = finish_together(streams)  # the last steps of all three together
+        together = [torch.cat([*pieces, tail], dim=1) for pieces, tail in zip(together, tails)]
     finally:
         hook.remove()
     assert len(calls) < len(calls_alone) and max(calls) == 3  # the steps of the three streams shared flow calls

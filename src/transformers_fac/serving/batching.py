@@ -424,25 +424,33 @@ class BatchingEngine:
                 row.reply.emit(AudioDelta(samples, vocoder.sampling_rate))
 
     def _settle(self, rows: list[_Row], vocoder: StreamVocoder | None) -> None:
-        """Finishes the rows whose last step is behind them (its speech group has arrived by now)."""
-        for row in rows:
-            if row.done or row.ending is None:
-                continue
+        """Finishes the rows whose last step is behind them (its speech group has arrived by now); the rest of their
+        audio is decoded together."""
+        ending = [row for row in rows if not row.done and row.ending is not None]
+        for row in ending:
             if row.reply.cancelled or row.ending == "cancelled":
                 row.ending = "cancelled"
                 if vocoder is not None:
                     vocoder.drop(row.index)
                 self.stats.cancelled += 1
-            elif vocoder is not None:
-                try:
-                    tail = vocoder.finish(row.index)
-                except Exception:  # noqa: BLE001 - this row fails, the others go on
-                    logger.exception("The speech decoder failed")
+        finishing = [row for row in ending if row.ending != "cancelled"]
+        if vocoder is not None and finishing:
+            try:
+                tails = vocoder.finish([row.index for row in finishing])
+            except Exception:  # noqa: BLE001 - these rows fail, the others go on
+                logger.exception("The speech decoder failed")
+                for row in finishing:
                     self._fail_row(row, "The speech decoder failed while vocoding this reply.")
+                tails = {}
+            for row in finishing:
+                if row.done:
                     continue
-                if tail.size:
-                    row.audio_samples += tail.size
-                    row.reply.emit(AudioDelta(tail, vocoder.sampling_rate))
+                if tails[row.index].size:
+                    row.audio_samples += tails[row.index].size
+                    row.reply.emit(AudioDelta(tails[row.index], vocoder.sampling_rate))
+        for row in ending:
+            if row.done:  # failed above
+                continue
             if row.ending != "cancelled":
                 self.stats.completed += 1
             row.done = True

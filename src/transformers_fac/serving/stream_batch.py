@@ -35,35 +35,40 @@ def _groups(items: list, key) -> list[list]:
 
 
 @torch.no_grad()
-def _one_step(streams: list[BoundedStreamDecoder]) -> list[torch.Tensor]:
-    """One (non-final) step of each stream, all of them `ready` and without a voice prompt."""
+def _one_step(streams: list[BoundedStreamDecoder], finalize: bool) -> list[torch.Tensor]:
+    """One step of each stream (a non-final step of `ready` streams, or their final step), none with a voice prompt."""
     model = streams[0].model
     ratio, device = model.config.token_mel_ratio, model.device
+    look_ahead = 0 if finalize else model.flow.look_ahead
     plans = []
     for stream in streams:
         start = stream.start_step()
-        plans.append((stream, start, stream.flow_codes(start, finalize=False)))
+        plans.append((stream, start, stream.flow_codes(start, finalize)))
     for group in _groups(plans, key=lambda plan: plan[2].shape[1]):
         codes = torch.cat([plan[2] for plan in group]).to(device)
-        frames = ratio * (codes.shape[1] - model.flow.look_ahead)
+        frames = ratio * (codes.shape[1] - look_ahead)
         noise = torch.cat([model.flow_noise(stream.voice, ratio * start, frames) for stream, start, _ in group])
         speakers = torch.cat([stream.voice.speaker_embedding for stream, _, _ in group]).to(device)
-        mel = model.flow(codes, speakers, noise, finalize=False)
+        mel = model.flow(codes, speakers, noise, finalize=finalize)
         for row, (stream, start, _) in enumerate(group):
-            stream.add_frames(stream.new_frames(mel[row : row + 1], start), finalize=False)
+            stream.add_frames(stream.new_frames(mel[row : row + 1], start), finalize)
 
     hift = model.hift
     windows = [(stream, stream.vocoder_window()) for stream in streams]
     audio = {}
     for group in _groups(windows, key=lambda window: window[1].shape[-1]):
         mel = torch.cat([window for _, window in group])
-        f0_windows = hift.predict_f0(mel, finalize=False)
-        parts = [stream.excitation(f0_windows[row : row + 1], False) for row, (stream, _) in enumerate(group)]
+        f0_windows = hift.predict_f0(mel, finalize=finalize)
+        parts = [stream.excitation(f0_windows[row : row + 1], finalize) for row, (stream, _) in enumerate(group)]
         f0, phase, noise = (torch.cat(part) for part in zip(*parts))
-        wav = hift.decode(mel[..., : f0.shape[1]], hift.source(f0, noise, phase=phase), finalize=False)
+        wav = hift.decode(mel[..., : f0.shape[1]], hift.source(f0, noise, phase=phase), finalize=finalize)
         for row, (stream, _) in enumerate(group):
-            audio[id(stream)] = stream.emit(wav[row : row + 1], finalize=False)
+            audio[id(stream)] = stream.emit(wav[row : row + 1], finalize)
     return [audio[id(stream)] for stream in streams]
+
+
+def _batchable(stream) -> bool:
+    return isinstance(stream, BoundedStreamDecoder) and not stream.voice.has_prompt
 
 
 @torch.no_grad()
@@ -71,17 +76,33 @@ def step_together(streams: list) -> list[torch.Tensor]:
     """Decodes every step that is `ready` in each stream (codes given with `add`); returns each stream's new audio
     [1, S] (S may be 0), the same as `stream.push([])` would."""
     chunks = {id(stream): [torch.zeros(1, 0, device=stream.model.device)] for stream in streams}
-    alone = [s for s in streams if not isinstance(s, BoundedStreamDecoder) or s.voice.has_prompt]
-    for stream in alone:
-        chunks[id(stream)].append(stream.push([]))
-    batched = [s for s in streams if s not in alone]
+    batched = [stream for stream in streams if _batchable(stream)]
+    for stream in streams:
+        if not _batchable(stream):
+            chunks[id(stream)].append(stream.push([]))
     while True:
         ready = [stream for stream in batched if stream.ready]
         if not ready:
             break
-        for stream, wav in zip(ready, _one_step(ready)):
+        for stream, wav in zip(ready, _one_step(ready, finalize=False)):
             chunks[id(stream)].append(wav)
     return [torch.cat(chunks[id(stream)], dim=1) for stream in streams]
 
 
-__all__ = ["step_together"]
+@torch.no_grad()
+def finish_together(streams: list) -> list[torch.Tensor]:
+    """Decodes everything left in each stream and closes it: the rest of its steps, then its final step, batched
+    where shapes agree; returns each stream's last audio [1, S], the same as `push([])` then `finish()` would."""
+    rest = step_together(streams)
+    final = {}
+    for stream in streams:
+        if not _batchable(stream):
+            final[id(stream)] = stream.finish()
+    closing = [stream for stream in streams if _batchable(stream) and stream.end_input()]
+    if closing:
+        final.update({id(stream): wav for stream, wav in zip(closing, _one_step(closing, finalize=True))})
+    empty = torch.zeros(1, 0)
+    return [torch.cat([chunk, final.get(id(stream), empty).to(chunk)], dim=1) for stream, chunk in zip(streams, rest)]
+
+
+__all__ = ["finish_together", "step_together"]

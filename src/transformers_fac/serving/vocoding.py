@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .stream_batch import step_together
+from .stream_batch import finish_together, step_together
 
 
 class StreamVocoder:
@@ -22,7 +22,7 @@ class StreamVocoder:
     >>> vocoder.open(0, speaker="中文女")
     >>> vocoder.push(0, [12, 4051, 77, 6562])  # ids >= 6561 (BOS/EOS/pad) are dropped
     >>> audio = vocoder.step()  # {row: float32 samples} for the rows that completed a chunk
-    >>> tail = vocoder.finish(0)
+    >>> tails = vocoder.finish([0])  # {row: the rest of its audio}
     ```
     """
 
@@ -49,13 +49,10 @@ class StreamVocoder:
         audio = {key: _samples(chunk) for key, chunk in zip(keys, chunks)}
         return {key: samples for key, samples in audio.items() if samples.size}
 
-    def finish(self, key: Hashable) -> np.ndarray:
-        """Decodes everything left of a row and closes its stream."""
-        decoder = self._decoders.pop(key)
-        pieces = [_samples(decoder.push([]))]
-        if decoder.codes_received:
-            pieces.append(_samples(decoder.finish()))
-        return np.concatenate(pieces)
+    def finish(self, keys: list[Hashable]) -> dict[Hashable, np.ndarray]:
+        """Decodes everything left of these rows (together) and closes their streams."""
+        chunks = finish_together([self._decoders.pop(key) for key in keys])
+        return {key: _samples(chunk) for key, chunk in zip(keys, chunks)}
 
     def drop(self, key: Hashable) -> None:
         """Forgets a row (cancelled or failed) without decoding the rest."""

@@ -84,12 +84,16 @@ class _StreamDecoder:
     @torch.no_grad()
     def finish(self) -> torch.Tensor:
         """Vocode every remaining code (finalize=True) and close the stream."""
+        if not self.end_input():
+            return self._empty()
+        return self._step(finalize=True)
+
+    def end_input(self) -> bool:
+        """Closes the stream to new codes; returns whether a final step is left to decode (what `finish` does)."""
         if self.finished:
             raise ValueError("This stream is already finished.")
         self.finished = True
-        if self.codes_received == self.offset:
-            return self._empty()
-        return self._step(finalize=True)
+        return self.codes_received > self.offset
 
     def _empty(self) -> torch.Tensor:
         return torch.zeros(1, 0, device=self.model.device)
