@@ -72,6 +72,12 @@ class EngineStats:
     running: int = 0
 
 
+def failure_message(error: Exception) -> str:
+    """What a client is told when generating its reply failed: the error's first line, shortened."""
+    detail = (str(error).splitlines() or [type(error).__name__])[0][:200]
+    return f"The model failed while generating this reply ({type(error).__name__}: {detail})."
+
+
 class RowStops(StoppingCriteria):
     """Per-row stop: the row's request was cancelled, or it reached its own `max_new_tokens` (a batch generates up to
     the largest one)."""
@@ -187,6 +193,10 @@ class BatchingEngine:
             raise RequestError(
                 "This server has no speech decoder: ask for a text reply (modalities ['text']).", code="no_audio"
             )
+        if request.max_new_tokens < 1:
+            raise RequestError(
+                f"max_new_tokens must be at least 1, got {request.max_new_tokens}.", code="invalid_input"
+            )
         if request.inputs is None and not request.prompt:
             raise RequestError("A request needs a prompt (or the processor outputs of one).", code="invalid_input")
         try:
@@ -261,9 +271,9 @@ class BatchingEngine:
                 self.stats.running = len(batch)
             try:
                 self._run(batch)
-            except Exception:  # noqa: BLE001 - a failing batch fails its requests; the engine keeps serving
+            except Exception as error:  # noqa: BLE001 - a failing batch fails its requests; the engine keeps serving
                 logger.exception("A generation batch failed")
-                self._fail(batch, "The model failed while generating this reply.")
+                self._fail(batch, failure_message(error))
             finally:
                 with self._cond:
                     self._running = []
@@ -390,9 +400,9 @@ class BatchingEngine:
     def _run_alone(self, reply: Reply) -> None:
         try:
             self._run([reply])
-        except Exception:  # noqa: BLE001 - this request fails, the others go on
+        except Exception as error:  # noqa: BLE001 - this request fails, the others go on
             logger.exception("A request failed")
-            self._fail([reply], "The model failed while generating this reply.")
+            self._fail([reply], failure_message(error))
 
     def _on_text(self, row: _Row, token: int, delta: str) -> None:
         if row.done or row.ending is not None:
