@@ -6,12 +6,17 @@ How to run (prints a markdown table; no assertions):
     python benchmarks/bench_server.py --preset tiny --requests 32 --concurrency 8 --tokens 13
     python benchmarks/bench_server.py --preset mid --token2wav full
     python benchmarks/bench_server.py --preset 8b --device cuda         # the real model (GPU, downloads it)
+    python benchmarks/bench_server.py --space --users 8                 # the Gradio Space's replies (tiny)
 
 Each configuration starts a real `fac-serve` process on 127.0.0.1 (`--max-batch-size 8`, or `1` for one at a time)
 and sends `--requests` streamed requests for spoken replies (the 5 s English question, or with `--question text` a
 written one, which skips the audio front end; greedy, `--tokens` LLM steps, 5 steps per second of speech) from
 `--concurrency` clients with the official `openai` client. Per request it records the time to
 the first audio chunk and to the end; overall the requests and seconds of audio served per second of wall time.
+
+`--space` measures the Gradio Space instead (`spaces_demo/engine.py`, in-process): `--users` users ask at the same
+moment and each waits for its spoken reply; with the Space's batching engine (`FAC_BATCH_SIZE=8`) and as before,
+one reply at a time (`FAC_BATCH_SIZE=1`, Gradio's concurrency limit 1, emulated by a lock).
 
 Presets:
 - `tiny`: the built-in tiny random end-to-end checkpoint.
@@ -125,6 +130,60 @@ def measure(url: str, requests: int, concurrency: int, tokens: int, spoken_quest
     }
 
 
+def space_run(batch_size: int, users: int, tokens: int) -> dict:
+    """`users` users of the Space ask at once; time to each one's first audio chunk and to the end of its reply."""
+    import threading
+
+    sys.path.insert(0, str(REPO / "spaces_demo"))
+    from engine import Engine, Settings
+
+    from transformers_fac.audio_io import load_audio
+    from transformers_fac.conversation import FunAudioChatConversation
+    from transformers_fac.prompts import S2M_SYSTEM_PROMPT
+
+    engine = Engine.load(Settings(model="tiny", max_new_tokens=tokens, batch_size=batch_size, concurrency=batch_size))
+    chat = FunAudioChatConversation(system_prompt=S2M_SYSTEM_PROMPT)
+    chat.add_user_audio(load_audio(REPO / "tests" / "fixtures" / "audio" / "question_en.wav"))
+    gate = threading.Semaphore(batch_size)  # Gradio's concurrency limit on the reply event
+    barrier, runs = threading.Barrier(users), []
+
+    def user():
+        inputs = chat.model_inputs(engine.processor)
+        barrier.wait()
+        start, first = time.perf_counter(), None
+        with gate:
+            for chunk in engine.speak(inputs, spoken=True, voice="中文女"):
+                if chunk.audio is not None and first is None:
+                    first = time.perf_counter() - start
+        runs.append({"first_audio": first, "total": time.perf_counter() - start})
+
+    list(engine.speak(chat.model_inputs(engine.processor), spoken=True, voice="中文女"))  # warm-up
+    threads = [threading.Thread(target=user) for _ in range(users)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - start
+    engine.close()
+    totals, firsts = [run["total"] for run in runs], [run["first_audio"] for run in runs]
+    return {"wall": wall, "p50": statistics.median(totals), "max": max(totals),
+            "first_p50": statistics.median(firsts), "first_max": max(firsts)}  # fmt: skip
+
+
+def space_main(users: int, tokens: int) -> None:
+    rows = [(label, space_run(batch, users, tokens)) for label, batch in (("batched (8)", 8), ("one at a time", 1))]
+    print(
+        f"\nSpace (tiny, in-process), {users} users asking at once, {tokens} LLM steps ({tokens / 5:.1f} s of speech)\n"
+    )
+    print("| serving | wall (s) | reply done p50 / max (s) | first audio p50 / max (s) |")
+    print("|---|---|---|---|")
+    for label, m in rows:
+        print(
+            f"| {label} | {m['wall']:.1f} | {m['p50']:.2f} / {m['max']:.2f} | {m['first_p50']:.2f} / {m['first_max']:.2f} |"
+        )
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=["tiny", "mid", "8b", "both"], default="both", help="both = tiny + mid")
@@ -136,7 +195,11 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--question", choices=["audio", "text"], default="audio", help="spoken question (5 s) or a written one"
     )
+    parser.add_argument("--space", action="store_true", help="measure the Gradio Space's replies (tiny) instead")
+    parser.add_argument("--users", type=int, default=8, help="--space: users asking at once")
     args = parser.parse_args(argv)
+    if args.space:
+        return space_main(args.users, args.tokens)
 
     presets = ["tiny", "mid"] if args.preset == "both" else [args.preset]
     rows = []
