@@ -17,6 +17,7 @@ from pathlib import Path
 
 import chat_logic as logic
 import gradio as gr
+import hands_free
 import your_voice
 from engine import Engine, Settings
 from session_files import remove_folder, session_folder
@@ -61,8 +62,8 @@ def build_demo(engine: Engine) -> gr.Blocks:
         for update in logic.respond(
             session, speak, engine.processor, audio, mode, voice, persona, free_prompt, settings.max_seconds
         ):
-            audio_out = gr.skip() if update.audio is None else update.audio
-            yield update.history, audio_out, notice_markdown(update.notice), session
+            # None while no new audio chunk: keeps the reply stream open and the API free of update dicts
+            yield update.history, update.audio, notice_markdown(update.notice), session
 
     def new_conversation(session: logic.DemoSession):
         session.reset()
@@ -128,6 +129,7 @@ def build_demo(engine: Engine) -> gr.Blocks:
                         your_voice.build_controls(engine, voice, voices)
                         persona = gr.Dropdown(list(logic.PERSONAS), value=logic.XIAOYUN, label="Persona")
                         free_prompt = gr.Textbox(
+                            value="",
                             label="Your own instructions (optional)",
                             placeholder="e.g. Answer in Cantonese. / Speak slowly and cheerfully.",
                             lines=2,
@@ -135,6 +137,7 @@ def build_demo(engine: Engine) -> gr.Blocks:
                         with gr.Accordion("System prompt sent to the model", open=False):
                             prompt_preview = gr.Textbox(
                                 value=logic.system_prompt(logic.SPEECH, logic.XIAOYUN, ""),
+                                label="System prompt",
                                 show_label=False,
                                 interactive=False,
                                 lines=4,
@@ -145,6 +148,7 @@ def build_demo(engine: Engine) -> gr.Blocks:
                             example_labels=[label for _, label in EXAMPLES],
                             label="Example questions",
                         )
+            hands_free.build_tab(engine, mode, voice, persona, free_prompt)
             with gr.Tab("Function calling", id="tools"):
                 gr.Markdown(
                     "Paste tool definitions (JSON, OpenAI style), ask for something out loud, and see which tools the "
@@ -197,7 +201,7 @@ def build_demo(engine: Engine) -> gr.Blocks:
             concurrency_limit=settings.concurrency,
             concurrency_id="model",
         )
-        mode.change(voice_control, inputs=[mode], outputs=[voice], api_name="voice_control")
+        mode.change(voice_control, inputs=[mode], outputs=[voice], api_visibility="private")  # page only
         demo.unload(end_session)
         gr.on(
             [mode.change, persona.change, free_prompt.change],

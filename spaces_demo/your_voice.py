@@ -56,7 +56,7 @@ def build_controls(engine, voice_list: gr.Dropdown, stock_choices: list[tuple[st
         name = gr.Textbox(label="Name", placeholder="my voice", max_lines=1)
         add = gr.Button("Use this voice")
         voice_file = gr.File(label="Voice file (reuse it with fac-chat --voice or speaker=...)", interactive=False)
-        notice = gr.Markdown()
+        notice = gr.Markdown(label="notice")
     add.click(
         voices.add,
         inputs=[clip, name, choices],

@@ -251,8 +251,25 @@ def test_text_only_mode_returns_no_audio(client):
     outputs = ask(client, mode=logic.TEXT_ONLY, persona=logic.PLAIN)
     chat, audio, notice = outputs[-1]
     assert notice == "" and [message["role"] for message in chat] == ["user", "assistant"]
-    assert message_text(chat[1]) and message_file(chat[1]) is None
-    assert all(not isinstance(out[1], str) for out in outputs)  # no audio chunk was streamed
+    assert message_text(chat[1]) and message_file(chat[1]) is None  # no spoken reply in the chat
+    assert all(isinstance(out[1], str) and out[1].endswith(".m3u8") for out in outputs)  # an empty reply stream
+
+
+def test_api_is_tidy(client):
+    """Named outputs, optional inputs marked optional, and no update dicts in what /respond returns. (/add_voice
+    returns the voice list as an update on purpose: it is what adds the new voice to this tab's choices.)"""
+    api = client.view_api(print_info=False, return_format="dict")
+    assert not api["unnamed_endpoints"]
+    for name, endpoint in api["named_endpoints"].items():
+        assert all(not r["label"].startswith("value_") for r in endpoint["returns"]), (name, endpoint["returns"])
+    optional = {
+        p["parameter_name"]: p["parameter_has_default"] for p in api["named_endpoints"]["/respond"]["parameters"]
+    }
+    assert optional == {"audio": False, "mode": True, "voice": True, "persona": True, "free_prompt": True}
+    assert "/voice_control" not in api["named_endpoints"]  # a page-only event
+    for mode in logic.MODES:
+        for chat, audio, notice in ask(client, mode=mode, persona=logic.PLAIN):
+            assert isinstance(chat, list) and isinstance(notice, str) and not isinstance(audio, dict)
 
 
 def test_bad_input_gets_a_friendly_message(client, tmp_path):
@@ -508,3 +525,110 @@ def test_page_renders_in_headless_chromium(started_app, tmp_path):
         pixels = np.asarray(image.convert("RGB"))
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 100  # text, buttons, colours: not a blank page
     print(f"screenshot: {screenshot}")
+
+
+# ------------------------------------------------------------------------------------------------- hands-free
+def test_hands_free_transcript_follows_the_session_events():
+    """What the hands-free tab shows for a reply that is heard in part, and for one that is not heard at all."""
+    import hands_free
+
+    from transformers_fac.live import LiveEvent
+
+    tab = hands_free.HandsFree()
+    question = np.full(8000, 0.1, np.float32)
+    reply_audio = np.full(24000, 0.1, np.float32)
+    tab._route(
+        [
+            LiveEvent("speech_stopped", 1.0, 1, audio=question, sampling_rate=16000),
+            LiveEvent("reply_started", 1.6, 1),
+            LiveEvent("text", 1.6, 1, text="Hello"),
+            LiveEvent("audio", 1.6, 1, audio=reply_audio, sampling_rate=24000),
+            LiveEvent("interrupted", 2.1, 1, text="Hello", heard_s=0.5),
+        ]
+    )
+    user, answer, spoken = tab.history
+    assert user["role"] == "user" and answer["content"] == "Hello" + hands_free.INTERRUPTED
+    assert sf.read(spoken["content"]["path"])[0].shape == (12000,)  # as far as it was heard
+    assert list(tab.play(1)) == [logic.wav_bytes(reply_audio, 24000)] and tab.interruptions == 1
+    # a reply interrupted before anything was heard is dropped; the question goes on in the same turn
+    tab._route(
+        [
+            LiveEvent("speech_stopped", 5.0, 2, audio=question, sampling_rate=16000),
+            LiveEvent("reply_started", 5.6, 2),
+            LiveEvent("interrupted", 5.7, 2, text="", heard_s=0.0),
+            LiveEvent("speech_stopped", 7.0, 2, audio=np.concatenate([question, question]), sampling_rate=16000),
+            LiveEvent("reply_started", 7.6, 2),
+            LiveEvent("text", 7.6, 2, text="Sure"),
+            LiveEvent("reply_done", 8.0, 2, text="Sure"),
+        ]
+    )
+    assert [m["role"] for m in tab.history] == ["user", "assistant", "assistant", "user", "assistant"]
+    assert sf.info(tab.history[3]["content"]["path"]).frames == 16000 and tab.history[4]["content"] == "Sure"
+    assert list(tab.play(3)) == [] and tab.reply_id == 3
+
+
+# ------------------------------------------------------------------------------------------------- hands-free, in Chromium
+def fake_microphone_wav(path: Path) -> Path:
+    """Chromium's fake microphone plays (and loops) this file: a second of silence, a question, a long pause."""
+    from live_testing import clip, silence, timeline
+
+    from transformers_fac.audio_io import resample
+
+    sf.write(path, resample(timeline(silence(1.0), clip("en"), silence(12.0)), 16000, 48000), 48000, subtype="PCM_16")
+    return path
+
+
+def test_hands_free_answers_a_spoken_question_without_a_click(started_app, tmp_path):
+    """Choosing the Hands-free tab is the only click: it starts the (fake) microphone; the question's end is found by
+    voice activity, and its transcript, the reply text and the streamed spoken reply appear and play."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = Options()
+    options.binary_location = shutil.which("chromium")
+    for flag in (
+        *[f for f in CHROMIUM_FLAGS if not f.startswith(("--headless", "--virtual-time-budget"))],
+        "--headless=new",
+        "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream",  # grants the microphone without a prompt
+        f"--use-file-for-fake-audio-capture={fake_microphone_wav(tmp_path / 'question.wav')}",
+        "--autoplay-policy=no-user-gesture-required",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
+    try:
+        driver.get(started_app)
+        tab = WebDriverWait(driver, 60).until(
+            lambda d: next(
+                (t for t in d.find_elements(By.CSS_SELECTOR, "button[role=tab]") if t.text == "Hands-free"), None
+            )
+        )
+        tab.click()  # the only click
+        states, page = set(), {}
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            states.add(driver.find_element(By.ID, "hands_free_status").text.split(" ")[1])
+            page = driver.execute_script(
+                """const chat = document.querySelector('#hands_free_chat');
+                const reply = document.querySelector('#hands_free_reply audio');
+                const bots = Array.from(chat.querySelectorAll('[data-testid="bot"]')).map((e) => e.innerText.trim());
+                return {user: chat.querySelectorAll('[data-testid="user"] audio, [data-testid="user"] [data-testid^="waveform"]').length,
+                        replies: bots.filter((text) => text && text !== '…').length,
+                        played: reply ? reply.currentTime : 0};"""
+            )
+            if page["user"] and page["replies"] and page["played"] > 0.5:
+                break
+            time.sleep(0.25)
+        screenshot = tmp_path / "hands-free.png"
+        driver.save_screenshot(str(screenshot))
+        print(f"screenshot: {screenshot}")
+    finally:
+        driver.quit()
+    assert page["user"] >= 1, (page, states)  # the question, as the user's audio message
+    assert page["replies"] >= 1 and page["played"] > 0.5, (page, states)  # reply text shown, reply audio playing
+    assert {"Hearing", "Speaking"} <= states, states  # live state on the page
+    assert screenshot.stat().st_size > 10_000

@@ -31,6 +31,7 @@ from .prompts import (  # noqa: E402
 )
 from .registration import register  # noqa: E402
 from .streaming import FunAudioChatIteratorStreamer, FunAudioChatStreamer, StreamChunk  # noqa: E402
+from .tiny import tiny_checkpoint  # noqa: E402
 from .token2wav import FunAudioChatToken2Wav, FunAudioChatToken2WavConfig  # noqa: E402
 from .voice import FunAudioChatVoice  # noqa: E402
 
@@ -64,5 +65,6 @@ __all__ = [
     "StreamChunk",
     "register",
     "stream_reply",
+    "tiny_checkpoint",
     "valid_speech_codes",
 ]

@@ -61,6 +61,11 @@ class ReplyStream(Iterator[ReplyChunk]):
             raise
 
     @property
+    def generation(self) -> BackgroundGeneration:
+        """The owner of the generation worker (`running`, `ended_at`, ...)."""
+        return self._generation
+
+    @property
     def cancelled(self) -> bool:
         return self._generation.cancelled
 

@@ -5,6 +5,7 @@ fac-chat q1.wav q2.wav -o reply.wav                     # a multi-turn chat: rep
 fac-chat --interactive -o reply.wav                     # asks for one audio file per turn: reply_1.wav, ...
 fac-chat question.wav --text-only                       # a written reply only
 fac-chat question.wav -o reply.wav --model tiny         # the built-in tiny random checkpoint (CPU, no download)
+fac-chat --live                                         # hands-free: microphone and speaker (see cli_live.py)
 fac-chat question.wav -o reply.wav --voice me.wav       # reply in the voice of a clip (see cli_voice.py)
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from . import cli_live
 from .cli_voice import add_voice_arguments, check_voice_arguments, speaker_from_args
 
 DEFAULT_MODEL = "FunAudioLLM/Fun-Audio-Chat-8B"
@@ -51,40 +53,54 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-new-tokens", type=int, default=None, help="LLM steps (5 per second of speech)")
     parser.add_argument("--interactive", action="store_true", help="ask for an audio file at each turn")
     add_voice_arguments(parser)
+    cli_live.add_arguments(parser)
     return parser
+
+
+def load_model(args: argparse.Namespace):
+    """The model (with its speech decoder unless `--text-only`) and processor that the options name."""
+    import torch
+    from transformers import AutoModelForMultimodalLM, AutoProcessor
+
+    from .tiny import tiny_checkpoint
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":
+        torch.set_flush_denormal(True)  # float32 denormals make CPU matrix products up to ~60x slower
+    dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device == "cuda" else torch.float32)
+    model_path = tiny_checkpoint() if args.model == "tiny" else args.model
+    status(f"Loading {args.model} on {device} ({str(dtype).removeprefix('torch.')})...")
+    processor = AutoProcessor.from_pretrained(model_path)
+    token2wav = None if args.text_only else (args.token2wav or "auto")
+    model = AutoModelForMultimodalLM.from_pretrained(
+        model_path, dtype=dtype, device_map=device, token2wav=token2wav
+    ).eval()
+    if not args.text_only:
+        status("Loading the speech decoder...")
+        if model.token2wav is None:
+            raise ValueError("this checkpoint names no speech decoder: pass --token2wav, or use --text-only")
+    return model, processor
+
+
+def reply_speaker(model, args: argparse.Namespace):
+    """The voice of spoken replies (`--voice` or `--speaker`, checked now rather than after a reply); None in text."""
+    if args.text_only:
+        return None
+    speaker = speaker_from_args(model.token2wav, args)
+    model.token2wav.speaker_embedding(speaker)  # an unknown voice fails now, not after a reply
+    return speaker
 
 
 class ChatSession:
     """A loaded model, processor and conversation; one `reply(audio)` call per user turn."""
 
-    def __init__(self, args: argparse.Namespace):
-        import torch
-        from transformers import AutoModelForMultimodalLM, AutoProcessor
-
+    def __init__(self, args: argparse.Namespace, model, processor):
         from .conversation import FunAudioChatConversation
         from .pipeline_speech_to_speech import default_system_prompt
-        from .tiny import tiny_checkpoint
 
-        self.args = args
+        self.args, self.model, self.processor = args, model, processor
         self.mode = "text" if args.text_only else "audio"
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        if device == "cpu":
-            torch.set_flush_denormal(True)  # float32 denormals make CPU matrix products up to ~60x slower
-        dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device == "cuda" else torch.float32)
-        model_path = tiny_checkpoint() if args.model == "tiny" else args.model
-        status(f"Loading {args.model} on {device} ({str(dtype).removeprefix('torch.')})...")
-        self.processor = AutoProcessor.from_pretrained(model_path)
-        token2wav = None if args.text_only else (args.token2wav or "auto")
-        self.model = AutoModelForMultimodalLM.from_pretrained(
-            model_path, dtype=dtype, device_map=device, token2wav=token2wav
-        ).eval()
-        if self.mode == "audio":
-            status("Loading the speech decoder...")
-            if self.model.token2wav is None:
-                raise ValueError("this checkpoint names no speech decoder: pass --token2wav, or use --text-only")
-        self.speaker = speaker_from_args(self.model.token2wav, args) if self.mode == "audio" else None
-        if self.mode == "audio":
-            self.model.token2wav.speaker_embedding(self.speaker)  # an unknown voice fails now, not after a reply
+        self.speaker = reply_speaker(model, args)
         self.chat = FunAudioChatConversation(system_prompt=args.system or default_system_prompt(self.mode))
 
     def reply(self, audio: str) -> tuple[str, np.ndarray | None, int | None]:
@@ -132,6 +148,32 @@ class ChatSession:
         return text.strip(), waveform, vocoder.config.sampling_rate
 
 
+def check_audio_file(path: str, question: bool = True) -> None:
+    """Fails early (before the model loads) on a file that is missing, empty, not audio, or (a question) silent or
+    longer than the model hears."""
+    from .audio_io import SAMPLING_RATE, AudioInputError, is_silent, load_audio
+    from .processing_fun_audio_chat import DEFAULT_MAX_AUDIO_SECONDS
+
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"no such audio file: {path}")
+    if file.stat().st_size == 0:
+        raise AudioInputError(f"{path} is empty (0 bytes)")
+    waveform = load_audio(path, name=path, validate=False)
+    if waveform.size == 0:
+        raise AudioInputError(f"{path} holds no audio (0 samples)")
+    if not question:
+        return
+    seconds = waveform.size / SAMPLING_RATE
+    if seconds > DEFAULT_MAX_AUDIO_SECONDS:
+        raise AudioInputError(
+            f"{path} is {seconds:.1f} s long, but the model hears at most {DEFAULT_MAX_AUDIO_SECONDS:g} s per "
+            "question: cut it into shorter questions (several files are consecutive turns)"
+        )
+    if is_silent(waveform):
+        raise AudioInputError(f"{path}: the recording is silent")
+
+
 def status(message: str) -> None:
     """Progress messages go to stderr, so that stdout holds only the reply text (streamed as it is written)."""
     print(message, file=sys.stderr, flush=True)
@@ -177,15 +219,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_voice_arguments(parser, args)
-    if not args.audio and not args.interactive:
-        build_parser().error("give at least one audio file, or --interactive")
+    cli_live.check_arguments(parser, args)
+    if not args.audio and not args.interactive and not args.live:
+        parser.error("give at least one audio file, or --interactive, or --live")
     if args.text_only and args.speaker:
-        build_parser().error("--speaker chooses the voice of spoken replies; it cannot be used with --text-only")
+        parser.error("--speaker chooses the voice of spoken replies; it cannot be used with --text-only")
     try:
-        for audio in args.audio:
-            if not Path(audio).is_file():
-                raise FileNotFoundError(f"no such audio file: {audio}")
-        session = ChatSession(args)
+        for audio in args.audio:  # seconds, before a model that may take minutes to load
+            check_audio_file(audio)
+        if args.live:
+            cli_live.prepare(args, check_audio_file)
+            model, processor = load_model(args)
+            return cli_live.run(args, model, processor, reply_speaker(model, args))
+        session = ChatSession(args, *load_model(args))
         numbered = len(args.audio) > 1 or args.interactive
         for turn, audio in enumerate(args.audio, start=1):
             write_reply(session, audio, output_path(args.output, turn, numbered))

@@ -30,6 +30,9 @@ except ImportError:  # pragma: no cover - older/newer transformers
 MAX_SOURCE_POSITIONS = 1500
 """Positions of the audio encoder (`audio_config.max_source_positions`): 1500 at 5 Hz = 300 s of audio."""
 
+DEFAULT_MAX_AUDIO_SECONDS = 300.0
+"""The longest audio the processor accepts by default (what the audio encoder's positions cover)."""
+
 DEFAULT_ASSISTANT_BOS_DELAY = 10
 """Training targets start with this many `<|audio_bos|>` speech tokens before the codes (two 5-token groups)."""
 
@@ -133,7 +136,7 @@ class FunAudioChatProcessor(ProcessorMixin):
         audio_eos_token: str = "<|audio_eos|>",
         audio_pad_token: str = "<|audio_pad|>",
         audio_group_size: int = 5,
-        max_audio_seconds: float = 300.0,
+        max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS,
     ):
         if chat_template is None:
             chat_template = default_chat_template()

@@ -7,6 +7,7 @@ Any transformers streamer (e.g. `TextStreamer`) also works: it simply never sees
 
 import atexit
 import threading
+import time
 import weakref
 from dataclasses import dataclass, field
 from queue import Queue
@@ -172,8 +173,14 @@ class CancelCriteria(StoppingCriteria):
         return stop.to(input_ids.device)
 
 
-_RUNNING: "weakref.WeakSet[BackgroundGeneration]" = weakref.WeakSet()
-"""Generations whose worker may still run: stopped and joined at interpreter exit (see `_stop_all_at_exit`)."""
+_RUNNING: "weakref.WeakSet" = weakref.WeakSet()
+"""Owners of worker threads that may still run (`close()` stops and joins them); closed at interpreter exit."""
+
+
+def close_at_exit(owner) -> None:
+    """Registers an object whose `close()` stops and joins its worker thread, to be closed at interpreter exit if its
+    user never closed it (a thread left running into interpreter shutdown aborts the process). Weakly referenced."""
+    _RUNNING.add(owner)
 
 
 class BackgroundGeneration:
@@ -205,13 +212,14 @@ class BackgroundGeneration:
         criteria = StoppingCriteriaList([*(stopping_criteria or []), self.cancel_criteria])
         self._output: Any = None
         self._error: BaseException | None = None
+        self.ended_at: float | None = None  # `time.perf_counter()` when `generate` returned or failed
         self._thread = threading.Thread(
             target=self._run,
             args=(model, streamer, {**generate_kwargs, "stopping_criteria": criteria}),
             daemon=True,  # never blocks interpreter exit; `_stop_all_at_exit` cancels and joins it instead
             name="fac-generate",
         )
-        _RUNNING.add(self)
+        close_at_exit(self)
         self._thread.start()
 
     def _run(self, model, streamer: BaseStreamer, generate_kwargs: dict) -> None:
@@ -220,6 +228,8 @@ class BackgroundGeneration:
         except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread by `result`
             self._error = error
             streamer.end()
+        finally:
+            self.ended_at = time.perf_counter()
 
     def cancel(self) -> None:
         """Stops generating at the next decoding step (returns at once; thread-safe). `result()` is then partial."""
@@ -260,8 +270,8 @@ class BackgroundGeneration:
 def _stop_all_at_exit() -> None:
     """A stream abandoned without being closed (e.g. an uncaught error at module level keeps it referenced) would
     otherwise keep generating while the interpreter shuts down, which aborts the process."""
-    for generation in list(_RUNNING):
-        generation.close()
+    for owner in list(_RUNNING):
+        owner.close()
 
 
 __all__ = [
@@ -270,4 +280,5 @@ __all__ = [
     "FunAudioChatIteratorStreamer",
     "FunAudioChatStreamer",
     "StreamChunk",
+    "close_at_exit",
 ]
