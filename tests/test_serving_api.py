@@ -230,6 +230,42 @@ def test_realtime_session(server, client):
         assert connection.recv().error.code == "input_audio_buffer_commit_empty"
 
 
+def test_realtime_server_turn_detection(server, client):
+    """`server_vad`: the server finds the spoken turn in the appended audio (5 s question, then 1 s of silence),
+    commits and answers it; speech during the reply interrupts it."""
+    turn = base64.b64decode(pcm16_24k()) + bytes(2 * 24000)
+    chunks = [base64.b64encode(turn[i : i + 9600]).decode() for i in range(0, len(turn), 9600)]  # 0.2 s each
+    with client.realtime.connect(model=MODEL) as connection:
+        connection.recv()
+        detection = {"type": "server_vad", "silence_duration_ms": 500}
+        session = {"type": "realtime", "audio": {"input": {"turn_detection": detection}}, "max_output_tokens": 80}
+        connection.session.update(session=session)
+        assert connection.recv().session.audio.input.turn_detection.silence_duration_ms == 500
+        for chunk in chunks:
+            connection.input_audio_buffer.append(audio=chunk)
+        events = events_until(connection, "response.created")
+        kinds = [event.type for event in events]
+        assert kinds == [
+            "input_audio_buffer.speech_started",
+            "input_audio_buffer.speech_stopped",
+            "input_audio_buffer.committed",
+            "response.created",
+        ]
+        started, stopped, committed = events[:3]
+        assert started.audio_start_ms < 500 and 4000 < stopped.audio_end_ms < 6000
+        assert started.item_id == stopped.item_id == committed.item_id
+        for event in connection:  # the reply streams; then the user speaks again
+            if event.type == "response.output_audio.delta":
+                break
+        for chunk in chunks[:10]:
+            connection.input_audio_buffer.append(audio=chunk)
+        after = events_until(connection, "response.done")
+        assert "input_audio_buffer.speech_started" in [event.type for event in after]
+        assert (after[-1].response.status, after[-1].response.status_details.reason) == ("cancelled", "turn_detected")
+        connection.input_audio_buffer.commit()  # the server commits the turns itself
+        assert connection.recv().error.code == "turn_detection_on"
+
+
 def test_realtime_needs_the_key(server):
     from websockets.exceptions import InvalidStatus
     from websockets.sync.client import connect

@@ -2,13 +2,18 @@
 
 Client events: `session.update` (instructions, voice, output modalities, audio formats, turn detection on or off,
 `max_output_tokens`), `input_audio_buffer.append` / `commit` / `clear`, `response.create`, `response.cancel`.
-Server events: `session.created` / `session.updated`, `input_audio_buffer.committed` / `cleared`,
-`response.created`, `response.output_audio.delta` (base64 PCM16, 24 kHz), `response.output_audio_transcript.delta`
-(or `response.output_text.delta` for text-only responses), their `.done` events, `response.done` and `error`.
+Server events: `session.created` / `session.updated`, `input_audio_buffer.speech_started` / `speech_stopped` /
+`committed` / `cleared`, `response.created`, `response.output_audio.delta` (base64 PCM16, 24 kHz),
+`response.output_audio_transcript.delta` (or `response.output_text.delta` for text-only responses), their `.done`
+events, `response.done` and `error`.
 
-Input audio is PCM16 mono at 24 kHz (`audio/pcm`, the API's format) or 16 kHz. Turn detection is off: the client
-commits each turn (`input_audio_buffer.commit`) and asks for a reply (`response.create`). A commit while a response
-is streaming cancels that response (barge-in). The conversation keeps the last 8 exchanges, as the official demo.
+Input audio is PCM16 mono at 24 kHz (`audio/pcm`, the API's format) or 16 kHz. Turn detection is off by default: the
+client commits each turn (`input_audio_buffer.commit`) and asks for a reply (`response.create`); a commit while a
+response is streaming cancels that response (barge-in). With `turn_detection: {"type": "server_vad"}` the server
+finds the turns itself with the live conversation engine's voice activity detection (Silero VAD; `threshold`,
+`prefix_padding_ms`, `silence_duration_ms`, `create_response`, `interrupt_response`): it sends
+`input_audio_buffer.speech_started` (and cancels a reply in progress), `input_audio_buffer.speech_stopped`, commits
+the turn and answers it. The conversation keeps the last 8 exchanges, as the official demo.
 
 Example (the `openai` client):
 
@@ -41,6 +46,7 @@ from .errors import APIError
 from .prompting import Prompt, system_prompt
 from .replies import AudioDelta, Reply, ReplyDone, ReplyFailed, ReplyRequest, TextDelta
 from .runtime import ServerRuntime
+from .turn_detection import ServerVad, turn_settings
 
 logger = logging.getLogger("transformers_fac.serving")
 
@@ -71,7 +77,7 @@ class SessionConfig:
     instructions: str = ""
     output_modalities: list[str] = field(default_factory=lambda: ["audio"])
     input_rate: int = 24000
-    turn_detection: dict | None = None
+    turn_detection: dict | None = None  # as sent back in session events; None: the client commits its turns
 
 
 @dataclass
@@ -107,6 +113,8 @@ class RealtimeSession:
             self.config.output_modalities = ["text"]
         self.id = _id("sess")
         self.buffer = bytearray()
+        self.vad: ServerVad | None = None  # server turn detection, when on
+        self.speech_item: str | None = None  # the item id of the turn being spoken (server turn detection)
         self.items: list[Item] = []
         self.response: ActiveResponse | None = None
         self._send_lock = asyncio.Lock()
@@ -200,8 +208,9 @@ class RealtimeSession:
         audio_in, audio_out = audio.get("input") or {}, audio.get("output") or {}
         if "format" in audio_in:
             updates["input_rate"] = self._input_rate(audio_in["format"])
+        vad = self.vad
         if "turn_detection" in audio_in:
-            updates["turn_detection"] = self._turn_detection(audio_in["turn_detection"])
+            updates["turn_detection"], vad = self._turn_detection(audio_in["turn_detection"])
         if "format" in audio_out:
             output = audio_out["format"] or {}
             if output.get("type", "audio/pcm") != "audio/pcm" or output.get("rate", 24000) != 24000:
@@ -213,6 +222,9 @@ class RealtimeSession:
             updates["voice"] = voice
         for name, value in updates.items():
             setattr(config, name, value)
+        if vad is not self.vad:
+            self.vad, self.speech_item = vad, None
+            self.buffer.clear()
         await self.send({"type": "session.updated", "session": self.session_object()})
 
     def _max_tokens(self, value: Any, param: str) -> int:
@@ -236,15 +248,32 @@ class RealtimeSession:
         return rate
 
     @staticmethod
-    def _turn_detection(value: Any) -> None:
-        if value is not None:
+    def _turn_detection(value: Any) -> tuple[dict | None, "ServerVad | None"]:
+        """`turn_detection` of session.update -> (what the session reports, a fresh voice activity detector)."""
+        param = "session.audio.input.turn_detection"
+        if value is None:
+            return None, None
+        kind = value.get("type") if isinstance(value, dict) else None
+        if kind != "server_vad":
             raise SessionError(
-                "Server turn detection is not available on this server: set turn_detection to null, commit each "
-                "turn with input_audio_buffer.commit and ask for a reply with response.create.",
-                "turn_detection_unavailable",
-                "session.audio.input.turn_detection",
+                f"turn_detection must be null or {{'type': 'server_vad', ...}}, got {kind!r}.", param=param
             )
-        return None
+        try:
+            settings = turn_settings(value)
+            vad = ServerVad(settings)
+        except ValueError as error:
+            raise SessionError(str(error), param=param) from None
+        except ImportError as error:
+            raise SessionError(str(error), "turn_detection_unavailable", param) from None
+        reported = {
+            "type": "server_vad",
+            "threshold": settings.speech_threshold,
+            "prefix_padding_ms": round(settings.pre_roll_s * 1000),
+            "silence_duration_ms": round(settings.silence_s * 1000),
+            "create_response": value.get("create_response", True) is not False,
+            "interrupt_response": value.get("interrupt_response", True) is not False,
+        }
+        return reported, vad
 
     # ------------------------------------------------------------------------------------------------ input audio
     async def on_append(self, event: dict) -> None:
@@ -252,6 +281,9 @@ class RealtimeSession:
             data = base64.b64decode(event.get("audio") or "", validate=True)
         except (binascii.Error, ValueError):
             raise SessionError("`audio` must be base64 PCM16.", param="audio") from None
+        if self.vad is not None:
+            await self.detect_turns(data)
+            return
         limit = int(self.runtime.settings.max_audio_seconds * self.config.input_rate) * 2
         if len(self.buffer) + len(data) > limit:
             raise SessionError(
@@ -263,6 +295,12 @@ class RealtimeSession:
         self.buffer += data
 
     async def on_commit(self, event: dict) -> None:
+        if self.vad is not None:
+            raise SessionError(
+                "Server turn detection is on: turns are committed when the speaker pauses. Set turn_detection to "
+                "null to commit them yourself.",
+                "turn_detection_on",
+            )
         samples_per_ms = self.config.input_rate // 1000
         if len(self.buffer) < 2 * samples_per_ms * MIN_COMMIT_MS:
             raise SessionError(
@@ -277,13 +315,48 @@ class RealtimeSession:
         waveform = checked_waveform((samples, self.config.input_rate), "input_audio_buffer")
         self.buffer.clear()
         await self.cancel_response("turn_detected")  # a new user turn interrupts the reply in progress
-        item = Item(id=_id("item"), role="user", audio=waveform)
+        await self.commit(_id("item"), waveform)
+
+    async def commit(self, item_id: str, waveform: np.ndarray) -> None:
+        """Adds a user turn (16 kHz audio) to the conversation."""
         previous = self.items[-1].id if self.items else None
-        self.items.append(item)
-        await self.send({"type": "input_audio_buffer.committed", "item_id": item.id, "previous_item_id": previous})
+        self.items.append(Item(id=item_id, role="user", audio=waveform))
+        await self.send({"type": "input_audio_buffer.committed", "item_id": item_id, "previous_item_id": previous})
+
+    async def detect_turns(self, data: bytes) -> None:
+        """Server turn detection: speech started (a reply in progress is interrupted) and stopped (the turn is
+        committed and, with `create_response`, answered)."""
+        try:
+            samples = decode_pcm16(data)
+        except ValueError as error:
+            raise SessionError(str(error), "invalid_audio") from None
+        options = self.config.turn_detection
+        for decision in await asyncio.to_thread(self.vad.push, samples, self.config.input_rate):
+            if decision.type == "speech_started":
+                self.speech_item = _id("item")
+                await self.send(
+                    {
+                        "type": "input_audio_buffer.speech_started",
+                        "audio_start_ms": decision.ms,
+                        "item_id": self.speech_item,
+                    }
+                )
+                if options["interrupt_response"]:
+                    await self.cancel_response("turn_detected")
+                continue
+            item_id, self.speech_item = self.speech_item or _id("item"), None
+            await self.send(
+                {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": decision.ms, "item_id": item_id}
+            )
+            await self.commit(item_id, checked_waveform(decision.audio, "input_audio_buffer"))
+            if options["create_response"] and self.response is None:
+                await self.on_response_create({})
 
     async def on_clear(self, event: dict) -> None:
         self.buffer.clear()
+        if self.vad is not None:  # forget the turn being spoken too
+            self.vad.clear()
+            self.speech_item = None
         await self.send({"type": "input_audio_buffer.cleared"})
 
     # ------------------------------------------------------------------------------------------------ responses
