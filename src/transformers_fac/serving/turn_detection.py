@@ -13,7 +13,8 @@ import numpy as np
 
 from ..audio_io import SAMPLING_RATE
 from ..live import AudioWindows, TurnDetector, TurnSettings, VoiceActivity
-from ..live.vad import WINDOW, level_db
+from ..live.turns import TurnAudio
+from ..live.vad import level_db
 
 OPTIONS = ("type", "threshold", "prefix_padding_ms", "silence_duration_ms", "create_response", "interrupt_response")
 
@@ -70,21 +71,19 @@ class ServerVad:
         self.vad = vad if vad is not None else VoiceActivity()
         self.windows = AudioWindows()
         self.detector = TurnDetector(settings)
-        self.position = 0  # 16 kHz samples pushed
-        self.kept: list[np.ndarray] = []  # the windows a turn may still need
-        self.kept_start = 0
+        self.audio = TurnAudio(settings)  # its position is the session's audio clock (16 kHz samples)
 
     def push(self, audio: np.ndarray, rate: int) -> list[Decision]:
         decisions = []
         for window in self.windows.push(audio, rate):
-            decision = self.detector.push(self.vad(window), level_db(window), self.position)
-            self.kept.append(window)
-            self.position += WINDOW
+            decision = self.detector.push(self.vad(window), level_db(window), self.audio.end)
+            self.audio.add(window)
             if decision == "speech_started":
                 decisions.append(Decision("speech_started", self._ms(self.detector.speech_start)))
             elif decision == "turn_ended":
-                decisions.append(Decision("speech_stopped", self._ms(self.detector.speech_end), self._turn()))
-            self._trim()
+                turn = self.audio.turn(self.detector)
+                decisions.append(Decision("speech_stopped", self._ms(self.detector.speech_end), turn))
+            self.audio.trim(self.detector.speaking)
         return decisions
 
     def clear(self) -> None:
@@ -92,27 +91,11 @@ class ServerVad:
         self.vad.reset()
         self.windows = AudioWindows()
         self.detector = TurnDetector(self.settings)
-        self.kept, self.kept_start = [], self.position
+        self.audio.clear()
 
-    def _ms(self, position: int) -> int:
+    @staticmethod
+    def _ms(position: int) -> int:
         return position * 1000 // SAMPLING_RATE
-
-    def _turn(self) -> np.ndarray:
-        settings = self.settings
-        start = max(0, self.detector.speech_start - settings.samples(settings.pre_roll_s))
-        end = min(self.position, self.detector.speech_end + settings.samples(settings.tail_s))
-        audio = np.concatenate(self.kept)
-        return audio[max(0, start - self.kept_start) : end - self.kept_start].copy()
-
-    def _trim(self) -> None:
-        """Keeps every window while the user speaks, else just enough for the next turn's pre-roll."""
-        if self.detector.speaking:
-            return
-        settings = self.settings
-        keep = -(-settings.samples(settings.pre_roll_s + settings.min_speech_s) // WINDOW) + 1
-        drop = max(0, len(self.kept) - keep)
-        del self.kept[:drop]
-        self.kept_start += drop * WINDOW
 
 
 __all__ = ["Decision", "ServerVad", "turn_settings"]
