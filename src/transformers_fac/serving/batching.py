@@ -23,15 +23,15 @@ import math
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import StoppingCriteriaList
 
 from ..streaming import BackgroundGeneration, FunAudioChatIteratorStreamer
+from .batch_run import BatchRow, BatchRun, EngineStats, RowStops
 from .collate import collate
-from .replies import AudioDelta, Reply, ReplyDone, ReplyFailed, ReplyRequest, TextDelta
+from .replies import Reply, ReplyDone, ReplyFailed, ReplyRequest
 from .vocoding import StreamVocoder
 
 logger = logging.getLogger("transformers_fac.serving")
@@ -57,57 +57,10 @@ class EngineClosed(RuntimeError):
     """The engine is draining or stopped and takes no new requests."""
 
 
-@dataclass
-class EngineStats:
-    """Counters of an engine (read them for monitoring; the engine's thread writes them)."""
-
-    batches: int = 0
-    rows: int = 0
-    largest_batch: int = 0
-    completed: int = 0
-    cancelled: int = 0
-    failed: int = 0
-    rejected: int = 0
-    batch_seconds: float = 0.0
-    running: int = 0
-
-
 def failure_message(error: Exception) -> str:
     """What a client is told when generating its reply failed: the error's first line, shortened."""
     detail = (str(error).splitlines() or [type(error).__name__])[0][:200]
     return f"The model failed while generating this reply ({type(error).__name__}: {detail})."
-
-
-class RowStops(StoppingCriteria):
-    """Per-row stop: the row's request was cancelled, or it reached its own `max_new_tokens` (a batch generates up to
-    the largest one)."""
-
-    def __init__(self, rows: list["_Row"], prompt_width: int):
-        self.rows = rows
-        self.prompt_width = prompt_width
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor | None = None, **kwargs):
-        made = input_ids.shape[1] - self.prompt_width
-        flags = [row.reply.cancelled or made >= row.limit for row in self.rows]
-        return torch.tensor(flags, dtype=torch.bool, device=input_ids.device)
-
-
-@dataclass
-class _Row:
-    """The decoding state of one request inside a batch."""
-
-    reply: Reply
-    index: int
-    limit: int
-    prompt_tokens: int
-    prompt_audio_tokens: int
-    spoken: bool
-    ids: list[int] = field(default_factory=list)
-    text: list[str] = field(default_factory=list)
-    speech_codes: int = 0
-    audio_samples: int = 0
-    ending: str | None = None  # finish reason, once the row's last step is known
-    done: bool = False
 
 
 class BatchingEngine:
@@ -319,7 +272,7 @@ class BatchingEngine:
             inputs["input_features"] = inputs["input_features"].to(self.model.dtype)
         prompt_width = inputs["input_ids"].shape[1]
         rows = [
-            _Row(
+            BatchRow(
                 reply=reply,
                 index=index,
                 limit=reply.request.max_new_tokens,
@@ -334,12 +287,13 @@ class BatchingEngine:
         self.stats.largest_batch = max(self.stats.largest_batch, len(rows))
 
         vocoder = StreamVocoder(self.model.token2wav) if request.spoken else None
+        run = BatchRun(rows, self.tokenizer, vocoder, self.stats, self._eos_ids, self._pad_id)
         for row in rows:
             if vocoder is not None:
                 try:
                     vocoder.open(row.index, row.reply.request.speaker)
                 except Exception as error:  # noqa: BLE001 - this row fails, the others go on
-                    self._fail_row(row, f"The voice could not be loaded: {error}")
+                    run.fail_row(row, f"The voice could not be loaded: {error}")
 
         kwargs = dict(self._sampling(request), max_new_tokens=max(row.limit for row in rows))
         if request.spoken:
@@ -357,7 +311,7 @@ class BatchingEngine:
             return_dict_in_generate=True,
             stopping_criteria=StoppingCriteriaList([RowStops(rows, prompt_width)]),
         ) as generation:
-            steps = self._fan_out(streamer, rows, vocoder)
+            steps = run.fan_out(streamer)
             try:
                 generation.result()
             except Exception:
@@ -370,32 +324,7 @@ class BatchingEngine:
                             self._run_alone(row.reply)
                     return
                 raise
-        for row in rows:
-            if row.ending is None:
-                row.ending = "cancelled" if row.reply.cancelled else "length"
-        self._settle(rows, vocoder)
-
-    def _fan_out(self, streamer: FunAudioChatIteratorStreamer, rows: list[_Row], vocoder: StreamVocoder | None) -> int:
-        """Hands each step's text to its row and its speech codes to the vocoder; returns the number of steps."""
-        steps = 0
-        for chunk in streamer:
-            if chunk.text_ids is not None:
-                steps += 1
-                self._settle(rows, vocoder)
-                for row, token, delta in zip(rows, chunk.text_ids, chunk.text):
-                    self._on_text(row, token, delta)
-            elif chunk.text is not None:  # the held-back end of a multi-byte character, at the very end
-                for row, delta in zip(rows, chunk.text):
-                    if not row.done and delta:
-                        row.text.append(delta)
-                        row.reply.emit(TextDelta(delta))
-            if chunk.speech_codes and vocoder is not None:
-                for row, codes in zip(rows, chunk.speech_codes):
-                    if codes and not row.done and not row.reply.cancelled:
-                        row.speech_codes += vocoder.push(row.index, codes)
-            if streamer.queue.empty() and vocoder is not None:
-                self._vocode(rows, vocoder)
-        return steps
+        run.finish()
 
     def _run_alone(self, reply: Reply) -> None:
         try:
@@ -403,89 +332,6 @@ class BatchingEngine:
         except Exception as error:  # noqa: BLE001 - this request fails, the others go on
             logger.exception("A request failed")
             self._fail([reply], failure_message(error))
-
-    def _on_text(self, row: _Row, token: int, delta: str) -> None:
-        if row.done or row.ending is not None:
-            return
-        row.ids.append(token)
-        if delta:
-            row.text.append(delta)
-            row.reply.emit(TextDelta(delta))
-        if row.reply.cancelled:
-            row.ending = "cancelled"
-        elif token in self._eos_ids:
-            row.ending = "stop"
-        elif len(row.ids) >= row.limit:
-            row.ending = "length"
-
-    def _vocode(self, rows: list[_Row], vocoder: StreamVocoder) -> None:
-        try:
-            audio = vocoder.step()
-        except Exception:  # noqa: BLE001 - the decoder failed: the spoken rows fail, the server goes on
-            logger.exception("The speech decoder failed")
-            for row in rows:
-                if not row.done:
-                    self._fail_row(row, "The speech decoder failed while vocoding this reply.")
-            return
-        for row in rows:
-            samples = audio.get(row.index)
-            if samples is not None and not row.done and not row.reply.cancelled:
-                row.audio_samples += samples.size
-                row.reply.emit(AudioDelta(samples, vocoder.sampling_rate))
-
-    def _settle(self, rows: list[_Row], vocoder: StreamVocoder | None) -> None:
-        """Finishes the rows whose last step is behind them (its speech group has arrived by now); the rest of their
-        audio is decoded together."""
-        ending = [row for row in rows if not row.done and row.ending is not None]
-        for row in ending:
-            if row.reply.cancelled or row.ending == "cancelled":
-                row.ending = "cancelled"
-                if vocoder is not None:
-                    vocoder.drop(row.index)
-                self.stats.cancelled += 1
-        finishing = [row for row in ending if row.ending != "cancelled"]
-        if vocoder is not None and finishing:
-            try:
-                tails = vocoder.finish([row.index for row in finishing])
-            except Exception:  # noqa: BLE001 - these rows fail, the others go on
-                logger.exception("The speech decoder failed")
-                for row in finishing:
-                    self._fail_row(row, "The speech decoder failed while vocoding this reply.")
-                tails = {}
-            for row in finishing:
-                if row.done:
-                    continue
-                if tails[row.index].size:
-                    row.audio_samples += tails[row.index].size
-                    row.reply.emit(AudioDelta(tails[row.index], vocoder.sampling_rate))
-        for row in ending:
-            if row.done:  # failed above
-                continue
-            if row.ending != "cancelled":
-                self.stats.completed += 1
-            row.done = True
-            row.reply.emit(
-                ReplyDone(
-                    text="".join(row.text),
-                    raw_text=self._raw_text(row.ids),
-                    finish_reason=row.ending,
-                    prompt_tokens=row.prompt_tokens,
-                    prompt_audio_tokens=row.prompt_audio_tokens,
-                    completion_tokens=len(row.ids),
-                    speech_codes=row.speech_codes,
-                    audio_samples=row.audio_samples,
-                )
-            )
-
-    def _raw_text(self, ids: list[int]) -> str:
-        kept = [token for token in ids if token not in self._eos_ids and token != self._pad_id]
-        return self.tokenizer.decode(kept, skip_special_tokens=False)
-
-    def _fail_row(self, row: _Row, message: str) -> None:
-        row.done = True
-        row.reply.cancel()  # frees its batch row
-        self.stats.failed += 1
-        row.reply.emit(ReplyFailed(message))
 
     def _fail(self, batch: list[Reply], message: str) -> None:
         for reply in batch:
@@ -495,4 +341,4 @@ class BatchingEngine:
                 reply.emit(ReplyFailed(message))
 
 
-__all__ = ["BatchingEngine", "EngineClosed", "EngineStats", "QueueFull", "RequestError", "RowStops"]
+__all__ = ["BatchingEngine", "EngineClosed", "QueueFull", "RequestError", "failure_message"]

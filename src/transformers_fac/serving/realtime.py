@@ -34,8 +34,7 @@ import binascii
 import json
 import logging
 import uuid
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -44,40 +43,19 @@ from .audio_codec import checked_waveform, decode_pcm16, pcm16
 from .batching import EngineClosed, QueueFull, RequestError
 from .errors import APIError
 from .prompting import Prompt, system_prompt
+from .realtime_config import SessionConfig, SessionError, max_tokens_option, parse_session_update
 from .replies import AudioDelta, Reply, ReplyDone, ReplyFailed, ReplyRequest, TextDelta
 from .runtime import ServerRuntime
-from .turn_detection import ServerVad, turn_settings
+from .turn_detection import ServerVad
 
 logger = logging.getLogger("transformers_fac.serving")
 
-INPUT_RATES = (24000, 16000)
 MIN_COMMIT_MS = 100
 KEY_SUBPROTOCOL = "openai-insecure-api-key."
 
 
 def _id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:20]}"
-
-
-class SessionError(Exception):
-    """A client event the session cannot honour; sent back as an `error` event, the session goes on."""
-
-    def __init__(self, message: str, code: str = "invalid_value", param: str | None = None):
-        super().__init__(message)
-        self.code = code
-        self.param = param
-
-
-@dataclass
-class SessionConfig:
-    """What `session.update` can change."""
-
-    voice: str | None
-    max_output_tokens: int
-    instructions: str = ""
-    output_modalities: list[str] = field(default_factory=lambda: ["audio"])
-    input_rate: int = 24000
-    turn_detection: dict | None = None  # as sent back in session events; None: the client commits its turns
 
 
 @dataclass
@@ -130,21 +108,7 @@ class RealtimeSession:
         await self.send({"type": "error", "error": {**error, "event_id": event_id}})
 
     def session_object(self) -> dict:
-        config = self.config
-        pcm = {"type": "audio/pcm", "rate": 24000}
-        return {
-            "type": "realtime",
-            "object": "realtime.session",
-            "id": self.id,
-            "model": self.runtime.settings.served_model_name,
-            "output_modalities": config.output_modalities,
-            "instructions": config.instructions,
-            "max_output_tokens": config.max_output_tokens,
-            "audio": {
-                "input": {"format": {**pcm, "rate": config.input_rate}, "turn_detection": config.turn_detection},
-                "output": {"format": pcm, "voice": config.voice},
-            },
-        }
+        return self.config.session_object(self.id, self.runtime.settings.served_model_name)
 
     # ------------------------------------------------------------------------------------------------ main loop
     async def run(self) -> None:
@@ -184,96 +148,13 @@ class RealtimeSession:
 
     # ------------------------------------------------------------------------------------------------ session
     async def on_session_update(self, event: dict) -> None:
-        session = event.get("session")
-        if not isinstance(session, dict):
-            raise SessionError("session.update needs a `session` object.", param="session")
-        if session.get("type", "realtime") != "realtime":
-            raise SessionError("Only realtime sessions are supported (session.type 'realtime').", param="session.type")
-        config = self.config
-        updates: dict[str, Any] = {}
-        if "instructions" in session:
-            updates["instructions"] = str(session["instructions"] or "")
-        if "output_modalities" in session:
-            modalities = session["output_modalities"] or ["audio"]
-            if not set(modalities) <= {"text", "audio"}:
-                raise SessionError(
-                    "output_modalities must be ['audio'] or ['text'].", param="session.output_modalities"
-                )
-            if "audio" in modalities and not self.runtime.voices:
-                raise SessionError("This server has no voices: use output_modalities ['text'].")
-            updates["output_modalities"] = ["audio"] if "audio" in modalities else ["text"]
-        if "max_output_tokens" in session:
-            updates["max_output_tokens"] = self._max_tokens(session["max_output_tokens"], "session.max_output_tokens")
-        audio = session.get("audio") or {}
-        audio_in, audio_out = audio.get("input") or {}, audio.get("output") or {}
-        if "format" in audio_in:
-            updates["input_rate"] = self._input_rate(audio_in["format"])
-        vad = self.vad
-        if "turn_detection" in audio_in:
-            updates["turn_detection"], vad = self._turn_detection(audio_in["turn_detection"])
-        if "format" in audio_out:
-            output = audio_out["format"] or {}
-            if output.get("type", "audio/pcm") != "audio/pcm" or output.get("rate", 24000) != 24000:
-                raise SessionError("Output audio is audio/pcm at 24000 Hz.", param="session.audio.output.format")
-        if "voice" in audio_out:
-            voice = audio_out["voice"]
-            voice = voice.get("id") if isinstance(voice, dict) else voice
-            self.runtime.speaker(voice, "session.audio.output.voice")  # unknown voice -> error
-            updates["voice"] = voice
+        updates, vad = parse_session_update(event.get("session"), self.runtime, self.vad)
         for name, value in updates.items():
-            setattr(config, name, value)
+            setattr(self.config, name, value)
         if vad is not self.vad:
             self.vad, self.speech_item = vad, None
             self.buffer.clear()
         await self.send({"type": "session.updated", "session": self.session_object()})
-
-    def _max_tokens(self, value: Any, param: str) -> int:
-        limit = self.runtime.settings.max_new_tokens
-        if value == "inf" or value is None:
-            return limit
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise SessionError(f"{param} must be a positive integer or 'inf'.", param=param)
-        if value > limit:
-            raise SessionError(f"{param} is {value}; this server generates at most {limit}.", param=param)
-        return value
-
-    @staticmethod
-    def _input_rate(audio_format: dict) -> int:
-        audio_format = audio_format or {}
-        rate = audio_format.get("rate", 24000)
-        if audio_format.get("type", "audio/pcm") != "audio/pcm" or rate not in INPUT_RATES:
-            raise SessionError(
-                "Input audio must be audio/pcm (16-bit mono) at 24000 or 16000 Hz.", param="session.audio.input.format"
-            )
-        return rate
-
-    @staticmethod
-    def _turn_detection(value: Any) -> tuple[dict | None, "ServerVad | None"]:
-        """`turn_detection` of session.update -> (what the session reports, a fresh voice activity detector)."""
-        param = "session.audio.input.turn_detection"
-        if value is None:
-            return None, None
-        kind = value.get("type") if isinstance(value, dict) else None
-        if kind != "server_vad":
-            raise SessionError(
-                f"turn_detection must be null or {{'type': 'server_vad', ...}}, got {kind!r}.", param=param
-            )
-        try:
-            settings = turn_settings(value)
-            vad = ServerVad(settings)
-        except ValueError as error:
-            raise SessionError(str(error), param=param) from None
-        except ImportError as error:
-            raise SessionError(str(error), "turn_detection_unavailable", param) from None
-        reported = {
-            "type": "server_vad",
-            "threshold": settings.speech_threshold,
-            "prefix_padding_ms": round(settings.pre_roll_s * 1000),
-            "silence_duration_ms": round(settings.silence_s * 1000),
-            "create_response": value.get("create_response", True) is not False,
-            "interrupt_response": value.get("interrupt_response", True) is not False,
-        }
-        return reported, vad
 
     # ------------------------------------------------------------------------------------------------ input audio
     async def on_append(self, event: dict) -> None:
@@ -392,7 +273,7 @@ class RealtimeSession:
         voice = ((options.get("audio") or {}).get("output") or {}).get("voice", self.config.voice)
         max_tokens = self.config.max_output_tokens
         if "max_output_tokens" in options:
-            max_tokens = self._max_tokens(options["max_output_tokens"], "response.max_output_tokens")
+            max_tokens = max_tokens_option(options["max_output_tokens"], "response.max_output_tokens", self.runtime)
         instructions = options.get("instructions", self.config.instructions) or ""
         speaker = self.runtime.speaker(voice, "response.audio.output.voice") if spoken else None
         prompt = self.prompt(instructions, spoken)
@@ -533,4 +414,4 @@ async def serve(websocket, runtime: ServerRuntime) -> None:
     await RealtimeSession(websocket, runtime).run()
 
 
-__all__ = ["RealtimeSession", "SessionConfig", "serve"]
+__all__ = ["RealtimeSession", "serve"]
