@@ -23,7 +23,6 @@ OUTPUT_FORMATS = {
     "opus": ("OGG", "OPUS"),
     "pcm16": None,
 }
-MIME_TYPES = {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg", "opus": "audio/ogg", "pcm16": "audio/pcm"}
 
 
 def b64decode(data: str, param: str) -> bytes:
@@ -110,7 +109,6 @@ def encode_audio(samples: np.ndarray, rate: int, audio_format: str) -> bytes:
 
 __all__ = [
     "INPUT_FORMATS",
-    "MIME_TYPES",
     "OUTPUT_FORMATS",
     "b64decode",
     "checked_waveform",
