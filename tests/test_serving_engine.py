@@ -206,6 +206,7 @@ def _refused_later(url: str, refused: threading.Event) -> None:
 @pytest.mark.filterwarnings("ignore::DeprecationWarning:ray")  # pydantic deprecations inside Ray Serve
 def test_config_file_flags_and_ray_options(tmp_path, monkeypatch):
     from transformers_fac.serving.cli import build_parser, resolve
+    from transformers_fac.serving.extras import require
     from transformers_fac.serving.ray_serve import build_app, deployment_options
 
     config = tmp_path / "serve.yaml"
@@ -220,6 +221,8 @@ def test_config_file_flags_and_ray_options(tmp_path, monkeypatch):
     assert scaling["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 4} and "num_replicas" not in scaling
     assert resolve(build_parser().parse_args([]))[1] is None  # no Ray unless asked
     assert type(build_app({"model": "tiny", "max_batch_size": "4"})).__name__ == "Application"  # `serve run` builder
+    with pytest.raises(ImportError, match=r'pip install "transformers-fac\[ray\]"'):
+        require("ray.not_a_module")  # a missing optional dependency names its extra
     config.write_text("max_batch: 4\n")
     with pytest.raises(ValueError, match="max_batch_size"):
         resolve(build_parser().parse_args(["--config", str(config)]))

@@ -149,18 +149,27 @@ def main(argv: list[str] | None = None) -> int:
         settings, ray_options = resolve(args)
     except (OSError, ValueError, TypeError) as error:
         parser.error(str(error))
-    if ray_options is None:
-        return serve_uvicorn(settings, args.host, args.port, args.log_level)
-    from .ray_serve import run
+    try:
+        if ray_options is None:
+            return serve_uvicorn(settings, args.host, args.port, args.log_level)
+        from .ray_serve import run
 
-    ray_init = {"address": args.ray_address} if args.ray_address else {}
+        return run(settings, ray_options, args.host, args.port, ray_init_options(args))
+    except ImportError as error:  # a missing extra: one line that names it
+        print(f"fac-serve: error: {error}", file=sys.stderr)
+        return 2
+
+
+def ray_init_options(args: argparse.Namespace) -> dict:
+    """`ray.init` arguments: join `--ray-address` (or $RAY_ADDRESS), else start a small local instance."""
+    options = {"address": args.ray_address} if args.ray_address else {}
     if not args.ray_address and not os.environ.get("RAY_ADDRESS"):  # a local instance, just for this server
-        ray_init["include_dashboard"] = False
+        options["include_dashboard"] = False
     if args.ray_num_cpus is not None:
-        ray_init["num_cpus"] = args.ray_num_cpus
+        options["num_cpus"] = args.ray_num_cpus
     if args.ray_object_store_mb is not None:
-        ray_init["object_store_memory"] = args.ray_object_store_mb * 1024 * 1024
-    return run(settings, ray_options, args.host, args.port, ray_init)
+        options["object_store_memory"] = args.ray_object_store_mb * 1024 * 1024
+    return options
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ def require(module: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as error:
-        extra = EXTRAS.get(module, "serve")
+        extra = EXTRAS.get(module, EXTRAS.get(module.split(".")[0], "serve"))
         raise ImportError(
             f"The Fun-Audio-Chat server needs `{module}`, which is not installed: "
             f'pip install "transformers-fac[{extra}]"'
