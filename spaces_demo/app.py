@@ -231,9 +231,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.max_new_tokens:
         environ["FAC_MAX_NEW_TOKENS"] = str(args.max_new_tokens)
     settings = Settings.from_env(environ)
-    demo = build_demo(Engine.load(settings))
+    engine = Engine.load(settings)
+    demo = build_demo(engine)
     demo.queue(default_concurrency_limit=settings.concurrency)
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, **LAUNCH_OPTIONS)
+    try:
+        demo.launch(server_name=args.host, server_port=args.port, share=args.share, **LAUNCH_OPTIONS)
+    finally:
+        engine.close()
 
 
 if __name__ == "__main__":

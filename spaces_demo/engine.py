@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from batched_replies import BatchedReplies
 from session_files import DEFAULT_ROOT
 
 import transformers_fac  # noqa: F401  (registers the Auto classes)
@@ -38,7 +39,10 @@ class Settings:
         dtype: `"bfloat16"` or `"float32"`; default bf16 on cuda [FAC_DTYPE].
         max_new_tokens: the longest reply in LLM steps (5 per second of speech) [FAC_MAX_NEW_TOKENS].
         max_seconds: the longest question accepted, in seconds (the model itself takes up to 300 s) [FAC_MAX_SECONDS].
-        concurrency: replies generated at the same time, over all users [FAC_CONCURRENCY].
+        batch_size: users' turns generated together as one batch by the server's batching engine (1: one reply at a
+            time, each on its own; always 1 on ZeroGPU, where each reply runs in a GPU worker of its own)
+            [FAC_BATCH_SIZE].
+        concurrency: replies in progress at the same time, over all users (default: `batch_size`) [FAC_CONCURRENCY].
         gpu_duration: seconds of GPU one reply may take on ZeroGPU [FAC_GPU_DURATION].
         files_dir: where the chats' audio files are kept, one folder per browser session, deleted when the session
             ends [FAC_FILES_DIR].
@@ -53,7 +57,8 @@ class Settings:
     dtype: str | None = None
     max_new_tokens: int = 600
     max_seconds: int = 60
-    concurrency: int = 1
+    batch_size: int = 8
+    concurrency: int = 8
     gpu_duration: int = 120
     files_dir: str = str(DEFAULT_ROOT)
     audio_turns: int = 8
@@ -63,6 +68,7 @@ class Settings:
     def from_env(cls, environ=None) -> "Settings":
         environ = os.environ if environ is None else environ
         model = environ.get("FAC_MODEL", "").strip() or REAL_MODEL
+        batch_size = 1 if environ.get("SPACES_ZERO_GPU") else _env_int(environ, "FAC_BATCH_SIZE", 8)
         return cls(
             model=model,
             token2wav=environ.get("FAC_TOKEN2WAV", "").strip() or "auto",
@@ -71,7 +77,8 @@ class Settings:
             # the tiny model speaks gibberish: keep its replies short on CPU
             max_new_tokens=_env_int(environ, "FAC_MAX_NEW_TOKENS", 40 if model == "tiny" else 600),
             max_seconds=_env_int(environ, "FAC_MAX_SECONDS", 60),
-            concurrency=_env_int(environ, "FAC_CONCURRENCY", 1),
+            batch_size=batch_size,
+            concurrency=_env_int(environ, "FAC_CONCURRENCY", batch_size),
             gpu_duration=_env_int(environ, "FAC_GPU_DURATION", 120),
             files_dir=environ.get("FAC_FILES_DIR", "").strip() or str(DEFAULT_ROOT),
             audio_turns=_env_int(environ, "FAC_AUDIO_TURNS", 8),
@@ -79,7 +86,7 @@ class Settings:
         )
 
     def __post_init__(self):
-        for name in ("audio_turns", "cache_ttl"):
+        for name in ("audio_turns", "cache_ttl", "batch_size", "concurrency"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
 
@@ -97,6 +104,7 @@ class Engine:
     processor: object
     settings: Settings
     voices: list[str] = field(default_factory=list)
+    batched: BatchedReplies | None = None
 
     @classmethod
     def load(cls, settings: Settings) -> "Engine":
@@ -121,7 +129,15 @@ class Engine:
             raise ValueError(f"{settings.model} names no speech decoder: set FAC_TOKEN2WAV to a decoder.")
         voices = model.token2wav.voice_names  # loads the voices now
         print(f"Ready: voices {', '.join(voices)}.", flush=True)
-        return cls(model=model, processor=processor, settings=settings, voices=voices)
+        batched = None
+        if settings.batch_size > 1:
+            batched = BatchedReplies(model, processor, settings.batch_size)
+        return cls(model=model, processor=processor, settings=settings, voices=voices, batched=batched)
+
+    def close(self) -> None:
+        """Stops the batching engine's thread (after the replies in progress)."""
+        if self.batched is not None:
+            self.batched.close()
 
     @property
     def default_voice(self) -> str:
@@ -139,6 +155,9 @@ class Engine:
 
         Closing the generator stops generating at the next decoding step (the stop button and barge-in close it).
         """
+        if self.batched is not None:
+            yield from self.batched.speak(inputs, spoken, voice, self.settings.max_new_tokens)
+            return
         with stream_reply(
             self.model,
             self.processor,
@@ -151,6 +170,8 @@ class Engine:
 
     def write(self, inputs) -> str:
         """A whole text reply (function calling); tool-call tags are kept, end-of-turn tokens removed."""
+        if self.batched is not None:
+            return self.batched.write(inputs, self.settings.max_new_tokens)
         inputs = self._on_device(inputs)
         sequences = self.model.generate(**inputs, generation_mode="text", max_new_tokens=self.settings.max_new_tokens)
         tokenizer = self.processor.tokenizer

@@ -15,7 +15,7 @@ from ..audio_streaming import ReplyChunk, stream_reply
 from ..conversation import FunAudioChatConversation
 from ..prompts import S2M_SYSTEM_PROMPT, S2T_SYSTEM_PROMPT
 from .reply import END, LiveReply
-from .turns import TurnDetector, TurnSettings
+from .turns import TurnAudio, TurnDetector, TurnSettings
 from .vad import WINDOW, AudioWindows, VoiceActivity, level_db
 
 EVENT_TYPES = (
@@ -127,8 +127,7 @@ class VoiceSession:
         self._windows = AudioWindows()
         self._detector = TurnDetector(self.turn_settings)
         self._position = 0  # 16 kHz samples fed
-        self._kept: list[np.ndarray] = []  # recent windows: the audio of the turn being spoken
-        self._kept_start = 0
+        self._turn_audio = TurnAudio(self.turn_settings)  # recent windows: the audio of the turn being spoken
         self._pending_audio: np.ndarray | None = None  # an unanswered turn, to be joined with the next one
         self._reply: LiveReply | None = None
         self._stopping: list[LiveReply] = []
@@ -183,13 +182,13 @@ class VoiceSession:
                 reply = self._reply
                 echo_risk = echo_risk_possible and reply is not None and reply.playing(self.time)
                 decision = self._detector.push(self.vad(window), level_db(window), self._position, echo_risk)
-                self._kept.append(window)
+                self._turn_audio.add(window)
                 self._position += WINDOW
                 if decision == "speech_started":
                     self._on_speech_started()
                 elif decision == "turn_ended":
                     self._on_turn_ended()
-                self._trim()
+                self._turn_audio.trim(self._detector.speaking)
             self._drain(until=None if self.realtime else self.time)
             self._reap()
             return self._take_events()
@@ -255,21 +254,6 @@ class VoiceSession:
         self.close()
 
     # ---------------------------------------------------------------------------------------------------- turns
-    def _trim(self) -> None:
-        """Keeps the audio a turn may need: everything while the user speaks, else the pre-roll."""
-        if self._detector.speaking:
-            return
-        settings = self.turn_settings
-        keep = -(-settings.samples(settings.pre_roll_s + settings.min_speech_s) // WINDOW) + 1
-        drop = max(0, len(self._kept) - keep)
-        del self._kept[:drop]
-        self._kept_start += drop * WINDOW
-
-    def _audio(self, start: int, end: int) -> np.ndarray:
-        audio = np.concatenate(self._kept) if self._kept else np.zeros(0, np.float32)
-        begin = max(0, start - self._kept_start)
-        return audio[begin : max(begin, end - self._kept_start)].copy()
-
     def _on_speech_started(self) -> None:
         self._interrupt()  # barge-in (no-op when no reply is active)
         turn = self._turns + (self._pending_audio is None)  # the turn being spoken
@@ -277,10 +261,7 @@ class VoiceSession:
 
     def _on_turn_ended(self) -> None:
         decided = time.perf_counter()
-        settings = self.turn_settings
-        start = max(0, self._detector.speech_start - settings.samples(settings.pre_roll_s))
-        end = min(self._position, self._detector.speech_end + settings.samples(settings.tail_s))
-        audio = self._audio(start, end)
+        audio = self._turn_audio.turn(self._detector)
         if self._pending_audio is not None:  # continues the turn whose reply was not heard
             audio = np.concatenate([self._pending_audio, audio])
             self._pending_audio = None

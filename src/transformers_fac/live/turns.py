@@ -6,6 +6,8 @@ sample indices of the audio fed so far, so the same audio always gives the same 
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..audio_io import SAMPLING_RATE
 from .vad import WINDOW
 
@@ -112,4 +114,55 @@ class TurnDetector:
         return None
 
 
-__all__ = ["TurnDetector", "TurnSettings"]
+class TurnAudio:
+    """The recent windows a turn may need (every window while the user speaks, else the pre-roll), and the audio of
+    the turn that just ended: from `pre_roll_s` before its first speech window to `tail_s` after its last one.
+
+    Example:
+
+    ```python
+    >>> audio = TurnAudio(TurnSettings())
+    >>> for window in windows:
+    ...     decision = detector.push(vad(window), level_db(window), audio.end)
+    ...     audio.add(window)
+    ...     if decision == "turn_ended":
+    ...         turn = audio.turn(detector)
+    ...     audio.trim(detector.speaking)
+    ```
+    """
+
+    def __init__(self, settings: TurnSettings):
+        self.settings = settings
+        self.windows: list[np.ndarray] = []
+        self.start = 0  # sample position of the first window kept
+        self.end = 0  # sample position after the last window
+
+    def add(self, window: np.ndarray) -> None:
+        self.windows.append(window)
+        self.end += len(window)
+
+    def trim(self, speaking: bool) -> None:
+        """Forgets what no turn can need any more (nothing while the user speaks)."""
+        if speaking:
+            return
+        settings = self.settings
+        keep = -(-settings.samples(settings.pre_roll_s + settings.min_speech_s) // WINDOW) + 1
+        drop = max(0, len(self.windows) - keep)
+        self.start += sum(len(window) for window in self.windows[:drop])
+        del self.windows[:drop]
+
+    def turn(self, detector: TurnDetector) -> np.ndarray:
+        """The audio of the turn `detector` just ended (16 kHz float32)."""
+        settings = self.settings
+        start = max(0, detector.speech_start - settings.samples(settings.pre_roll_s))
+        end = min(self.end, detector.speech_end + settings.samples(settings.tail_s))
+        audio = np.concatenate(self.windows) if self.windows else np.zeros(0, np.float32)
+        begin = max(0, start - self.start)
+        return audio[begin : max(begin, end - self.start)].copy()
+
+    def clear(self) -> None:
+        """Forgets every window (the position goes on)."""
+        self.windows, self.start = [], self.end
+
+
+__all__ = ["TurnAudio", "TurnDetector", "TurnSettings"]

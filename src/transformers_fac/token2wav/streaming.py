@@ -66,24 +66,37 @@ class _StreamDecoder:
     @torch.no_grad()
     def push(self, codes) -> torch.Tensor:
         """Add speech codes (ids >= 6561 are dropped) and return the audio they complete ([1, S], S may be 0)."""
+        self.add(codes)
+        chunks = [self._empty()]
+        while self.ready:
+            chunks.append(self._step(finalize=False))
+        return torch.cat(chunks, dim=1)
+
+    def add(self, codes) -> None:
+        """Add speech codes without decoding them (`push` is `add`, then every step that is `ready`)."""
         if self.finished:
             raise ValueError("This stream is finished; start a new one with model.stream_decoder().")
         new = self.model.filter_codes(codes)[0]
         self.codes = torch.cat([self.codes, new])
-        chunks = [self._empty()]
-        while self.codes_received >= self.offset + self.hop + self.look_ahead:
-            chunks.append(self._step(finalize=False))
-        return torch.cat(chunks, dim=1)
+
+    @property
+    def ready(self) -> bool:
+        """Whether the codes for the next step (`hop` new codes and the look-ahead) have arrived."""
+        return self.codes_received >= self.offset + self.hop + self.look_ahead
 
     @torch.no_grad()
     def finish(self) -> torch.Tensor:
         """Vocode every remaining code (finalize=True) and close the stream."""
+        if not self.end_input():
+            return self._empty()
+        return self._step(finalize=True)
+
+    def end_input(self) -> bool:
+        """Closes the stream to new codes; returns whether a final step is left to decode (what `finish` does)."""
         if self.finished:
             raise ValueError("This stream is already finished.")
         self.finished = True
-        if self.codes_received == self.offset:
-            return self._empty()
-        return self._step(finalize=True)
+        return self.codes_received > self.offset
 
     def _empty(self) -> torch.Tensor:
         return torch.zeros(1, 0, device=self.model.device)
@@ -93,8 +106,15 @@ class _StreamDecoder:
 
     def _flow(self, start: int, finalize: bool) -> torch.Tensor:
         """New mel frames for codes [offset, offset + hop) (or up to the end), the flow seeing codes from `start`."""
+        return self.new_frames(self._mel(self.flow_codes(start, finalize), start, finalize), start)
+
+    def flow_codes(self, start: int, finalize: bool) -> torch.Tensor:
+        """The codes the flow reads at this step: [1, N] from code `start` on."""
         end = self.codes_received if finalize else self.offset + self.hop + self.look_ahead
-        mel = self._mel(self._codes(start, end), start, finalize)
+        return self._codes(start, end)
+
+    def new_frames(self, mel: torch.Tensor, start: int) -> torch.Tensor:
+        """The frames of a flow output (for the codes from `start`) that this step adds."""
         self._cost["flow_frames"] = mel.shape[-1]
         return mel[..., self.ratio * (self.offset - start) :]
 
@@ -146,6 +166,7 @@ class BoundedStreamDecoder(_StreamDecoder):
         self.cycles = torch.zeros(1, 0, self.harmonics, dtype=torch.float64, device=device)
         self.f0_base = 0
         self.frames_emitted = 0
+        self._window_start = 0  # first mel frame the vocoder re-runs at the current step
 
     def _mel(self, codes: torch.Tensor, start: int, finalize: bool) -> torch.Tensor:
         if not self.voice.has_prompt:
@@ -167,29 +188,47 @@ class BoundedStreamDecoder(_StreamDecoder):
             codes.to(device), embedding, noise, self.prefix, finalize=finalize, follows_prompt=start == 0
         )
 
+    # A step in pieces, so that the steps of several streams can share one flow and one vocoder call (see
+    # `transformers_fac.serving.stream_batch`): `start_step` -> `flow_codes` -> flow -> `new_frames` -> `add_frames`
+    # -> `vocoder_window` -> f0 -> `excitation` -> source and vocoder -> `emit`.
     def _step(self, finalize: bool) -> torch.Tensor:
+        start = self.start_step()
+        self.add_frames(self._flow(start, finalize), finalize)
+        return self._vocode(finalize)
+
+    def start_step(self) -> int:
+        """Begins a step; returns the first code the flow sees (at most `stream_flow_context_codes` before the new
+        ones)."""
         self._cost = {}
-        start = max(0, self.offset - self.flow_context)
-        new_mel = self._flow(start, finalize)
+        return max(0, self.offset - self.flow_context)
+
+    def add_frames(self, new_mel: torch.Tensor, finalize: bool) -> None:
+        """Appends the step's new mel frames and moves on by one hop."""
         self.mel = torch.cat([self.mel, new_mel], dim=-1)
         if not finalize:
             self.offset += self.hop
-        wav = self._vocode(finalize)
-        self.steps.append(self._cost)
-        self._trim()
-        return wav
 
     def _vocode(self, finalize: bool) -> torch.Tensor:
-        model, hift = self.model, self.model.hift
-        total = self.mel_base + self.mel.shape[-1]  # mel frames known so far
-        window_start = max(0, self.frames_emitted - self.hift_context)
-        mel = self.mel[..., window_start - self.mel_base :]
-        self._cost["hift_frames"] = mel.shape[-1]
+        hift = self.model.hift
+        mel = self.vocoder_window()
+        f0, phase, noise = self.excitation(self.model.predict_f0(mel, finalize=finalize), finalize)
+        source = hift.source(f0, noise, phase=phase)
+        return self.emit(hift.decode(mel[..., : f0.shape[1]], source, finalize=finalize), finalize)
 
+    def vocoder_window(self) -> torch.Tensor:
+        """The mel frames the vocoder re-runs at this step: [1, 80, W]."""
+        self._window_start = max(0, self.frames_emitted - self.hift_context)
+        mel = self.mel[..., self._window_start - self.mel_base :]
+        self._cost["hift_frames"] = mel.shape[-1]
+        return mel
+
+    def excitation(self, f0_window: torch.Tensor, finalize: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """From the f0 predicted over the window: f0 [1, F], phase [1, F, H] and noise of the vocoder's source."""
+        hift, window_start = self.model.hift, self._window_start
+        total = self.mel_base + self.mel.shape[-1]  # mel frames known so far
         # f0: keep the values of frames already final, append the newly final ones (their left context is in window)
         f0_end = total if finalize else total - self.f0_look_ahead
         f0_known_end = self.f0_base + self.f0.shape[1]
-        f0_window = model.predict_f0(mel, finalize=finalize)
         new_f0 = f0_window[:, f0_known_end - window_start :]
         step_cycles = hift.m_source.cycles(new_f0).double()
         last = self.cycles[:, -1:] if self.cycles.shape[1] else torch.zeros(1, 1, self.harmonics).to(step_cycles)
@@ -197,18 +236,22 @@ class BoundedStreamDecoder(_StreamDecoder):
         self.f0 = torch.cat([self.f0, new_f0], dim=1)
         self.cycles = torch.cat([self.cycles, new_cycles], dim=1)
 
-        # source for frames [window_start, f0_end) with the carried phase, then decode and keep the new samples
+        # source for frames [window_start, f0_end) with the carried phase
         f0 = self.f0[:, window_start - self.f0_base : f0_end - self.f0_base]
         cycles = self.cycles[:, window_start - self.f0_base : f0_end - self.f0_base]
-        phase = hift.m_source.phase(cycles)
         step = self.samples_per_frame
-        noise = model.noise.source(window_start * step, f0.shape[1] * step, device=model.device)
-        source = hift.source(f0, noise, phase=phase)
-        wav = hift.decode(mel[..., : f0.shape[1]], source, finalize=finalize)
+        noise = self.model.noise.source(window_start * step, f0.shape[1] * step, device=self.model.device)
+        return f0, hift.m_source.phase(cycles), noise
+
+    def emit(self, wav: torch.Tensor, finalize: bool) -> torch.Tensor:
+        """Keeps the new samples of the vocoder's output and ends the step."""
+        total = self.mel_base + self.mel.shape[-1]
         emit_end = total if finalize else total - self.holdback
-        wav = wav[:, (self.frames_emitted - window_start) * step :]
+        wav = wav[:, (self.frames_emitted - self._window_start) * self.samples_per_frame :]
         self.frames_emitted = emit_end
         self.samples_emitted += wav.shape[1]
+        self.steps.append(self._cost)
+        self._trim()
         return wav
 
     def _trim(self) -> None:

@@ -1,0 +1,176 @@
+"""`fac-serve`: an OpenAI-compatible Fun-Audio-Chat server (Chat Completions with audio, Realtime WebSocket).
+
+    fac-serve                                              # the tiny random checkpoint on 127.0.0.1:8000 (CPU)
+    fac-serve --model FunAudioLLM/Fun-Audio-Chat-8B --host 0.0.0.0 --port 8000
+    FAC_API_KEY=secret fac-serve --model ...               # clients send `Authorization: Bearer secret`
+    fac-serve --ray --replicas 4 --model ...               # Ray Serve: one replica per GPU
+    fac-serve --config serve.yaml                          # settings (and `ray:` deployment options) from a file
+
+SIGTERM (or Ctrl-C) stops taking requests, lets the ones in flight finish (at most `--drain-seconds`) and exits.
+"""
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from .settings import ServerSettings
+
+SETTING_FLAGS = {
+    "model": (str, "Hub id or directory, or 'tiny' (default) for the tiny random checkpoint"),
+    "token2wav": (str, "the speech decoder: 'auto' (the checkpoint's), a directory or a Hub id"),
+    "device": (str, "cuda, cpu, ... (default: cuda when available)"),
+    "dtype": (str, "bfloat16 or float32 (default: bf16 on cuda)"),
+    "threads": (int, "torch CPU threads (default on CPU: half the cores)"),
+    "served_model_name": (str, "the model id clients send (default: fun-audio-chat)"),
+    "voice_dirs": (str, "a saved (cloned) voice, or a folder of them, to offer; repeat for more"),
+    "max_batch_size": (int, "requests generated together (default: 8)"),
+    "max_wait_ms": (float, "how long a request waits for others to join its batch (default: 20)"),
+    "max_queue": (int, "waiting requests before answering 429 (default: 64)"),
+    "max_body_mb": (float, "largest request body in MiB (default: 32)"),
+    "max_audio_seconds": (float, "longest input audio per request (default: 120)"),
+    "max_new_tokens": (int, "longest reply in LLM steps, 5 per second of speech (default: 600; tiny: 60)"),
+    "max_prompt_tokens": (int, "longest prompt in tokens (default: 8192)"),
+    "drain_seconds": (float, "on SIGTERM, how long in-flight requests may take to finish (default: 30)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fac-serve",
+        description="Serve Fun-Audio-Chat with the OpenAI API shape: /v1/chat/completions (audio in and out, "
+        "streaming) and /v1/realtime (WebSocket), with request batching; optionally on Ray Serve.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
+    for name, (kind, text) in SETTING_FLAGS.items():
+        if name == "voice_dirs":
+            parser.add_argument("--voice-dir", dest=name, action="append", default=None, help=text)
+        else:
+            parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=text)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    parser.add_argument("--api-key", default=None, help="require this key (default: $FAC_API_KEY; none: open)")
+    parser.add_argument("--config", default=None, help="YAML or JSON file of settings (flags override it)")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    ray = parser.add_argument_group("Ray Serve (pip install 'transformers-fac[ray]')")
+    ray.add_argument("--ray", action="store_true", help="serve as a Ray Serve deployment")
+    ray.add_argument("--replicas", type=int, default=None, help="number of replicas (default: 1)")
+    ray.add_argument("--min-replicas", type=int, default=None, help="autoscaling: fewest replicas")
+    ray.add_argument("--max-replicas", type=int, default=None, help="autoscaling: most replicas")
+    ray.add_argument("--ray-address", default=None, help="join this Ray cluster (default: $RAY_ADDRESS or local)")
+    ray.add_argument("--ray-num-cpus", type=int, default=None, help="CPUs of a local Ray instance")
+    ray.add_argument("--ray-object-store-mb", type=int, default=None, help="object store of a local Ray instance")
+    return parser
+
+
+def read_config(path: str) -> dict:
+    """A settings file: YAML (`.yaml`/`.yml`) or JSON, one mapping (an optional `ray:` mapping inside)."""
+    text = Path(path).read_text()
+    if path.endswith((".yaml", ".yml")):
+        import yaml
+
+        values = yaml.safe_load(text) or {}
+    else:
+        import json
+
+        values = json.loads(text)
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a mapping of settings.")
+    return values
+
+
+def settings_from_strings(values: dict[str, str]) -> ServerSettings:
+    """Settings from `key=value` strings (Ray's `serve run ... key=value`; `voice_dirs` comma-separated), converted
+    to the fields' types."""
+    kinds = {name: kind for name, (kind, _) in SETTING_FLAGS.items()}
+    kinds["voice_dirs"] = lambda value: [part for part in value.split(",") if part]
+    return ServerSettings.from_dict({key: kinds.get(key, str)(value) for key, value in values.items()})
+
+
+def resolve(args: argparse.Namespace) -> tuple[ServerSettings, dict | None]:
+    """Settings (file, then flags, then $FAC_API_KEY) and the Ray deployment options (None: no Ray)."""
+    values = read_config(args.config) if args.config else {}
+    in_file = values.pop("ray", None)
+    ray_options = dict(in_file or {})
+    known = {item.name for item in fields(ServerSettings)}
+    for name in known:
+        flag_value = getattr(args, name, None)
+        if flag_value is not None:
+            values[name] = flag_value
+    if args.api_key is not None:
+        values["api_key"] = args.api_key
+    values.setdefault("api_key", os.environ.get("FAC_API_KEY") or None)
+    if args.replicas is not None:
+        ray_options["num_replicas"] = args.replicas
+    if args.min_replicas is not None or args.max_replicas is not None:
+        scaling = ray_options.setdefault("autoscaling_config", {})
+        scaling["min_replicas"] = args.min_replicas if args.min_replicas is not None else 1
+        scaling["max_replicas"] = args.max_replicas if args.max_replicas is not None else scaling["min_replicas"]
+    uses_ray = args.ray or in_file is not None
+    return ServerSettings.from_dict(values), ray_options if uses_ray else None
+
+
+def serve_uvicorn(settings: ServerSettings, host: str, port: int, log_level: str) -> int:
+    """Runs the app under uvicorn until SIGTERM/Ctrl-C, then drains it."""
+    from .app import create_app
+    from .extras import require
+
+    uvicorn = require("uvicorn")
+    app = create_app(settings)
+
+    class DrainingServer(uvicorn.Server):
+        """Marks the server as draining (503 for new requests, `/ready` fails) as soon as it is asked to stop."""
+
+        def handle_exit(self, sig, frame):
+            runtime = getattr(app.state, "runtime", None)
+            if runtime is not None:
+                runtime.draining = True
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=int(settings.drain_seconds) or None
+    )
+    # uvicorn re-raises the stop signal after its graceful shutdown; with these handlers the process then exits 0
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: None)
+    DrainingServer(config).run()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(name)s: %(message)s")
+    try:
+        settings, ray_options = resolve(args)
+    except (OSError, ValueError, TypeError) as error:
+        parser.error(str(error))
+    try:
+        if ray_options is None:
+            return serve_uvicorn(settings, args.host, args.port, args.log_level)
+        from .ray_serve import run
+
+        return run(settings, ray_options, args.host, args.port, ray_init_options(args))
+    except ImportError as error:  # a missing extra: one line that names it
+        print(f"fac-serve: error: {error}", file=sys.stderr)
+        return 2
+
+
+def ray_init_options(args: argparse.Namespace) -> dict:
+    """`ray.init` arguments: join `--ray-address` (or $RAY_ADDRESS), else start a small local instance."""
+    options = {"address": args.ray_address} if args.ray_address else {}
+    if not args.ray_address and not os.environ.get("RAY_ADDRESS"):  # a local instance, just for this server
+        options["include_dashboard"] = False
+    if args.ray_num_cpus is not None:
+        options["num_cpus"] = args.ray_num_cpus
+    if args.ray_object_store_mb is not None:
+        options["object_store_memory"] = args.ray_object_store_mb * 1024 * 1024
+    return options
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""What the batching engine takes and gives: a reply request, the events of its reply, and the handle a caller holds.
+
+The engine's thread emits events into the handle; the caller reads them with `for event in reply` (threads) or
+`async for event in reply` (asyncio; the handle is then bound to the caller's event loop). `cancel()` frees the
+request's batch row at the next decoding step.
+"""
+
+import asyncio
+import itertools
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+_ids = itertools.count()
+
+
+@dataclass
+class ReplyRequest:
+    """One reply to generate.
+
+    Args:
+        prompt: the rendered chat prompt (audio slots as `<|audio_bos|><|AUDIO|><|audio_eos|>`).
+        audios: one 16 kHz mono float32 waveform per audio slot of `prompt`, in order.
+        spoken: answer with text and speech (`generation_mode="audio"`) or text only.
+        speaker: the voice (anything the decoder's `speaker` accepts).
+        max_new_tokens: the longest reply in LLM steps.
+        temperature / top_p: sampling; `temperature=0` is greedy; None keeps the checkpoint's settings.
+        seed: makes a sampled reply reproducible (the request is then generated in a batch of its own).
+        inputs: the processor outputs of this prompt alone, when the caller has them already (then `prompt` and
+            `audios` are not processed again).
+    """
+
+    prompt: str = ""
+    audios: list[np.ndarray] = field(default_factory=list)
+    spoken: bool = True
+    speaker: Any = None
+    max_new_tokens: int = 60
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    inputs: Any = None
+
+
+@dataclass
+class TextDelta:
+    """New reply text (special tokens removed)."""
+
+    text: str
+
+
+@dataclass
+class AudioDelta:
+    """New reply audio: float32 samples at `sampling_rate` (24 kHz)."""
+
+    samples: np.ndarray
+    sampling_rate: int
+
+
+@dataclass
+class ReplyDone:
+    """The reply is complete.
+
+    Args:
+        text: the whole reply text (special tokens removed).
+        raw_text: the reply with its special tokens (e.g. `<tool_call>` tags), end-of-turn tokens removed.
+        finish_reason: `"stop"` (the model ended its turn), `"length"` (`max_new_tokens` reached) or `"cancelled"`.
+        prompt_tokens / prompt_audio_tokens: prompt length, and how many of its tokens are audio slots.
+        completion_tokens: LLM steps of the reply (one text token each).
+        speech_codes: 25 Hz speech codes of the reply (five per LLM step while speaking).
+        audio_samples: samples of reply audio emitted.
+    """
+
+    text: str
+    raw_text: str
+    finish_reason: str
+    prompt_tokens: int
+    prompt_audio_tokens: int
+    completion_tokens: int
+    speech_codes: int = 0
+    audio_samples: int = 0
+
+
+@dataclass
+class ReplyFailed:
+    """The reply failed; `message` says why (nothing of the request's input is in it)."""
+
+    message: str
+
+
+ReplyEvent = TextDelta | AudioDelta | ReplyDone | ReplyFailed
+FINAL_EVENTS = (ReplyDone, ReplyFailed)
+
+
+class Reply:
+    """The handle of a submitted request: its events, and `cancel()`.
+
+    Example:
+
+    ```python
+    >>> reply = engine.submit(ReplyRequest(prompt, [waveform]))
+    >>> for event in reply:
+    ...     if isinstance(event, AudioDelta):
+    ...         player.write(event.samples)
+    ```
+    """
+
+    def __init__(self, request: ReplyRequest, loop: asyncio.AbstractEventLoop | None = None):
+        self.request = request
+        self.id = next(_ids)
+        self.arrived = time.monotonic()
+        self.inputs: Any = None  # the processor outputs of this request alone (set by the engine)
+        self._cancelled = threading.Event()
+        self._loop = loop
+        self._events: asyncio.Queue | queue.Queue = asyncio.Queue() if loop is not None else queue.Queue()
+        self._closed = False
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    @property
+    def finished(self) -> bool:
+        """Whether the final event (done or failed) has been emitted."""
+        return self._closed
+
+    def cancel(self) -> None:
+        """Stops generating this reply at the next step (its batch row is freed); no more events arrive."""
+        self._cancelled.set()
+
+    def emit(self, event: ReplyEvent) -> None:
+        """Called by the engine's thread."""
+        if self._closed:
+            return
+        self._closed = isinstance(event, FINAL_EVENTS)
+        if self._loop is None:
+            self._events.put(event)
+            return
+        try:
+            self._loop.call_soon_threadsafe(self._events.put_nowait, event)
+        except RuntimeError:  # the caller's event loop is gone: nobody is listening any more
+            self.cancel()
+
+    def __iter__(self):
+        if self._loop is not None:
+            raise TypeError("This reply belongs to an event loop: use `async for event in reply`.")
+        while True:
+            event = self._events.get()
+            yield event
+            if isinstance(event, FINAL_EVENTS):
+                return
+
+    async def __aiter__(self):
+        if self._loop is None:
+            raise TypeError("This reply was submitted without an event loop: use `for event in reply`.")
+        while True:
+            event = await self._events.get()
+            yield event
+            if isinstance(event, FINAL_EVENTS):
+                return
+
+    async def next_event(self, timeout: float | None = None) -> ReplyEvent:
+        """The next event (asyncio), or `TimeoutError` after `timeout` seconds."""
+        return await asyncio.wait_for(self._events.get(), timeout)
+
+
+__all__ = [
+    "AudioDelta",
+    "FINAL_EVENTS",
+    "Reply",
+    "ReplyDone",
+    "ReplyEvent",
+    "ReplyFailed",
+    "ReplyRequest",
+    "TextDelta",
+]

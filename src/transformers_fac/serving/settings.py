@@ -1,0 +1,88 @@
+"""What a Fun-Audio-Chat server runs and the limits it enforces (`fac-serve` flags map onto these fields)."""
+
+from dataclasses import dataclass, field, fields
+
+REAL_MODEL = "FunAudioLLM/Fun-Audio-Chat-8B"
+SERVED_MODEL_NAME = "fun-audio-chat"
+
+
+@dataclass
+class ServerSettings:
+    """Settings of a server: the model, batching, limits and access.
+
+    Args:
+        model: Hub id or directory, or `"tiny"` for the built-in tiny random checkpoint (CPU, no download).
+        token2wav: the speech decoder: `"auto"` (the one the checkpoint names), a directory or a Hub id.
+        device: `"cuda"`, `"cpu"`, ...; default cuda when available.
+        dtype: `"bfloat16"` or `"float32"`; default bf16 on cuda.
+        threads: torch's CPU threads (default on CPU: half the cores, as generation and vocoding run side by side;
+            more threads than cores make both many times slower).
+        served_model_name: the model id clients send (`model=`); the `model` value is accepted too.
+        api_key: when set, every `/v1` request needs `Authorization: Bearer <api_key>`.
+        voice_dirs: saved voices to offer besides the decoder's stock voices (voice directories or files, or folders
+            of them; cloned with `fac-chat --save-voice` or `FunAudioChatVoice.save`).
+        max_batch_size: requests generated together in one batch.
+        max_wait_ms: how long the first request of a batch waits for others to join it.
+        max_queue: requests waiting for a batch; more are refused with 429 and `Retry-After`.
+        max_body_mb: the largest request body (MiB), 413 above.
+        max_audio_seconds: the longest input audio per request (all its audio parts together).
+        max_new_tokens: the longest reply in LLM steps (5 per second of speech): the default and the limit of
+            `max_completion_tokens`.
+        max_prompt_tokens: the longest prompt in tokens (at most what the model's positions leave for the reply).
+        drain_seconds: on SIGTERM, how long in-flight requests may take to finish before the server exits.
+    """
+
+    model: str = "tiny"
+    token2wav: str = "auto"
+    device: str | None = None
+    dtype: str | None = None
+    threads: int | None = None
+    served_model_name: str = SERVED_MODEL_NAME
+    api_key: str | None = None
+    voice_dirs: list[str] = field(default_factory=list)
+    max_batch_size: int = 8
+    max_wait_ms: float = 20.0
+    max_queue: int = 64
+    max_body_mb: float = 32.0
+    max_audio_seconds: float = 120.0
+    max_new_tokens: int | None = None
+    max_prompt_tokens: int | None = 8192
+    drain_seconds: float = 30.0
+
+    def __post_init__(self):
+        for name in ("max_batch_size", "max_queue"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        for name in ("max_wait_ms", "drain_seconds"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        for name in ("max_body_mb", "max_audio_seconds"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}.")
+        for name in ("max_new_tokens", "max_prompt_tokens", "threads"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}.")
+        if self.max_new_tokens is None:  # the tiny model speaks gibberish: keep its replies short on CPU
+            self.max_new_tokens = 60 if self.model == "tiny" else 600
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 1024 * 1024)
+
+    @property
+    def model_ids(self) -> list[str]:
+        """The `model` values that requests may name."""
+        return list(dict.fromkeys([self.served_model_name, self.model]))
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ServerSettings":
+        """Settings from a mapping (a config file); unknown keys are an error that lists the known ones."""
+        known = {item.name for item in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"Unknown server setting(s) {unknown}; known: {sorted(known)}.")
+        return cls(**values)
+
+
+__all__ = ["REAL_MODEL", "SERVED_MODEL_NAME", "ServerSettings"]

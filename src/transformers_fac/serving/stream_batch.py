@@ -1,0 +1,108 @@
+"""Streaming token-to-waveform decoding of several replies at once: one flow call and one vocoder call per step for
+all the streams whose step has the same shapes.
+
+The bounded stream decoder (`transformers_fac.token2wav.streaming.BoundedStreamDecoder`) works in fixed steps: once a
+stream is past its first `stream_flow_context_codes` codes, every step runs the flow on the same number of codes and
+the vocoder on the same number of mel frames. The replies of one generation batch start together and get 5 codes per
+step each, so their steps line up. `step_together` runs the steps of many streams with the decoder's own pieces
+(`start_step`, `flow_codes`, `new_frames`, `add_frames`, `vocoder_window`, `excitation`, `emit`), batching the two
+expensive calls (the flow's DiT with its Euler steps, and the HiFT vocoder) over the streams of equal shapes; the
+per-stream bookkeeping (f0 history, accumulated phase, noise columns) stays in each stream. Streams with a voice
+prompt (cloned voices) keep their own cached prompt states and step alone.
+
+Example:
+
+```python
+>>> streams = [model.token2wav.stream_decoder(voice) for voice in ("中文女", "中文男")]
+>>> for stream, codes in zip(streams, new_codes):
+...     stream.add(codes)
+>>> chunks = step_together(streams)  # [1, S] audio per stream (S = 0 when it had no complete step)
+```
+"""
+
+from collections import defaultdict
+
+import torch
+
+from ..token2wav.streaming import BoundedStreamDecoder
+
+
+def _groups(items: list, key) -> list[list]:
+    grouped = defaultdict(list)
+    for item in items:
+        grouped[key(item)].append(item)
+    return list(grouped.values())
+
+
+@torch.no_grad()
+def _one_step(streams: list[BoundedStreamDecoder], finalize: bool) -> list[torch.Tensor]:
+    """One step of each stream (a non-final step of `ready` streams, or their final step), none with a voice prompt."""
+    model = streams[0].model
+    ratio, device = model.config.token_mel_ratio, model.device
+    look_ahead = 0 if finalize else model.flow.look_ahead
+    plans = []
+    for stream in streams:
+        start = stream.start_step()
+        plans.append((stream, start, stream.flow_codes(start, finalize)))
+    for group in _groups(plans, key=lambda plan: plan[2].shape[1]):
+        codes = torch.cat([plan[2] for plan in group]).to(device)
+        frames = ratio * (codes.shape[1] - look_ahead)
+        noise = torch.cat([model.flow_noise(stream.voice, ratio * start, frames) for stream, start, _ in group])
+        speakers = torch.cat([stream.voice.speaker_embedding for stream, _, _ in group]).to(device)
+        mel = model.flow(codes, speakers, noise, finalize=finalize)
+        for row, (stream, start, _) in enumerate(group):
+            stream.add_frames(stream.new_frames(mel[row : row + 1], start), finalize)
+
+    hift = model.hift
+    windows = [(stream, stream.vocoder_window()) for stream in streams]
+    audio = {}
+    for group in _groups(windows, key=lambda window: window[1].shape[-1]):
+        mel = torch.cat([window for _, window in group])
+        f0_windows = hift.predict_f0(mel, finalize=finalize)
+        parts = [stream.excitation(f0_windows[row : row + 1], finalize) for row, (stream, _) in enumerate(group)]
+        f0, phase, noise = (torch.cat(part) for part in zip(*parts))
+        wav = hift.decode(mel[..., : f0.shape[1]], hift.source(f0, noise, phase=phase), finalize=finalize)
+        for row, (stream, _) in enumerate(group):
+            audio[id(stream)] = stream.emit(wav[row : row + 1], finalize)
+    return [audio[id(stream)] for stream in streams]
+
+
+def _batchable(stream) -> bool:
+    return isinstance(stream, BoundedStreamDecoder) and not stream.voice.has_prompt
+
+
+@torch.no_grad()
+def step_together(streams: list) -> list[torch.Tensor]:
+    """Decodes every step that is `ready` in each stream (codes given with `add`); returns each stream's new audio
+    [1, S] (S may be 0), the same as `stream.push([])` would."""
+    chunks = {id(stream): [torch.zeros(1, 0, device=stream.model.device)] for stream in streams}
+    batched = [stream for stream in streams if _batchable(stream)]
+    for stream in streams:
+        if not _batchable(stream):
+            chunks[id(stream)].append(stream.push([]))
+    while True:
+        ready = [stream for stream in batched if stream.ready]
+        if not ready:
+            break
+        for stream, wav in zip(ready, _one_step(ready, finalize=False)):
+            chunks[id(stream)].append(wav)
+    return [torch.cat(chunks[id(stream)], dim=1) for stream in streams]
+
+
+@torch.no_grad()
+def finish_together(streams: list) -> list[torch.Tensor]:
+    """Decodes everything left in each stream and closes it: the rest of its steps, then its final step, batched
+    where shapes agree; returns each stream's last audio [1, S], the same as `push([])` then `finish()` would."""
+    rest = step_together(streams)
+    final = {}
+    for stream in streams:
+        if not _batchable(stream):
+            final[id(stream)] = stream.finish()
+    closing = [stream for stream in streams if _batchable(stream) and stream.end_input()]
+    if closing:
+        final.update({id(stream): wav for stream, wav in zip(closing, _one_step(closing, finalize=True))})
+    empty = torch.zeros(1, 0)
+    return [torch.cat([chunk, final.get(id(stream), empty).to(chunk)], dim=1) for stream, chunk in zip(streams, rest)]
+
+
+__all__ = ["finish_together", "step_together"]

@@ -1,0 +1,471 @@
+"""`fac-serve` on the tiny checkpoint, driven by the official `openai` client (Chat Completions and Realtime) and plain
+HTTP: spoken and streamed replies, text and tool calls, batching under load, disconnects, full queue, bad inputs."""
+
+import base64
+import concurrent.futures
+import io
+import json
+import re
+import threading
+import urllib.request
+
+import httpx
+import numpy as np
+import openai
+import pytest
+import soundfile as sf
+
+from tests.serving_utils import (
+    MODEL,
+    QUESTION,
+    TOOLS,
+    audio_b64,
+    build_tool_calling_checkpoint,
+    question,
+    running_server,
+    save_test_voice,
+)
+
+API_KEY = "test-key-3f9a"
+SAMPLES_PER_CODE = 960
+MAX_QUEUE = 8
+pytestmark = pytest.mark.filterwarnings(  # raised inside the openai package's realtime client
+    "ignore:connect\\(\\) must be used as a context manager:DeprecationWarning"
+)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    checkpoint = build_tool_calling_checkpoint(tmp_path_factory.mktemp("serving") / "tiny-tools")
+    voices = tmp_path_factory.mktemp("voices")
+    save_test_voice(voices)
+    args = ["--model", str(checkpoint), "--max-batch-size", "8", "--max-wait-ms", "100", "--max-queue", str(MAX_QUEUE)]
+    args += ["--voice-dir", str(voices)]
+    args += ["--max-body-mb", "1", "--max-new-tokens", "80"]
+    log = tmp_path_factory.mktemp("serving-log") / "server.log"
+    with running_server(args, log, env={"FAC_API_KEY": API_KEY}) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=API_KEY, max_retries=0, timeout=180)
+
+
+def spoken(client, messages, **kwargs):
+    settings = dict(modalities=["text", "audio"], audio={"voice": "中文女", "format": "wav"}, temperature=0)
+    return client.chat.completions.create(model=MODEL, messages=messages, **{**settings, **kwargs})
+
+
+def stream_spoken(client, voice: str, tokens: int = 8) -> tuple[bytes, str, str | None, object]:
+    """Concatenated PCM16 audio, transcript, finish reason and usage of a streamed spoken reply."""
+    stream = spoken(
+        client,
+        question(),
+        max_completion_tokens=tokens,
+        audio={"voice": voice, "format": "pcm16"},
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    audio, transcript, finish, usage = bytearray(), "", None, None
+    for chunk in stream:
+        usage = chunk.usage or usage
+        for choice in chunk.choices:
+            piece = choice.delta.audio
+            if piece is not None:
+                audio += base64.b64decode(piece.data) if piece.data else b""
+                transcript += piece.transcript or ""
+            finish = choice.finish_reason or finish
+    return bytes(audio), transcript, finish, usage
+
+
+# ------------------------------------------------------------------------------------------------ the openai client
+def test_models_and_health(server, client):
+    assert {model.id for model in client.models.list()} >= {MODEL}
+    with urllib.request.urlopen(f"{server.url}/ready") as response:
+        assert json.load(response)["status"] == "ready"
+
+
+def test_spoken_reply_is_a_24khz_wav_of_960_samples_per_code(client):
+    reply = spoken(client, question(), max_completion_tokens=8)
+    choice = reply.choices[0]
+    audio = choice.message.audio
+    waveform, rate = sf.read(io.BytesIO(base64.b64decode(audio.data)))
+    codes = reply.usage.completion_tokens_details.audio_tokens
+    assert rate == 24000 and codes > 0
+    assert len(waveform) == codes * SAMPLES_PER_CODE
+    assert audio.id.startswith("audio_") and audio.transcript and choice.message.content is None
+    assert choice.finish_reason == "length" and reply.usage.completion_tokens == 8
+    assert reply.usage.prompt_tokens_details.audio_tokens == 26  # 5.1 s of question: one slot per 0.2 s
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + 8
+
+
+def test_streamed_audio_chunks_add_up_to_the_codes(client):
+    whole = spoken(client, question(), max_completion_tokens=8)
+    audio, transcript, finish, usage = stream_spoken(client, "中文女")
+    codes = usage.completion_tokens_details.audio_tokens
+    assert len(audio) // 2 == codes * SAMPLES_PER_CODE
+    assert finish == "length" and transcript == whole.choices[0].message.audio.transcript
+    streamed = np.frombuffer(audio, dtype="<i2")
+    offline, _ = sf.read(io.BytesIO(base64.b64decode(whole.choices[0].message.audio.data)), dtype="int16")
+    assert np.array_equal(streamed, offline)  # the same greedy reply, the same decoder schedule
+
+
+def test_a_cloned_voice_given_at_start(client):
+    """`--voice-dir`: a saved voice with a prompt speaks, alone or batched with a stock voice, streamed or not."""
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        futures = [
+            pool.submit(spoken, client, question(), max_completion_tokens=8, audio={"voice": voice, "format": "wav"})
+            for voice in ("my-voice", "中文女")
+        ]
+        cloned, stock = (future.result() for future in futures)
+    waveforms = [sf.read(io.BytesIO(base64.b64decode(r.choices[0].message.audio.data)))[0] for r in (cloned, stock)]
+    codes = cloned.usage.completion_tokens_details.audio_tokens
+    assert len(waveforms[0]) == len(waveforms[1]) == codes * SAMPLES_PER_CODE
+    assert not np.allclose(waveforms[0], waveforms[1], atol=1e-3)  # the same codes in another voice
+    audio, _, _, usage = stream_spoken(client, "my-voice")
+    assert len(audio) // 2 == usage.completion_tokens_details.audio_tokens * SAMPLES_PER_CODE
+
+
+def test_text_only_and_multi_turn(client):
+    messages = question("Answer briefly.")
+    first = client.chat.completions.create(model=MODEL, messages=messages, max_completion_tokens=6, temperature=0)
+    assert first.choices[0].message.audio is None and first.choices[0].message.content
+    messages += [{"role": "assistant", "content": first.choices[0].message.content}]
+    messages += [{"role": "system", "content": "Be kind."}, *question()]
+    second = client.chat.completions.create(model=MODEL, messages=messages, max_completion_tokens=6, temperature=0)
+    assert second.usage.prompt_tokens_details.audio_tokens == 2 * 26
+    assert second.usage.prompt_tokens > first.usage.prompt_tokens + 26
+
+
+def test_tool_calls(client):
+    reply = client.chat.completions.create(model=MODEL, messages=question(), tools=TOOLS, temperature=0)
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    (call,) = choice.message.tool_calls
+    assert call.type == "function" and call.function.name == "get_weather" and call.id.startswith("call_")
+    assert json.loads(call.function.arguments) == {"location": "杭州"}
+    stream = client.chat.completions.create(model=MODEL, messages=question(), tools=TOOLS, temperature=0, stream=True)
+    deltas = [choice.delta for chunk in stream for choice in chunk.choices if choice.delta.tool_calls]
+    assert [d.tool_calls[0].function.name for d in deltas] == ["get_weather"]
+    # the tool's answer goes back as a tool message; the model then replies (here: text)
+    messages = question() + [
+        {"role": "assistant", "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": '{"weather": "sunny"}'},
+    ]
+    follow_up = client.chat.completions.create(model=MODEL, messages=messages, tools=TOOLS, max_completion_tokens=4)
+    assert follow_up.usage.prompt_tokens > reply.usage.prompt_tokens + reply.usage.completion_tokens
+
+
+# ------------------------------------------------------------------------------------------------ realtime
+def pcm16_24k(path=QUESTION) -> str:
+    waveform, rate = sf.read(path, dtype="float32")
+    from transformers_fac.audio_io import resample
+
+    return base64.b64encode((resample(waveform, rate, 24000) * 32767).astype("<i2").tobytes()).decode("ascii")
+
+
+def events_until(connection, last: str) -> list:
+    events = []
+    for event in connection:
+        events.append(event)
+        if event.type == last:
+            return events
+    raise AssertionError(f"the connection closed before {last}")
+
+
+def test_realtime_session(server, client):
+    with client.realtime.connect(model=MODEL) as connection:
+        created = connection.recv()
+        assert created.type == "session.created" and created.session.audio.output.voice == "中文女"
+        session = {"type": "realtime", "instructions": "Be brief.", "max_output_tokens": 8}
+        connection.session.update(session={**session, "audio": {"output": {"voice": "my-voice"}}})
+        updated = connection.recv()
+        assert updated.type == "session.updated" and updated.session.audio.output.voice == "my-voice"
+        connection.input_audio_buffer.append(audio=pcm16_24k())
+        connection.input_audio_buffer.commit()
+        committed = connection.recv()
+        assert committed.type == "input_audio_buffer.committed" and committed.item_id
+        connection.response.create()
+        events = events_until(connection, "response.done")
+        kinds = [event.type for event in events]
+        assert kinds[0] == "response.created" and kinds[-1] == "response.done"
+        audio = b"".join(base64.b64decode(e.delta) for e in events if e.type == "response.output_audio.delta")
+        transcript = "".join(e.delta for e in events if e.type == "response.output_audio_transcript.delta")
+        done = events[-1].response
+        assert done.status == "incomplete" and done.status_details.reason == "max_output_tokens"
+        assert len(audio) // 2 == done.usage.output_token_details.audio_tokens * SAMPLES_PER_CODE > 0
+        assert done.output[0].content[0].transcript == transcript
+
+        # a second turn; the reply is cancelled after its first audio delta
+        connection.input_audio_buffer.append(audio=pcm16_24k())
+        connection.input_audio_buffer.commit()
+        assert connection.recv().type == "input_audio_buffer.committed"
+        connection.response.create(response={"max_output_tokens": 80})
+        for event in connection:
+            if event.type == "response.output_audio.delta":
+                break
+        connection.response.cancel()
+        after = events_until(connection, "response.done")
+        assert after[-1].response.status == "cancelled"
+        assert after[-1].response.status_details.reason == "client_cancelled"
+        assert after[-1].response.usage.output_tokens < 80  # stopped long before its limit
+
+        # barge-in: a new user turn while a reply streams cancels it
+        connection.response.create(response={"max_output_tokens": 80})
+        for event in connection:
+            if event.type == "response.output_audio.delta":
+                break
+        connection.input_audio_buffer.append(audio=pcm16_24k())
+        connection.input_audio_buffer.commit()
+        interrupted = events_until(connection, "response.done")[-1].response
+        assert (interrupted.status, interrupted.status_details.reason) == ("cancelled", "turn_detected")
+        assert connection.recv().type == "input_audio_buffer.committed"
+
+        # the session goes on: errors are events, not a closed socket
+        connection.send({"type": "response.cancel"})
+        error = connection.recv()
+        assert error.type == "error" and error.error.code == "response_cancel_not_active"
+        connection.send({"type": "input_audio_buffer.commit"})
+        assert connection.recv().error.code == "input_audio_buffer_commit_empty"
+
+
+def test_realtime_server_turn_detection(server, client):
+    """`server_vad`: the server finds the spoken turn in the appended audio (5 s question, then 1 s of silence),
+    commits and answers it; speech during the reply interrupts it."""
+    turn = base64.b64decode(pcm16_24k()) + bytes(2 * 24000)
+    chunks = [base64.b64encode(turn[i : i + 9600]).decode() for i in range(0, len(turn), 9600)]  # 0.2 s each
+    with client.realtime.connect(model=MODEL) as connection:
+        connection.recv()
+        detection = {"type": "server_vad", "silence_duration_ms": 500}
+        session = {"type": "realtime", "audio": {"input": {"turn_detection": detection}}, "max_output_tokens": 80}
+        connection.session.update(session=session)
+        assert connection.recv().session.audio.input.turn_detection.silence_duration_ms == 500
+        for chunk in chunks:
+            connection.input_audio_buffer.append(audio=chunk)
+        events = events_until(connection, "response.created")
+        kinds = [event.type for event in events]
+        assert kinds == [
+            "input_audio_buffer.speech_started",
+            "input_audio_buffer.speech_stopped",
+            "input_audio_buffer.committed",
+            "response.created",
+        ]
+        started, stopped, committed = events[:3]
+        assert started.audio_start_ms < 500 and 4000 < stopped.audio_end_ms < 6000
+        assert started.item_id == stopped.item_id == committed.item_id
+        for event in connection:  # the reply streams; then the user speaks again
+            if event.type == "response.output_audio.delta":
+                break
+        for chunk in chunks[:10]:
+            connection.input_audio_buffer.append(audio=chunk)
+        after = events_until(connection, "response.done")
+        assert "input_audio_buffer.speech_started" in [event.type for event in after]
+        assert (after[-1].response.status, after[-1].response.status_details.reason) == ("cancelled", "turn_detected")
+        connection.input_audio_buffer.commit()  # the server commits the turns itself
+        assert connection.recv().error.code == "turn_detection_on"
+
+
+def test_realtime_needs_the_key(server):
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    with pytest.raises(InvalidStatus) as refused:
+        connect(f"ws://127.0.0.1:{server.port}/v1/realtime", additional_headers={"Authorization": "Bearer nope"})
+    assert refused.value.response.status_code == 403
+    # browsers pass the key as a subprotocol
+    protocols = ["realtime", f"openai-insecure-api-key.{API_KEY}"]
+    with connect(f"ws://127.0.0.1:{server.port}/v1/realtime", subprotocols=protocols) as websocket:
+        assert json.loads(websocket.recv(timeout=30))["type"] == "session.created"
+
+
+# ------------------------------------------------------------------------------------------------ load and faults
+def test_concurrent_requests_are_batched_and_equal_unbatched(server, client):
+    """32 greedy requests, 8 at a time, over two different questions: every answer equals the one-at-a-time answer."""
+    questions = [question(), question(path=QUESTION.with_name("question_zh.wav"))]
+    alone = [spoken(client, messages, max_completion_tokens=5) for messages in questions]
+    before = metrics(server)
+
+    def ask(index: int):
+        return index % 2, spoken(client, questions[index % 2], max_completion_tokens=5)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(ask, range(32), timeout=600))
+    after = metrics(server)
+    assert len(answers) == 32
+    for which, answer in answers:
+        reference = alone[which].choices[0].message.audio
+        audio = answer.choices[0].message.audio
+        assert audio.transcript == reference.transcript
+        assert (
+            answer.usage.completion_tokens_details.audio_tokens
+            == alone[which].usage.completion_tokens_details.audio_tokens
+        )
+        ours, theirs = (sf.read(io.BytesIO(base64.b64decode(a.data)))[0] for a in (audio, reference))
+        assert ours.shape == theirs.shape and snr_db(theirs, ours) > 40  # the same codes, vocoded in a batch
+    assert after["fac_batch_rows_total"] - before["fac_batch_rows_total"] == 32
+    assert after["fac_batches_total"] - before["fac_batches_total"] < 32  # some requests shared a batch
+    assert after["fac_batch_rows_max"] > 1
+
+
+def snr_db(reference: np.ndarray, other: np.ndarray) -> float:
+    error = np.mean((reference - other) ** 2)
+    return float("inf") if error == 0 else 10 * np.log10(np.mean(reference**2) / error)
+
+
+def metrics(server) -> dict[str, float]:
+    request = urllib.request.Request(f"{server.url}/metrics", headers={"Authorization": f"Bearer {API_KEY}"})
+    with urllib.request.urlopen(request) as response:
+        text = response.read().decode()
+    return {name: float(value) for name, value in re.findall(r"^(\w+) ([\d.]+)$", text, re.MULTILINE)}
+
+
+def test_full_queue_and_disconnect(server, client):
+    """A long streamed reply occupies the engine; short text requests (quick to prepare) fill the queue and the ones
+    beyond are refused with 429 and Retry-After; the long reply's client disconnects, its row is freed and the queued
+    requests are served."""
+    before = metrics(server)
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    body = {"model": MODEL, "messages": question(), "modalities": ["text", "audio"], "temperature": 0}
+    long_body = {**body, "stream": True, "audio": {"voice": "中文男", "format": "pcm16"}, "max_completion_tokens": 80}
+    short_body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi!"}], "max_completion_tokens": 2}
+
+    def short():
+        return httpx.post(f"{server.url}/v1/chat/completions", json=short_body, headers=headers, timeout=180)
+
+    with httpx.stream(
+        "POST", f"{server.url}/v1/chat/completions", json=long_body, headers=headers, timeout=180
+    ) as long:
+        lines = long.iter_lines()  # (keep it: closing this iterator closes the connection)
+        assert next(lines).startswith("data:")  # the reply is being generated
+        with concurrent.futures.ThreadPoolExecutor(MAX_QUEUE + 4) as pool:
+            futures = [pool.submit(short) for _ in range(MAX_QUEUE + 4)]
+            first = next(concurrent.futures.as_completed(futures, timeout=180)).result()
+            assert (
+                first.status_code == 429
+            )  # nothing can finish while the engine is busy: the first answer is a refusal
+            assert int(first.headers["retry-after"]) >= 1 and first.json()["error"]["code"] == "queue_full"
+            long.close()  # the client of the long reply goes away
+            statuses = sorted(future.result().status_code for future in futures)
+    assert set(statuses) == {200, 429} and statuses.count(200) >= MAX_QUEUE
+    after = metrics(server)
+    assert after["fac_replies_cancelled_total"] == before["fac_replies_cancelled_total"] + 1
+    assert after["fac_requests_rejected_total"] == before["fac_requests_rejected_total"] + statuses.count(429)
+    assert spoken(client, question(), max_completion_tokens=2).choices[0].finish_reason == "length"
+
+
+def long_silence_flac() -> str:
+    buffer = io.BytesIO()
+    sf.write(buffer, np.zeros(8000 * 130, dtype=np.float32), 8000, format="FLAC")  # 130 s in a few kB
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "code", "words"),
+    [
+        ({"key": "wrong"}, 401, "invalid_api_key", "API key"),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "A" * 2_000_000}}]}
+                ]
+            },
+            413,
+            "request_too_large",
+            "larger than",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {
+                                "type": "input_audio",
+                                "input_audio": {
+                                    "data": base64.b64encode(b"plain text, not a sound" * 20).decode(),
+                                    "format": "wav",
+                                },
+                            }
+                        ],
+                    }
+                ]
+            },
+            400,
+            "invalid_audio",
+            "not an audio file",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "input_audio", "input_audio": {"data": long_silence_flac(), "format": "flac"}}
+                        ],
+                    }
+                ]
+            },
+            400,
+            "audio_too_long",
+            "120 s",
+        ),
+        ({"audio": {"voice": "alloy", "format": "wav"}}, 400, "unknown_voice", "中文女, 中文男, my-voice"),
+        ({"n": 2}, 400, None, "one choice"),
+        ({"max_completion_tokens": 5000}, 400, "too_many_tokens", "at most 80"),
+        ({"model": "gpt-4o-audio-preview"}, 404, "model_not_found", "fun-audio-chat"),
+        ({"audio": {"voice": "中文女", "format": "wav"}, "stream": True}, 400, None, "pcm16"),
+    ],
+)
+def test_bad_requests_get_the_right_4xx(server, change, status, code, words):
+    change = dict(change)
+    key = change.pop("key", API_KEY)
+    body = {
+        "model": MODEL,
+        "messages": question(),
+        "modalities": ["text", "audio"],
+        "audio": {"voice": "中文女", "format": "wav"},
+        "max_completion_tokens": 2,
+        **change,
+    }
+    response = httpx.post(
+        f"{server.url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=120
+    )
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert error["code"] == code and words in error["message"]
+    assert response.headers["x-fac-replica"]
+
+
+def test_openai_client_raises_its_own_errors(server):
+    wrong = openai.OpenAI(base_url=f"{server.url}/v1", api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        wrong.models.list()
+
+
+def test_nothing_secret_is_logged(server):
+    log = server.output()
+    assert "POST /v1/chat/completions" in log  # the access log is on
+    assert API_KEY not in log and audio_b64()[100:160] not in log
+    assert "Traceback" not in log
+
+
+def test_concurrent_realtime_and_chat(server, client):
+    """A realtime reply and chat completions at the same time share the engine."""
+    results = {}
+
+    def chat():
+        results["chat"] = spoken(client, question(), max_completion_tokens=4).choices[0].finish_reason
+
+    worker = threading.Thread(target=chat)
+    with client.realtime.connect(model=MODEL) as connection:
+        connection.recv()
+        connection.input_audio_buffer.append(audio=pcm16_24k())
+        connection.input_audio_buffer.commit()
+        connection.recv()
+        connection.response.create(response={"max_output_tokens": 4, "output_modalities": ["text"]})
+        worker.start()
+        events = events_until(connection, "response.done")
+    worker.join(120)
+    assert results["chat"] == "length" and events[-1].response.status == "incomplete"
+    assert any(event.type == "response.output_text.delta" for event in events)

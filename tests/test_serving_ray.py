@@ -1,0 +1,39 @@
+"""`fac-serve --ray`: a local Ray instance (small: 4 logical CPUs, 80 MB object store) with 2 replicas of the tiny
+model behind Ray's HTTP proxy answers concurrent `openai` client requests on both replicas, then shuts down."""
+
+import concurrent.futures
+import os
+import time
+
+import openai
+
+from tests.serving_utils import MODEL, question, running_server
+
+ARGS = ["--ray", "--replicas", "2", "--ray-num-cpus", "4", "--ray-object-store-mb", "80", "--max-new-tokens", "6"]
+
+
+def test_two_replicas_answer_concurrent_requests(tmp_path):
+    env = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ADDRESS": ""}
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, **env}
+    with running_server(ARGS, tmp_path / "ray.log", timeout=300, env=env) as server:
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=300)
+
+        def ask(_):
+            raw = client.chat.completions.with_raw_response.create(
+                model=MODEL, messages=question(), modalities=["text", "audio"], max_completion_tokens=4, temperature=0
+            )
+            reply = raw.parse()
+            codes = reply.usage.completion_tokens_details.audio_tokens
+            return raw.headers["x-fac-replica"], reply.choices[0].message.audio.transcript, codes
+
+        replicas, answers = set(), []
+        deadline = time.monotonic() + 240  # the second replica may still be loading when the first answers
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            while len(replicas) < 2 and time.monotonic() < deadline:
+                for replica, transcript, codes in pool.map(ask, range(8)):
+                    replicas.add(replica)
+                    answers.append((transcript, codes))
+    assert len(replicas) == 2
+    assert len(set(answers)) == 1 and answers[0][1] > 0  # greedy: every replica gives the same reply
+    assert server.process.returncode == 0
+    assert "draining the replicas" in server.output()
