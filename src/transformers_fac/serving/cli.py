@@ -17,25 +17,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from .settings import ServerSettings
-
-SETTING_FLAGS = {
-    "model": (str, "Hub id or directory, or 'tiny' (default) for the tiny random checkpoint"),
-    "token2wav": (str, "the speech decoder: 'auto' (the checkpoint's), a directory or a Hub id"),
-    "device": (str, "cuda, cpu, ... (default: cuda when available)"),
-    "dtype": (str, "bfloat16 or float32 (default: bf16 on cuda)"),
-    "threads": (int, "torch CPU threads (default on CPU: half the cores)"),
-    "served_model_name": (str, "the model id clients send (default: fun-audio-chat)"),
-    "voice_dirs": (str, "a saved (cloned) voice, or a folder of them, to offer; repeat for more"),
-    "max_batch_size": (int, "requests generated together (default: 8)"),
-    "max_wait_ms": (float, "how long a request waits for others to join its batch (default: 20)"),
-    "max_queue": (int, "waiting requests before answering 429 (default: 64)"),
-    "max_body_mb": (float, "largest request body in MiB (default: 32)"),
-    "max_audio_seconds": (float, "longest input audio per request (default: 120)"),
-    "max_new_tokens": (int, "longest reply in LLM steps, 5 per second of speech (default: 600; tiny: 60)"),
-    "max_prompt_tokens": (int, "longest prompt in tokens (default: 8192)"),
-    "drain_seconds": (float, "on SIGTERM, how long in-flight requests may take to finish (default: 30)"),
-}
+from .settings import SETTING_FLAGS, ServerSettings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,14 +63,6 @@ def read_config(path: str) -> dict:
     if not isinstance(values, dict):
         raise ValueError(f"{path}: expected a mapping of settings.")
     return values
-
-
-def settings_from_strings(values: dict[str, str]) -> ServerSettings:
-    """Settings from `key=value` strings (Ray's `serve run ... key=value`; `voice_dirs` comma-separated), converted
-    to the fields' types."""
-    kinds = {name: kind for name, (kind, _) in SETTING_FLAGS.items()}
-    kinds["voice_dirs"] = lambda value: [part for part in value.split(",") if part]
-    return ServerSettings.from_dict({key: kinds.get(key, str)(value) for key, value in values.items()})
 
 
 def resolve(args: argparse.Namespace) -> tuple[ServerSettings, dict | None]:

@@ -19,7 +19,7 @@ from dataclasses import asdict
 from typing import Any
 
 from .extras import require
-from .settings import ServerSettings
+from .settings import ServerSettings, settings_from_strings
 
 logger = logging.getLogger("transformers_fac.serving")
 DEPLOYMENT_NAME = "fun-audio-chat"
@@ -73,8 +73,6 @@ def application(settings: ServerSettings, options: dict | None = None):
 def build_app(args: dict[str, str]):
     """Application builder for Ray's own CLI and config files:
     `serve run transformers_fac.serving.ray_serve:build_app model=tiny max_batch_size=8`."""
-    from .cli import settings_from_strings
-
     return application(settings_from_strings(args))
 
 
