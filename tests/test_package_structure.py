@@ -4,6 +4,8 @@ hook dictionaries alone (read from the sources, not by importing)."""
 import ast
 import importlib
 import importlib.util
+import inspect
+import re
 from pathlib import Path
 
 import pytest
@@ -177,6 +179,21 @@ def test_pinned_private_attributes_exist(entry):
     owner, name = entry.rsplit(".", 1)
     module, cls = owner.rsplit(".", 1)
     assert hasattr(getattr(importlib.import_module(module), cls), name), entry
+
+
+@pytest.mark.parametrize("entry", transformers_internals.PRIVATE_KEYS)
+def test_pinned_private_keys_are_still_set_by_transformers(entry):
+    module, key = entry.split(":")
+    assert f'"{key}"' in inspect.getsource(importlib.import_module(module)), entry
+
+
+def test_private_keys_read_by_the_package_are_pinned():
+    pinned = {entry.split(":")[1] for entry in transformers_internals.PRIVATE_KEYS}
+    for path in PACKAGE.rglob("*.py"):
+        if path.name != "transformers_internals.py":
+            # reads like `kwargs.get("_name")` or `kwargs["_name"]` (not the package's own `state["_name"] = ...`)
+            read = set(re.findall(r'\.get\("(_[a-z_]+)"\)|\["(_[a-z_]+)"\](?!\s*=)', path.read_text()))
+            assert {key for pair in read for key in pair if key} <= pinned, path
 
 
 def test_no_module_touches_torch_global_hook_dictionaries():

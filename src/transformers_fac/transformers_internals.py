@@ -31,3 +31,9 @@ PRIVATE_ATTRIBUTES: tuple[str, ...] = (
     "transformers.modeling_utils.PreTrainedModel._init_weights",  # overridden for custom parameters
     "transformers.modeling_utils.PreTrainedModel._tied_weights_keys",  # speech head output = code embedding
 )
+
+# `module:key`: private keyword keys that transformers fills in and the package reads.
+PRIVATE_KEYS: tuple[str, ...] = (
+    # vocoder.saved_voice: the adapter folder an Auto class loads, handed to `from_pretrained` in `adapter_kwargs`
+    "transformers.models.auto.auto_factory:_adapter_model_path",
+)

@@ -11,11 +11,12 @@ import numpy as np
 import torch
 
 from ..audio_io import SAMPLING_RATE, check_sampling_rate, to_float_array, to_mono
+from ..optional_imports import install_hint
 
 WINDOW = 512
 """Samples per VAD window at 16 kHz (32 ms): the window size Silero VAD is trained for."""
 
-LIVE_EXTRA = 'pip install "transformers-fac[live]"'
+LIVE_EXTRA = install_hint("live")
 
 
 def load_vad_model():

@@ -1,13 +1,10 @@
-"""Optional dependencies of the server, imported only when a server feature is used.
+"""Optional dependencies of the server (FastAPI, uvicorn, Ray), imported only when a server feature is used."""
 
-`import transformers_fac` never imports FastAPI, uvicorn or Ray; `require` imports one of them on first use and, when it
-is missing, raises one clear error that names the extra to install.
-"""
-
-import importlib
 from types import ModuleType
 
-EXTRAS = {"fastapi": "serve", "uvicorn": "serve", "ray": "ray", "ray.serve": "ray", "yaml": "serve"}
+from ..optional_imports import import_extra
+
+EXTRAS = {"fastapi": "serve", "uvicorn": "serve", "ray": "ray", "yaml": "serve"}
 
 
 def require(module: str) -> ModuleType:
@@ -17,14 +14,8 @@ def require(module: str) -> ModuleType:
         >>> require("json").__name__
         'json'
     """
-    try:
-        return importlib.import_module(module)
-    except ImportError as error:
-        extra = EXTRAS.get(module, EXTRAS.get(module.split(".")[0], "serve"))
-        raise ImportError(
-            f"The Fun-Audio-Chat server needs `{module}`, which is not installed: "
-            f'pip install "transformers-fac[{extra}]"'
-        ) from error
+    extra = EXTRAS.get(module.split(".")[0], "serve")
+    return import_extra(module, extra, "The Fun-Audio-Chat server")
 
 
 __all__ = ["require"]

@@ -1,9 +1,10 @@
 """Lazy imports of the `voice` extra (`pip install "transformers-fac[voice]"`), with one clear error when missing."""
 
-import importlib
 import types
 
-VOICE_EXTRA_HINT = 'pip install "transformers-fac[voice]"'
+from ..optional_imports import import_extra, install_hint
+
+VOICE_EXTRA_HINT = install_hint("voice")
 _PACKAGES = {"kaldi_native_fbank": "kaldi-native-fbank", "onnxruntime": "onnxruntime", "onnx": "onnx"}
 
 
@@ -14,13 +15,7 @@ def import_voice_dependency(module: str) -> types.ModuleType:
         >>> import_voice_dependency("onnxruntime").__name__
         'onnxruntime'
     """
-    try:
-        return importlib.import_module(module)
-    except ImportError as error:
-        package = _PACKAGES.get(module, module)
-        raise ImportError(
-            f"Custom voices need the optional package `{package}`, which is not installed: {VOICE_EXTRA_HINT}."
-        ) from error
+    return import_extra(module, "voice", "Custom voices", package=_PACKAGES.get(module))
 
 
 __all__ = ["VOICE_EXTRA_HINT", "import_voice_dependency"]
