@@ -264,3 +264,27 @@ def test_streams_decoded_together_equal_streams_decoded_alone(loaded):
         assert ours.shape == reference.shape
         error = (ours - reference).pow(2).mean()
         assert error == 0 or 10 * torch.log10(reference.pow(2).mean() / error) > 40
+
+
+def test_compiled_engine_answers_a_batch_like_the_eager_one(loaded):
+    """`fac-serve --compile`: the model decodes with static caches and the compiled step (warmed up while loading);
+    a batch of two different spoken questions gets the same words, codes and audio as from the eager engine."""
+    compiled = load(ServerSettings(model="tiny", compile=True, max_new_tokens=20))
+    assert compiled.model.generation_config.cache_implementation == "static"
+    assert loaded.model.generation_config.cache_implementation is None  # the default model stays eager
+    text = prompt(loaded.processor, system=S2M_SYSTEM_PROMPT)
+    questions = [load_audio(QUESTION), load_audio(AUDIO / "real_zh_6s.wav")]
+    answers = []
+    for model in (loaded.model, compiled.model):
+        engine = BatchingEngine(model, loaded.processor, max_batch_size=2, max_wait_ms=2000).start()
+        try:
+            replies = [
+                engine.submit(ReplyRequest(text, [audio], max_new_tokens=15, temperature=0)) for audio in questions
+            ]
+            answers.append([finish(reply) for reply in replies])
+        finally:
+            assert engine.close(timeout=120)
+        assert engine.stats.largest_batch == 2
+    for (eager_text, eager_audio, eager_done), (text_, audio, done) in zip(*answers):
+        assert text_ == eager_text and done.speech_codes == eager_done.speech_codes > 0
+        torch.testing.assert_close(np.concatenate(audio), np.concatenate(eager_audio), rtol=1e-4, atol=1e-5)

@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (kind, text) in SETTING_FLAGS.items():
         if name == "voice_dirs":
             parser.add_argument("--voice-dir", dest=name, action="append", default=None, help=text)
+        elif kind is bool:
+            parser.add_argument("--" + name.replace("_", "-"), action="store_true", default=None, help=text)
         else:
             parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=text)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")

@@ -30,6 +30,9 @@ class ServerSettings:
             `max_completion_tokens`.
         max_prompt_tokens: the longest prompt in tokens (at most what the model's positions leave for the reply).
         drain_seconds: on SIGTERM, how long in-flight requests may take to finish before the server exits.
+        compile: decode with static caches and the compiled step (`cache_implementation="static"`, CUDA graphs on a
+            GPU). Each new batch size, length bucket and greedy/sampled choice compiles once, on first use; the
+            server warms up one spoken reply at batch size 1 before it is ready.
     """
 
     model: str = "tiny"
@@ -48,6 +51,7 @@ class ServerSettings:
     max_new_tokens: int | None = None
     max_prompt_tokens: int | None = 8192
     drain_seconds: float = 30.0
+    compile: bool = False
 
     def __post_init__(self):
         for name in ("max_batch_size", "max_queue"):
@@ -105,6 +109,7 @@ SETTING_FLAGS = {
     "max_new_tokens": (int, "longest reply in LLM steps, 5 per second of speech (default: 600; tiny: 60)"),
     "max_prompt_tokens": (int, "longest prompt in tokens (default: 8192)"),
     "drain_seconds": (float, "on SIGTERM, how long in-flight requests may take to finish (default: 30)"),
+    "compile": (bool, "static caches and the compiled decoding step (CUDA graphs on a GPU); warms up at start"),
 }
 
 
@@ -113,4 +118,5 @@ def settings_from_strings(values: dict[str, str]) -> ServerSettings:
     to the fields' types."""
     kinds = {name: kind for name, (kind, _) in SETTING_FLAGS.items()}
     kinds["voice_dirs"] = lambda value: [part for part in value.split(",") if part]
+    kinds["compile"] = lambda value: value.strip().lower() in ("1", "true", "yes", "on")
     return ServerSettings.from_dict({key: kinds.get(key, str)(value) for key, value in values.items()})
