@@ -266,6 +266,56 @@ def test_realtime_server_turn_detection(server, client):
         assert connection.recv().error.code == "turn_detection_on"
 
 
+def text_part(role: str, text: str) -> dict:
+    kind = "input_text" if role == "user" else "output_text"
+    return {"type": "message", "role": role, "content": [{"type": kind, "text": text}]}
+
+
+def prompt_tokens_of_a_reply(connection, items: list[dict]) -> tuple[list, object]:
+    """Adds `items`, asks for a short written reply; the items' added events and the reply's `response.done`."""
+    connection.recv()  # session.created
+    added = []
+    for item in items:
+        connection.conversation.item.create(item=item)
+        added.append((connection.recv(), connection.recv()))
+    connection.response.create(response={"output_modalities": ["text"], "max_output_tokens": 3})
+    events = events_until(connection, "response.done")
+    assert any(event.type == "response.output_text.delta" for event in events)
+    return added, events[-1].response
+
+
+def test_realtime_conversation_items(server, client):
+    """`conversation.item.create`: written user turns, earlier replies and audio turns join the conversation that
+    the reply reads; malformed items are `error` events and the session goes on."""
+    audio_turn = {"type": "message", "role": "user", "content": [{"type": "input_audio", "audio": pcm16_24k()}]}
+    short = [text_part("user", "Hello."), text_part("assistant", "Fine.")]
+    long = [text_part("user", "Hello there, how are you today, my friend?"), text_part("assistant", "Fine.")]
+    with client.realtime.connect(model=MODEL) as connection:
+        _, after_short = prompt_tokens_of_a_reply(connection, [*short, audio_turn])
+    with client.realtime.connect(model=MODEL) as connection:
+        added, after_long = prompt_tokens_of_a_reply(connection, [*long, audio_turn])
+        kinds = [(first.type, second.type) for first, second in added]
+        assert kinds == [("conversation.item.added", "conversation.item.done")] * 3
+        assert added[0][0].previous_item_id is None and added[1][0].previous_item_id == added[0][0].item.id
+        assert added[0][0].item.content[0].text == "Hello there, how are you today, my friend?"
+        assert added[2][0].item.content[0].type == "input_audio"
+
+        bad_items = {
+            "item.role": text_part("system", "Be brief."),
+            "item.type": {"type": "function_call_output", "call_id": "c1", "output": "{}"},
+            "item.content": {"type": "message", "role": "user", "content": []},
+            "item.content[0]": {"type": "message", "role": "user", "content": [{"type": "input_audio", "audio": "%"}]},
+        }
+        for param, item in bad_items.items():
+            connection.conversation.item.create(item=item)
+            error = connection.recv()
+            assert error.type == "error" and error.error.param == param, (param, error)
+        connection.conversation.item.create(item=text_part("user", "again"), previous_item_id="item_unknown")
+        assert connection.recv().error.param == "previous_item_id"
+    assert after_short.usage.input_token_details.audio_tokens == after_long.usage.input_token_details.audio_tokens > 0
+    assert after_long.usage.input_tokens >= after_short.usage.input_tokens + 6  # the written words are in the prompt
+
+
 def test_realtime_needs_the_key(server):
     from websockets.exceptions import InvalidStatus
     from websockets.sync.client import connect

@@ -1,9 +1,10 @@
 """`WS /v1/realtime`: the part of the OpenAI Realtime API a voice agent needs, over the batching engine.
 
 Client events: `session.update` (instructions, voice, output modalities, audio formats, turn detection on or off,
-`max_output_tokens`), `input_audio_buffer.append` / `commit` / `clear`, `response.create`, `response.cancel`.
+`max_output_tokens`), `input_audio_buffer.append` / `commit` / `clear`, `conversation.item.create` (user turns as text
+or audio, earlier assistant replies as text: `realtime_items`), `response.create`, `response.cancel`.
 Server events: `session.created` / `session.updated`, `input_audio_buffer.speech_started` / `speech_stopped` /
-`committed` / `cleared`, `response.created`, `response.output_audio.delta` (base64 PCM16, 24 kHz),
+`committed` / `cleared`, `conversation.item.added` / `done`, `response.created`, `response.output_audio.delta` (base64 PCM16, 24 kHz),
 `response.output_audio_transcript.delta` (or `response.output_text.delta` for text-only responses), their `.done`
 events, `response.done` and `error`.
 
@@ -44,6 +45,7 @@ from .batching import EngineClosed, QueueFull, RequestError
 from .errors import APIError
 from .prompting import Prompt, system_prompt
 from .realtime_config import SessionConfig, SessionError, max_tokens_option, parse_session_update
+from .realtime_items import Item, parse_item
 from .replies import AudioDelta, Reply, ReplyDone, ReplyFailed, ReplyRequest, TextDelta
 from .runtime import ServerRuntime
 from .turn_detection import ServerVad
@@ -56,16 +58,6 @@ KEY_SUBPROTOCOL = "openai-insecure-api-key."
 
 def _id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:20]}"
-
-
-@dataclass
-class Item:
-    """A conversation item: a user's committed audio, or an assistant's reply text."""
-
-    id: str
-    role: str
-    audio: np.ndarray | None = None
-    text: str = ""
 
 
 @dataclass
@@ -233,6 +225,21 @@ class RealtimeSession:
             if options["create_response"] and self.response is None:
                 await self.on_response_create({})
 
+    async def on_item_create(self, event: dict) -> None:
+        """`conversation.item.create`: a user turn (text and/or audio) or an earlier assistant reply, appended."""
+        previous = self.items[-1].id if self.items else None
+        if event.get("previous_item_id") not in (None, previous):
+            raise SessionError(
+                "Items can only be appended: leave out `previous_item_id` or name the last item.",
+                param="previous_item_id",
+            )
+        item = parse_item(event.get("item"), _id("item"), self.config.input_rate)
+        if any(existing.id == item.id for existing in self.items):
+            raise SessionError(f"An item with id {item.id!r} exists already.", param="item.id")
+        self.items.append(item)
+        for kind in ("conversation.item.added", "conversation.item.done"):
+            await self.send({"type": kind, "previous_item_id": previous, "item": item.item_object()})
+
     async def on_clear(self, event: dict) -> None:
         self.buffer.clear()
         if self.vad is not None:  # forget the turn being spoken too
@@ -246,8 +253,8 @@ class RealtimeSession:
         turns: list[dict[str, str]] = []
         audios = []
         for item in self.items:
-            content = AUDIO_TEMPLATE if item.role == "user" else item.text
-            if item.role == "user":
+            content = item.content()
+            if item.audio is not None:
                 audios.append(item.audio)
             if turns and turns[-1]["role"] == item.role:
                 turns[-1]["content"] += "\n" + content
@@ -387,6 +394,7 @@ class RealtimeSession:
         "input_audio_buffer.append": on_append,
         "input_audio_buffer.commit": on_commit,
         "input_audio_buffer.clear": on_clear,
+        "conversation.item.create": on_item_create,
         "response.create": on_response_create,
         "response.cancel": on_response_cancel,
     }
