@@ -57,6 +57,8 @@ def build_demo(engine: Engine) -> gr.Blocks:
         return engine.write(inputs)
 
     def respond(audio, mode, voice, persona, free_prompt, session: logic.DemoSession, request: gr.Request):
+        if not your_voice.voice_allowed(voice, engine.voices, settings.files_dir, request.session_hash):
+            raise gr.Error(your_voice.UNKNOWN_VOICE.format(voice=voice))
         if session.files.folder is None:  # the session's audio files go to a folder of its own
             session.files.folder = session_folder(settings.files_dir, request.session_hash)
         for update in logic.respond(
@@ -125,7 +127,8 @@ def build_demo(engine: Engine) -> gr.Blocks:
                             stop_button = gr.Button("Stop", variant="stop")
                             new_chat = gr.Button("New conversation")
                         mode = gr.Radio(logic.MODES, value=logic.SPEECH, label="Reply mode")
-                        voice = gr.Dropdown(voices, value=engine.default_voice, label="Voice")
+                        # custom values: API clients name a voice that /add_voice returned (checked in respond)
+                        voice = gr.Dropdown(voices, value=engine.default_voice, label="Voice", allow_custom_value=True)
                         your_voice.build_controls(engine, voice, voices)
                         persona = gr.Dropdown(list(logic.PERSONAS), value=logic.XIAOYUN, label="Persona")
                         free_prompt = gr.Textbox(

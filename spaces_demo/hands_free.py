@@ -16,6 +16,7 @@ import chat_logic as logic
 import gradio as gr
 import numpy as np
 from session_files import SessionFiles, session_folder
+from your_voice import UNKNOWN_VOICE, voice_allowed
 
 from transformers_fac.audio_io import SAMPLING_RATE
 
@@ -236,7 +237,10 @@ def build_tab(engine, mode, voice, persona, free_prompt) -> None:
         def on_chunk(chunk, hands_free: HandsFree, mode, voice, persona, free_prompt, request: gr.Request):
             if hands_free.files.folder is None:  # inside the tab's folder, which goes when the tab is closed
                 hands_free.files.folder = session_folder(settings.files_dir, request.session_hash) / "hands-free"
-            message = hands_free.feed(engine, chunk, mode, voice, persona, free_prompt)
+            if voice_allowed(voice, engine.voices, settings.files_dir, request.session_hash):
+                message = hands_free.feed(engine, chunk, mode, voice, persona, free_prompt)
+            else:
+                message = UNKNOWN_VOICE.format(voice=voice)
             notice_text = f"⚠️ {message}" if message else ""
             return (
                 list(hands_free.history),

@@ -2,12 +2,15 @@
 
 The clip is cloned by the speech decoder (`FunAudioChatToken2Wav.clone_voice`: CAM++ speaker vector, speech codes and
 mel of the clip) and saved as a voice file (about 100 KB for 10 s) in the tab's folder (`session_files`), which is
-deleted when the tab closes; the file's path becomes a choice of the tab's voice list (so it reaches `Engine.speak` as
-a plain, picklable `speaker` string; Gradio refuses it from other tabs) and is offered for download.
+deleted when the tab closes; the file's path is the voice's id: `/add_voice` returns it (plain values only: the id,
+the file, a notice), a page-only event adds it to the tab's voice list, and `/respond` takes it as its `voice` (it
+reaches `Engine.speak` as a plain, picklable `speaker` string). `voice_allowed` refuses a voice file of another tab.
 """
 
 import re
 import uuid
+from collections.abc import Iterable
+from pathlib import Path
 
 import gradio as gr
 from session_files import session_folder
@@ -16,6 +19,16 @@ from transformers_fac.audio_io import AudioInputError
 
 VOICE_LABEL = "{name} (your voice)"
 NO_CLIP = "Record or upload a clip of your voice first (1 to 30 s of speech)."
+UNKNOWN_VOICE = "Unknown voice {voice!r}: choose one of the list (a cloned voice belongs to the tab that made it)."
+
+
+def voice_allowed(voice: str | None, stock: Iterable[str], files_dir: str, session_hash: str) -> bool:
+    """Whether a tab may reply in `voice`: none (the default), a stock voice, or a voice file cloned in this tab."""
+    if not voice or voice in stock:
+        return True
+    path = Path(voice)
+    folder = session_folder(files_dir, session_hash) / "voices"
+    return path.parent == folder and path.suffix == ".safetensors" and path.is_file()
 
 
 class YourVoices:
@@ -26,23 +39,28 @@ class YourVoices:
         self.stock_choices = list(stock_choices)
 
     def add(self, clip: str | None, name: str, choices: list[tuple[str, str]], request: gr.Request):
-        """Clone `clip`; returns (voice list update, voice file, notice, the tab's choices)."""
+        """Clone `clip`; returns (the new voice's id or "", voice file, notice, the tab's choices)."""
         if not clip:
-            return gr.skip(), None, f"⚠️ {NO_CLIP}", choices
+            return "", None, f"⚠️ {NO_CLIP}", choices
         name = re.sub(r"\s+", " ", (name or "").strip())[:40] or f"voice {len(choices) + 1}"
         try:
             voice = self.engine.model.token2wav.clone_voice(clip, name=name)
         except (AudioInputError, ValueError) as error:
-            return gr.skip(), None, f"⚠️ Could not use this clip: {error}", choices
+            return "", None, f"⚠️ Could not use this clip: {error}", choices
         folder = session_folder(self.engine.settings.files_dir, request.session_hash) / "voices"
         path = voice.save(folder / f"{uuid.uuid4().hex}.safetensors")
         choices = [*choices, (VOICE_LABEL.format(name=name), str(path))]
-        update = gr.Dropdown(choices=self.stock_choices + choices, value=str(path), interactive=True)
         notice = (
             f"✅ Replies now speak as **{name}** ({voice.prompt_seconds:.1f} s prompt). "
             "Download the voice file to keep it."
         )
-        return update, str(path), notice, choices
+        return str(path), str(path), notice, choices
+
+    def list_update(self, voice_id: str, choices: list[tuple[str, str]]):
+        """The page's voice list with the tab's cloned voices, the new one selected (nothing when none was added)."""
+        if not voice_id:
+            return gr.skip()
+        return gr.Dropdown(choices=self.stock_choices + choices, value=voice_id, interactive=True)
 
 
 def build_controls(engine, voice_list: gr.Dropdown, stock_choices: list[tuple[str, str]]) -> YourVoices:
@@ -57,14 +75,15 @@ def build_controls(engine, voice_list: gr.Dropdown, stock_choices: list[tuple[st
         add = gr.Button("Use this voice")
         voice_file = gr.File(label="Voice file (reuse it with fac-chat --voice or speaker=...)", interactive=False)
         notice = gr.Markdown(label="notice")
+        voice_id = gr.Textbox(visible=False, label="voice")  # the id /respond takes as its `voice`
     add.click(
         voices.add,
         inputs=[clip, name, choices],
-        outputs=[voice_list, voice_file, notice, choices],
+        outputs=[voice_id, voice_file, notice, choices],
         api_name="add_voice",
         concurrency_id="model",
-    )
+    ).then(voices.list_update, inputs=[voice_id, choices], outputs=[voice_list], api_visibility="private")
     return voices
 
 
-__all__ = ["YourVoices", "build_controls"]
+__all__ = ["UNKNOWN_VOICE", "YourVoices", "build_controls", "voice_allowed"]

@@ -28,6 +28,7 @@ import app  # noqa: E402
 import chat_logic as logic  # noqa: E402
 from engine import Engine, Settings  # noqa: E402
 from session_files import session_folder  # noqa: E402
+from your_voice import YourVoices  # noqa: E402
 
 from transformers_fac.audio_streaming import ReplyChunk  # noqa: E402
 from transformers_fac.prompts import S2T_SYSTEM_PROMPT, SPOKEN_S2M_PROMPT  # noqa: E402
@@ -256,8 +257,7 @@ def test_text_only_mode_returns_no_audio(client):
 
 
 def test_api_is_tidy(client):
-    """Named outputs, optional inputs marked optional, and no update dicts in what /respond returns. (/add_voice
-    returns the voice list as an update on purpose: it is what adds the new voice to this tab's choices.)"""
+    """Named outputs, optional inputs marked optional, and no update dicts in what /respond and /add_voice return."""
     api = client.view_api(print_info=False, return_format="dict")
     assert not api["unnamed_endpoints"]
     for name, endpoint in api["named_endpoints"].items():
@@ -404,6 +404,9 @@ def test_files_on_disk_stay_bounded_over_many_turns_and_sessions(engine, tmp_pat
     assert gradio_peak <= page_files + 60
 
 
+STOCK_CHOICES = [("中文女 (female)", "中文女"), ("中文男 (male)", "中文男")]
+
+
 def test_your_voice_clones_a_clip_for_the_tab(client, server, engine, tmp_path):
     """The "Your voice" control: a recorded or uploaded clip becomes a voice of this tab's list, downloadable, and the
     replies use it."""
@@ -411,15 +414,13 @@ def test_your_voice_clones_a_clip_for_the_tab(client, server, engine, tmp_path):
 
     from transformers_fac import FunAudioChatVoice
 
-    update, voice_file, notice = client.predict(handle_file(str(QUESTION_ZH)), " me ", api_name="/add_voice")
-    selected = update["value"]
+    result = client.predict(handle_file(str(QUESTION_ZH)), " me ", api_name="/add_voice")
+    assert not any(isinstance(value, dict) for value in result)  # plain values, no update dicts
+    selected, voice_file, notice = result
     assert notice.startswith("✅ Replies now speak as **me**") and selected.endswith(".safetensors")
     assert Path(selected).parent == session_folder(engine.settings.files_dir, client.session_hash) / "voices"
-    assert update["choices"] == [
-        ["中文女 (female)", "中文女"],
-        ["中文男 (male)", "中文男"],
-        ["me (your voice)", selected],
-    ]
+    page_list = YourVoices(engine, STOCK_CHOICES).list_update(selected, [("me (your voice)", selected)])
+    assert page_list.choices == [*STOCK_CHOICES, ("me (your voice)", selected)] and page_list.value == selected
     voice, expected = FunAudioChatVoice.load(voice_file), engine.model.token2wav.clone_voice(str(QUESTION_ZH))
     assert voice.name == "me" and torch_equal(voice.prompt_codes, expected.prompt_codes)
     assert torch_equal(voice.speaker_embedding, expected.speaker_embedding)
@@ -428,14 +429,14 @@ def test_your_voice_clones_a_clip_for_the_tab(client, server, engine, tmp_path):
     assert notice == "" and rate == 24000 and waveform.size > 0
     silence = tmp_path / "silence.wav"
     sf.write(silence, np.zeros(32000, np.float32), 16000)
-    _, no_file, notice = client.predict(handle_file(str(silence)), "", api_name="/add_voice")
-    assert no_file is None and "Could not use this clip" in notice and "silence" in notice
+    no_voice, no_file, notice = client.predict(handle_file(str(silence)), "", api_name="/add_voice")
+    assert (no_voice, no_file) == ("", None) and "Could not use this clip" in notice and "silence" in notice
     _, _, notice = client.predict(None, "", api_name="/add_voice")
     assert "Record or upload a clip" in notice
     # another tab does not see this tab's voice
     other = Client(server, verbose=False, analytics_enabled=False)
     job = other.submit(handle_file(str(QUESTION_EN)), logic.SPEECH, selected, logic.PLAIN, "", api_name="/respond")
-    with pytest.raises(Exception, match="not in the list of choices"):
+    with pytest.raises(Exception, match="Unknown voice"):
         job.result(timeout=60)
 
 
