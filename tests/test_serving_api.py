@@ -174,6 +174,15 @@ def events_until(connection, last: str) -> list:
     raise AssertionError(f"the connection closed before {last}")
 
 
+def expect_committed(connection):
+    """The `input_audio_buffer.committed` event of a turn, then its `conversation.item.added` / `done`."""
+    committed, added, done = connection.recv(), connection.recv(), connection.recv()
+    assert committed.type == "input_audio_buffer.committed" and committed.item_id
+    assert (added.type, done.type) == ("conversation.item.added", "conversation.item.done")
+    assert added.item.id == committed.item_id and added.item.content[0].type == "input_audio"
+    return committed
+
+
 def test_realtime_session(server, client):
     with client.realtime.connect(model=MODEL) as connection:
         created = connection.recv()
@@ -184,23 +193,27 @@ def test_realtime_session(server, client):
         assert updated.type == "session.updated" and updated.session.audio.output.voice == "my-voice"
         connection.input_audio_buffer.append(audio=pcm16_24k())
         connection.input_audio_buffer.commit()
-        committed = connection.recv()
-        assert committed.type == "input_audio_buffer.committed" and committed.item_id
+        committed = expect_committed(connection)
         connection.response.create()
         events = events_until(connection, "response.done")
         kinds = [event.type for event in events]
-        assert kinds[0] == "response.created" and kinds[-1] == "response.done"
+        assert kinds[:2] == ["response.created", "response.output_item.added"] and kinds[-1] == "response.done"
         audio = b"".join(base64.b64decode(e.delta) for e in events if e.type == "response.output_audio.delta")
         transcript = "".join(e.delta for e in events if e.type == "response.output_audio_transcript.delta")
         done = events[-1].response
         assert done.status == "incomplete" and done.status_details.reason == "max_output_tokens"
         assert len(audio) // 2 == done.usage.output_token_details.audio_tokens * SAMPLES_PER_CODE > 0
         assert done.output[0].content[0].transcript == transcript
+        item_done = next(event for event in events if event.type == "response.output_item.done")
+        assert item_done.item.id == events[1].item.id == done.output[0].id
+        if transcript.strip():  # the reply joins the conversation, after the user's turn
+            added = next(event for event in events if event.type == "conversation.item.added")
+            assert added.item.id == done.output[0].id and added.previous_item_id == committed.item_id
 
         # a second turn; the reply is cancelled after its first audio delta
         connection.input_audio_buffer.append(audio=pcm16_24k())
         connection.input_audio_buffer.commit()
-        assert connection.recv().type == "input_audio_buffer.committed"
+        expect_committed(connection)
         connection.response.create(response={"max_output_tokens": 80})
         for event in connection:
             if event.type == "response.output_audio.delta":
@@ -220,7 +233,7 @@ def test_realtime_session(server, client):
         connection.input_audio_buffer.commit()
         interrupted = events_until(connection, "response.done")[-1].response
         assert (interrupted.status, interrupted.status_details.reason) == ("cancelled", "turn_detected")
-        assert connection.recv().type == "input_audio_buffer.committed"
+        expect_committed(connection)
 
         # the session goes on: errors are events, not a closed socket
         connection.send({"type": "response.cancel"})
@@ -249,6 +262,8 @@ def test_realtime_server_turn_detection(server, client):
             "input_audio_buffer.speech_started",
             "input_audio_buffer.speech_stopped",
             "input_audio_buffer.committed",
+            "conversation.item.added",
+            "conversation.item.done",
             "response.created",
         ]
         started, stopped, committed = events[:3]

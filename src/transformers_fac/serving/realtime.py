@@ -4,7 +4,8 @@ Client events: `session.update` (instructions, voice, output modalities, audio f
 `max_output_tokens`), `input_audio_buffer.append` / `commit` / `clear`, `conversation.item.create` (user turns as text
 or audio, earlier assistant replies as text: `realtime_items`), `response.create`, `response.cancel`.
 Server events: `session.created` / `session.updated`, `input_audio_buffer.speech_started` / `speech_stopped` /
-`committed` / `cleared`, `conversation.item.added` / `done`, `response.created`, `response.output_audio.delta` (base64 PCM16, 24 kHz),
+`committed` / `cleared`, `conversation.item.added` / `done` (user turns, written items, replies), `response.created`,
+`response.output_item.added` / `done`, `response.output_audio.delta` (base64 PCM16, 24 kHz),
 `response.output_audio_transcript.delta` (or `response.output_text.delta` for text-only responses), their `.done`
 events, `response.done` and `error`.
 
@@ -195,6 +196,12 @@ class RealtimeSession:
         previous = self.items[-1].id if self.items else None
         self.items.append(Item(id=item_id, role="user", audio=waveform))
         await self.send({"type": "input_audio_buffer.committed", "item_id": item_id, "previous_item_id": previous})
+        await self.announce(self.items[-1], previous)
+
+    async def announce(self, item: Item, previous: str | None) -> None:
+        """`conversation.item.added` and `conversation.item.done` for an item that joined the conversation."""
+        for kind in ("conversation.item.added", "conversation.item.done"):
+            await self.send({"type": kind, "previous_item_id": previous, "item": item.item_object()})
 
     async def detect_turns(self, data: bytes) -> None:
         """Server turn detection: speech started (a reply in progress is interrupted) and stopped (the turn is
@@ -237,8 +244,7 @@ class RealtimeSession:
         if any(existing.id == item.id for existing in self.items):
             raise SessionError(f"An item with id {item.id!r} exists already.", param="item.id")
         self.items.append(item)
-        for kind in ("conversation.item.added", "conversation.item.done"):
-            await self.send({"type": kind, "previous_item_id": previous, "item": item.item_object()})
+        await self.announce(item, previous)
 
     async def on_clear(self, event: dict) -> None:
         self.buffer.clear()
@@ -302,24 +308,32 @@ class RealtimeSession:
         active = ActiveResponse(id=_id("resp"), item_id=_id("item"), reply=reply, spoken=spoken)
         self.response = active
         await self.send({"type": "response.created", "response": self.response_object(active, "in_progress")})
+        item = self.output_item(active, "in_progress")
+        await self.send(
+            {"type": "response.output_item.added", "response_id": active.id, "output_index": 0, "item": item}
+        )
         active.task = asyncio.create_task(self.stream(active))
 
-    def response_object(self, active: ActiveResponse, status: str, text: str = "", done=None, reason=None) -> dict:
+    @staticmethod
+    def output_item(active: ActiveResponse, status: str, text: str = "") -> dict:
+        """The response's one output item (the assistant message) in `status`."""
         part = {"type": "output_audio", "transcript": text} if active.spoken else {"type": "output_text", "text": text}
-        item = {
+        return {
             "id": active.item_id,
             "type": "message",
             "object": "realtime.item",
             "role": "assistant",
-            "status": "completed" if status == "completed" else "incomplete",
-            "content": [part],
+            "status": {"in_progress": "in_progress", "completed": "completed"}.get(status, "incomplete"),
+            "content": [part] if status != "in_progress" else [],
         }
+
+    def response_object(self, active: ActiveResponse, status: str, text: str = "", done=None, reason=None) -> dict:
         response = {
             "id": active.id,
             "object": "realtime.response",
             "status": status,
             "status_details": None if reason is None else {"type": status, "reason": reason},
-            "output": [] if status == "in_progress" else [item],
+            "output": [] if status == "in_progress" else [self.output_item(active, status, text)],
             "output_modalities": ["audio"] if active.spoken else ["text"],
             "conversation_id": self.id,
         }
@@ -358,12 +372,18 @@ class RealtimeSession:
                 elif isinstance(event, ReplyFailed):
                     logger.warning("A realtime response failed: %s", event.message)
             transcript = "".join(text)
-            if transcript.strip():
-                self.items.append(Item(id=active.item_id, role="assistant", text=transcript.strip()))
             if active.spoken:
                 await self.send({"type": "response.output_audio.done", **where})
             final = "transcript" if active.spoken else "text"
             await self.send({"type": f"{text_event}.done", **where, final: transcript})
+            item = self.output_item(active, status, transcript)
+            await self.send(
+                {"type": "response.output_item.done", "response_id": active.id, "output_index": 0, "item": item}
+            )
+            if transcript.strip():  # the reply joins the conversation as text (what the model reads back)
+                previous = self.items[-1].id if self.items else None
+                self.items.append(Item(id=active.item_id, role="assistant", text=transcript.strip()))
+                await self.announce(self.items[-1], previous)
             await self.send(
                 {"type": "response.done", "response": self.response_object(active, status, transcript, done, reason)}
             )
