@@ -229,17 +229,21 @@ def test_config_file_flags_and_ray_options(tmp_path, monkeypatch):
 
 
 def test_streams_decoded_together_equal_streams_decoded_alone(loaded):
-    """Three streams (two voices, an embedding; replies of different lengths) fed 5 codes per step, then finished
-    together: one flow call per step for all of them, and the audio of each stream decoded alone (to float
-    rounding)."""
+    """Four streams (two voices, an embedding, a cloned voice with its prompt; replies of different lengths) fed 5
+    codes per step, then finished together: one flow call per step for the three without a prompt, one vocoder call
+    per step for all four, and the audio of each stream decoded alone (to float rounding)."""
     from transformers_fac.serving.stream_batch import finish_together, step_together
 
     decoder = loaded.model.token2wav
     generator = torch.Generator().manual_seed(0)
-    voices = ["中文女", "中文男", torch.randn(192, generator=generator)]
-    replies = [torch.randint(0, 6561, (length,), generator=generator).tolist() for length in (90, 65, 90)]
-    calls = []
+    cloned = decoder.clone_voice(str(AUDIO / "question_zh.wav"), name="clip")
+    voices = ["中文女", "中文男", torch.randn(192, generator=generator), cloned]
+    replies = [torch.randint(0, 6561, (length,), generator=generator).tolist() for length in (90, 65, 90, 90)]
+    calls, vocoder_calls = [], []
     hook = decoder.flow.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
+    vocoder_hook = decoder.hift.conv_pre.register_forward_hook(
+        lambda module, args, output: vocoder_calls.append(args[0].shape[0])
+    )
     try:
         alone = []
         for voice, codes in zip(voices, replies):
@@ -247,6 +251,7 @@ def test_streams_decoded_together_equal_streams_decoded_alone(loaded):
             pieces = [stream.push(codes[i : i + 5]) for i in range(0, len(codes), 5)] + [stream.finish()]
             alone.append(torch.cat(pieces, dim=1))
         calls_alone, calls[:] = list(calls), []
+        vocoder_calls_alone, vocoder_calls[:] = list(vocoder_calls), []
         streams = [decoder.stream_decoder(voice) for voice in voices]
         together = [[] for _ in streams]
         for i in range(0, 90, 5):
@@ -255,11 +260,13 @@ def test_streams_decoded_together_equal_streams_decoded_alone(loaded):
                     stream.add(codes[i : i + 5])
             for pieces, chunk in zip(together, step_together(streams)):
                 pieces.append(chunk)
-        tails = finish_together(streams)  # the last steps of all three together
+        tails = finish_together(streams)  # the last steps of all four together
         together = [torch.cat([*pieces, tail], dim=1) for pieces, tail in zip(together, tails)]
     finally:
         hook.remove()
-    assert len(calls) < len(calls_alone) and max(calls) == 3  # the steps of the three streams shared flow calls
+        vocoder_hook.remove()
+    assert len(calls) < len(calls_alone) and max(calls) == 3  # the three streams without a prompt shared flow calls
+    assert len(vocoder_calls) < len(vocoder_calls_alone) and max(vocoder_calls) == 4  # all four shared the vocoder
     for reference, ours in zip(alone, together):
         assert ours.shape == reference.shape
         error = (ours - reference).pow(2).mean()

@@ -8,7 +8,7 @@ step each, so their steps line up. `step_together` runs the steps of many stream
 (`start_step`, `flow_codes`, `new_frames`, `add_frames`, `vocoder_window`, `excitation`, `emit`), batching the two
 expensive calls (the flow's DiT with its Euler steps, and the HiFT vocoder) over the streams of equal shapes; the
 per-stream bookkeeping (f0 history, accumulated phase, noise columns) stays in each stream. Streams with a voice
-prompt (cloned voices) keep their own cached prompt states and step alone.
+prompt (cloned voices) run the flow alone (they attend to their own cached prompt states) and share the vocoder call.
 
 Example:
 
@@ -36,14 +36,17 @@ def _groups(items: list, key) -> list[list]:
 
 @torch.no_grad()
 def _one_step(streams: list[BoundedStreamDecoder], finalize: bool) -> list[torch.Tensor]:
-    """One step of each stream (a non-final step of `ready` streams, or their final step), none with a voice prompt."""
+    """One step of each stream (a non-final step of `ready` streams, or their final step)."""
     model = streams[0].model
     ratio, device = model.config.token_mel_ratio, model.device
     look_ahead = 0 if finalize else model.flow.look_ahead
     plans = []
     for stream in streams:
         start = stream.start_step()
-        plans.append((stream, start, stream.flow_codes(start, finalize)))
+        if stream.voice.has_prompt:
+            stream.add_frames(stream.flow_alone(start, finalize), finalize)
+        else:
+            plans.append((stream, start, stream.flow_codes(start, finalize)))
     for group in _groups(plans, key=lambda plan: plan[2].shape[1]):
         codes = torch.cat([plan[2] for plan in group]).to(device)
         frames = ratio * (codes.shape[1] - look_ahead)
@@ -68,7 +71,7 @@ def _one_step(streams: list[BoundedStreamDecoder], finalize: bool) -> list[torch
 
 
 def _batchable(stream) -> bool:
-    return isinstance(stream, BoundedStreamDecoder) and not stream.voice.has_prompt
+    return isinstance(stream, BoundedStreamDecoder)
 
 
 @torch.no_grad()

@@ -202,6 +202,11 @@ class BoundedStreamDecoder(_StreamDecoder):
         self._cost = {}
         return max(0, self.offset - self.flow_context)
 
+    def flow_alone(self, start: int, finalize: bool) -> torch.Tensor:
+        """This step's new mel frames from a flow call of this stream alone (a stream with a voice prompt attends to
+        its own cached prompt states, so its flow cannot share a call with other streams)."""
+        return self._flow(start, finalize)
+
     def add_frames(self, new_mel: torch.Tensor, finalize: bool) -> None:
         """Appends the step's new mel frames and moves on by one hop."""
         self.mel = torch.cat([self.mel, new_mel], dim=-1)
