@@ -57,7 +57,7 @@ def build_demo(engine: Engine) -> gr.Blocks:
         return engine.write(inputs)
 
     def respond(audio, mode, voice, persona, free_prompt, session: logic.DemoSession, request: gr.Request):
-        if not your_voice.voice_allowed(voice, engine.voices, settings.files_dir, request.session_hash):
+        if not your_voice.voice_allowed(voice, engine, request.session_hash):
             raise gr.Error(your_voice.UNKNOWN_VOICE.format(voice=voice))
         if session.files.folder is None:  # the session's audio files go to a folder of its own
             session.files.folder = session_folder(settings.files_dir, request.session_hash)

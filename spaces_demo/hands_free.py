@@ -237,7 +237,7 @@ def build_tab(engine, mode, voice, persona, free_prompt) -> None:
         def on_chunk(chunk, hands_free: HandsFree, mode, voice, persona, free_prompt, request: gr.Request):
             if hands_free.files.folder is None:  # inside the tab's folder, which goes when the tab is closed
                 hands_free.files.folder = session_folder(settings.files_dir, request.session_hash) / "hands-free"
-            if voice_allowed(voice, engine.voices, settings.files_dir, request.session_hash):
+            if voice_allowed(voice, engine, request.session_hash):
                 message = hands_free.feed(engine, chunk, mode, voice, persona, free_prompt)
             else:
                 message = UNKNOWN_VOICE.format(voice=voice)

@@ -9,7 +9,6 @@ reaches `Engine.speak` as a plain, picklable `speaker` string). `voice_allowed` 
 
 import re
 import uuid
-from collections.abc import Iterable
 from pathlib import Path
 
 import gradio as gr
@@ -22,12 +21,12 @@ NO_CLIP = "Record or upload a clip of your voice first (1 to 30 s of speech)."
 UNKNOWN_VOICE = "Unknown voice {voice!r}: choose one of the list (a cloned voice belongs to the tab that made it)."
 
 
-def voice_allowed(voice: str | None, stock: Iterable[str], files_dir: str, session_hash: str) -> bool:
+def voice_allowed(voice: str | None, engine, session_hash: str) -> bool:
     """Whether a tab may reply in `voice`: none (the default), a stock voice, or a voice file cloned in this tab."""
-    if not voice or voice in stock:
+    if not voice or voice in engine.voices:
         return True
     path = Path(voice)
-    folder = session_folder(files_dir, session_hash) / "voices"
+    folder = session_folder(engine.settings.files_dir, session_hash) / "voices"
     return path.parent == folder and path.suffix == ".safetensors" and path.is_file()
 
 

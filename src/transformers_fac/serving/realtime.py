@@ -193,13 +193,18 @@ class RealtimeSession:
 
     async def commit(self, item_id: str, waveform: np.ndarray) -> None:
         """Adds a user turn (16 kHz audio) to the conversation."""
-        previous = self.items[-1].id if self.items else None
-        self.items.append(Item(id=item_id, role="user", audio=waveform))
-        await self.send({"type": "input_audio_buffer.committed", "item_id": item_id, "previous_item_id": previous})
-        await self.announce(self.items[-1], previous)
+        committed = {"type": "input_audio_buffer.committed", "item_id": item_id, "previous_item_id": self.last_item_id}
+        await self.send(committed)
+        await self.add_item(Item(id=item_id, role="user", audio=waveform))
 
-    async def announce(self, item: Item, previous: str | None) -> None:
-        """`conversation.item.added` and `conversation.item.done` for an item that joined the conversation."""
+    @property
+    def last_item_id(self) -> str | None:
+        return self.items[-1].id if self.items else None
+
+    async def add_item(self, item: Item) -> None:
+        """Appends `item` to the conversation and announces it (`conversation.item.added`, then `done`)."""
+        previous = self.last_item_id
+        self.items.append(item)
         for kind in ("conversation.item.added", "conversation.item.done"):
             await self.send({"type": kind, "previous_item_id": previous, "item": item.item_object()})
 
@@ -234,8 +239,7 @@ class RealtimeSession:
 
     async def on_item_create(self, event: dict) -> None:
         """`conversation.item.create`: a user turn (text and/or audio) or an earlier assistant reply, appended."""
-        previous = self.items[-1].id if self.items else None
-        if event.get("previous_item_id") not in (None, previous):
+        if event.get("previous_item_id") not in (None, self.last_item_id):
             raise SessionError(
                 "Items can only be appended: leave out `previous_item_id` or name the last item.",
                 param="previous_item_id",
@@ -243,8 +247,7 @@ class RealtimeSession:
         item = parse_item(event.get("item"), _id("item"), self.config.input_rate)
         if any(existing.id == item.id for existing in self.items):
             raise SessionError(f"An item with id {item.id!r} exists already.", param="item.id")
-        self.items.append(item)
-        await self.announce(item, previous)
+        await self.add_item(item)
 
     async def on_clear(self, event: dict) -> None:
         self.buffer.clear()
@@ -381,9 +384,7 @@ class RealtimeSession:
                 {"type": "response.output_item.done", "response_id": active.id, "output_index": 0, "item": item}
             )
             if transcript.strip():  # the reply joins the conversation as text (what the model reads back)
-                previous = self.items[-1].id if self.items else None
-                self.items.append(Item(id=active.item_id, role="assistant", text=transcript.strip()))
-                await self.announce(self.items[-1], previous)
+                await self.add_item(Item(id=active.item_id, role="assistant", text=transcript.strip()))
             await self.send(
                 {"type": "response.done", "response": self.response_object(active, status, transcript, done, reason)}
             )

@@ -89,9 +89,6 @@ class ServerSettings:
         return cls(**values)
 
 
-__all__ = ["REAL_MODEL", "SERVED_MODEL_NAME", "ServerSettings"]
-
-
 # The settings that `fac-serve` takes as flags (and Ray's `serve run` as key=value strings): type and help.
 SETTING_FLAGS = {
     "model": (str, "Hub id or directory, or 'tiny' (default) for the tiny random checkpoint"),
@@ -116,7 +113,13 @@ SETTING_FLAGS = {
 def settings_from_strings(values: dict[str, str]) -> ServerSettings:
     """Settings from `key=value` strings (Ray's `serve run ... key=value`; `voice_dirs` comma-separated), converted
     to the fields' types."""
-    kinds = {name: kind for name, (kind, _) in SETTING_FLAGS.items()}
+    kinds = {name: _yes if kind is bool else kind for name, (kind, _) in SETTING_FLAGS.items()}
     kinds["voice_dirs"] = lambda value: [part for part in value.split(",") if part]
-    kinds["compile"] = lambda value: value.strip().lower() in ("1", "true", "yes", "on")
     return ServerSettings.from_dict({key: kinds.get(key, str)(value) for key, value in values.items()})
+
+
+def _yes(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+__all__ = ["REAL_MODEL", "SERVED_MODEL_NAME", "SETTING_FLAGS", "ServerSettings", "settings_from_strings"]
