@@ -72,9 +72,7 @@ FORK_SERVER = textwrap.dedent(
 def test_signals_mid_reply_never_abort_the_interpreter(tiny_e2e_dir, tmp_path):
     scenarios = {name: [signals, code] for name, (signals, code) in SCENARIOS.items()}
     argv = [str(tiny_e2e_dir), str(AUDIO_FILES["en"]), str(tmp_path), str(RUNS), json.dumps(scenarios)]
-    result = subprocess.run(
-        [sys.executable, "-c", FORK_SERVER, *argv], capture_output=True, text=True, timeout=1500
-    )
+    result = subprocess.run([sys.executable, "-c", FORK_SERVER, *argv], capture_output=True, text=True, timeout=1500)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = json.loads(result.stdout.strip().splitlines()[-1])
     assert len(runs) == RUNS and all(run["started"] for run in runs), runs
