@@ -175,6 +175,7 @@ def test_cli_interactive_mode(tiny_e2e_dir, tmp_path):
     assert result.returncode == 0, result.stderr
     assert sorted(path.name for path in tmp_path.iterdir()) == ["i_1.wav", "i_2.wav", "i_3.wav"]  # numbered on
     assert "error: no such audio file: not-there.wav" in result.stderr and "New conversation." in result.stderr
+    assert "audio>" not in result.stdout and result.stderr.count("audio> ") == 5  # the prompts go to stderr
 
 
 @pytest.mark.parametrize(

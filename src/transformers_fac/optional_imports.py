@@ -38,6 +38,14 @@ def import_extra(module: str, extra: str, needed_by: str, package: str | None = 
         ) from error
 
 
+def _installed(module: str) -> bool:
+    """Whether `module` can be imported (found on the path, and not blocked by a `None` in `sys.modules`)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ValueError:  # `sys.modules[module] is None`: importing it raises
+        return False
+
+
 def require_extra(modules: dict[str, str], extra: str, needed_by: str, then: str = "") -> None:
     """Checks, without importing anything, that the `modules` (import name -> package name) are installed; raises one
     `ImportError` naming the missing packages and the commands that install them (`then`: a step after the extra).
@@ -45,7 +53,7 @@ def require_extra(modules: dict[str, str], extra: str, needed_by: str, then: str
     Example:
         >>> require_extra({"json": "json"}, "serve", "The server")  # present: nothing happens
     """
-    missing = [package for module, package in modules.items() if importlib.util.find_spec(module) is None]
+    missing = [package for module, package in modules.items() if not _installed(module)]
     if missing:
         steps = install_hint(extra) + (f", then {then}" if then else "")
         raise ImportError(f"{needed_by} needs {', '.join(missing)}, which is not installed: {steps}")
