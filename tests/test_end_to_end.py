@@ -134,7 +134,7 @@ def test_readme_first_command_writes_a_reply_at_a_sane_level(tmp_path):
 
 
 def test_cli_help_says_which_files_it_writes():
-    from transformers_fac.cli import build_parser
+    from transformers_fac_cli.chat_arguments import build_parser
 
     text = build_parser().format_help()
     assert "default: reply.wav" in text and "-o r.wav writes\n  r_1.wav, r_2.wav, ... (never r.wav itself)" in text
