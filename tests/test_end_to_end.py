@@ -134,7 +134,7 @@ def test_readme_first_command_writes_a_reply_at_a_sane_level(tmp_path):
 
 
 def test_cli_help_says_which_files_it_writes():
-    from transformers_fac.cli import build_parser
+    from transformers_fac_cli.chat_arguments import build_parser
 
     text = build_parser().format_help()
     assert "default: reply.wav" in text and "-o r.wav writes\n  r_1.wav, r_2.wav, ... (never r.wav itself)" in text
@@ -175,6 +175,7 @@ def test_cli_interactive_mode(tiny_e2e_dir, tmp_path):
     assert result.returncode == 0, result.stderr
     assert sorted(path.name for path in tmp_path.iterdir()) == ["i_1.wav", "i_2.wav", "i_3.wav"]  # numbered on
     assert "error: no such audio file: not-there.wav" in result.stderr and "New conversation." in result.stderr
+    assert "audio>" not in result.stdout and result.stderr.count("audio> ") == 5  # the prompts go to stderr
 
 
 @pytest.mark.parametrize(

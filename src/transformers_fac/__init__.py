@@ -3,9 +3,10 @@
 `import transformers_fac` registers every class with the transformers Auto classes and the pipeline registry.
 """
 
-from ._compat import hide_broken_torchaudio
+from ._compat import hide_broken_torchaudio, quiet_torchao_import_noise
 
 hide_broken_torchaudio()  # must run before anything imports transformers.audio_utils
+quiet_torchao_import_noise()  # before transformers imports torchao (when installed)
 
 from .audio_streaming import ReplyChunk, ReplyStream, stream_reply  # noqa: E402
 from .configuration_fun_audio_chat import FunAudioChatAudioEncoderConfig, FunAudioChatConfig  # noqa: E402

@@ -10,51 +10,25 @@ fac-chat question.wav -o reply.wav --voice me.wav       # reply in the voice of 
 """
 
 import argparse
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
+from transformers_fac_cli.chat_arguments import parse_chat_arguments
+
 from . import cli_live
-from .cli_voice import add_voice_arguments, check_voice_arguments, speaker_from_args
+from .cli_voice import check_voice_extra, speaker_from_args
 
-DEFAULT_MODEL = "FunAudioLLM/Fun-Audio-Chat-8B"
-OUTPUT_FILES = """\
-output files:
-  The reply text goes to stdout; progress and the path of every file written go to stderr.
-  One question: the spoken reply is written to -o (default: reply.wav in the current folder).
-  Several questions, or --interactive: turn N is written to <name>_N<suffix>, so -o r.wav writes
-  r_1.wav, r_2.wav, ... (never r.wav itself). Existing files are overwritten. --text-only writes no file.
-"""
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="fac-chat",
-        description="Ask Fun-Audio-Chat a spoken question; print its reply and write the spoken reply to a wav file.",
-        epilog=OUTPUT_FILES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("audio", nargs="*", help="question audio file(s); several files are consecutive chat turns")
-    parser.add_argument(
-        "-o",
-        "--output",
-        default="reply.wav",
-        help="the spoken reply's 24 kHz wav (default: %(default)s); several turns are numbered (below)",
-    )
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="Hub id or directory, or 'tiny' for the test model")
-    parser.add_argument("--token2wav", default=None, help="Hub id or directory of the CosyVoice3 decoder")
-    parser.add_argument("--speaker", default=None, help="voice: 中文女 (default) or 中文男")
-    parser.add_argument("--text-only", action="store_true", help="reply in text only (no speech)")
-    parser.add_argument("--system", default=None, help="system prompt (default: the official one of the mode)")
-    parser.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda when available")
-    parser.add_argument("--dtype", default=None, choices=["bfloat16", "float32"], help="default: bf16 on cuda")
-    parser.add_argument("--max-new-tokens", type=int, default=None, help="LLM steps (5 per second of speech)")
-    parser.add_argument("--interactive", action="store_true", help="ask for an audio file at each turn")
-    add_voice_arguments(parser)
-    cli_live.add_arguments(parser)
-    return parser
+MODEL_HINT = (
+    "Use --model tiny (the built-in test model, no download), a local checkpoint directory, or HF_HUB_OFFLINE=1 "
+    "with the model already in the cache."
+)
 
 
 def load_model(args: argparse.Namespace):
@@ -62,6 +36,7 @@ def load_model(args: argparse.Namespace):
     import torch
     from transformers import AutoModelForMultimodalLM, AutoProcessor
 
+    from .hub_access import hub_loading_kwargs
     from .tiny import tiny_checkpoint
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -69,11 +44,12 @@ def load_model(args: argparse.Namespace):
         torch.set_flush_denormal(True)  # float32 denormals make CPU matrix products up to ~60x slower
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device == "cuda" else torch.float32)
     model_path = tiny_checkpoint() if args.model == "tiny" else args.model
+    hub = hub_loading_kwargs(model_path, "the model", MODEL_HINT)  # seconds, not minutes of retries, when offline
     status(f"Loading {args.model} on {device} ({str(dtype).removeprefix('torch.')})...")
-    processor = AutoProcessor.from_pretrained(model_path)
+    processor = AutoProcessor.from_pretrained(model_path, **hub)
     token2wav = None if args.text_only else (args.token2wav or "auto")
     model = AutoModelForMultimodalLM.from_pretrained(
-        model_path, dtype=dtype, device_map=device, token2wav=token2wav
+        model_path, dtype=dtype, device_map=device, token2wav=token2wav, **hub
     ).eval()
     if not args.text_only:
         status("Loading the speech decoder...")
@@ -198,7 +174,8 @@ def interactive(session: ChatSession, base: str, turn: int = 0) -> None:
     status("Interactive chat: enter the path of an audio file per turn; /reset starts over, empty line quits.")
     while True:
         try:
-            line = input("audio> ").strip()
+            print("audio> ", end="", file=sys.stderr, flush=True)  # the prompt too: stdout holds only replies
+            line = input().strip()
         except EOFError:
             break
         if not line:
@@ -215,18 +192,57 @@ def interactive(session: ChatSession, base: str, turn: int = 0) -> None:
             status(f"error: {error}")
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived: the command stops (a `KeyboardInterrupt`, so every cleanup path treats it alike)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """While the command runs, SIGINT (Ctrl-C) and SIGTERM raise [`Stopped`] in the main thread; the signals that
+    follow are ignored, so that stopping (cancelling the reply and joining its worker at the next decoding step) is
+    never cut short and no worker is left running into interpreter shutdown. Outside the main thread: no change."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stopping = False
+
+    def on_signal(signum, frame) -> None:
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
+        raise Stopped(signum)
+
+    previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():  # once stopping, later signals stay ignored until the exit
+            signal.signal(signum, signal.SIG_IGN if stopping else handler)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    check_voice_arguments(parser, args)
-    cli_live.check_arguments(parser, args)
-    if not args.audio and not args.interactive and not args.live:
-        parser.error("give at least one audio file, or --interactive, or --live")
-    if args.text_only and args.speaker:
-        parser.error("--speaker chooses the voice of spoken replies; it cannot be used with --text-only")
+    """`fac-chat` (also `python -m transformers_fac.cli`): parses and checks the arguments, then runs the command."""
+    return run_parsed(parse_chat_arguments(argv))
+
+
+def run_parsed(args: argparse.Namespace) -> int:
+    """Runs `fac-chat` with checked arguments under [`stop_on_signals`]; returns the exit status."""
+    with stop_on_signals():
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs the command whose arguments were checked; returns the exit status (130 after Ctrl-C, 143 after SIGTERM)."""
     try:
         for audio in args.audio:  # seconds, before a model that may take minutes to load
             check_audio_file(audio)
+        if args.voice is not None:
+            check_voice_extra(args.voice)
         if args.live:
             cli_live.prepare(args, check_audio_file)
             model, processor = load_model(args)
@@ -237,9 +253,12 @@ def main(argv: list[str] | None = None) -> int:
             write_reply(session, audio, output_path(args.output, turn, numbered))
         if args.interactive:
             interactive(session, args.output, turn=len(args.audio))
-    except KeyboardInterrupt:  # the reply in progress was stopped and its thread joined on the way out
+    except KeyboardInterrupt as error:  # the reply in progress was stopped and its thread joined on the way out
+        if getattr(error, "signum", signal.SIGINT) == signal.SIGTERM:
+            status("fac-chat: terminated")
+            return 128 + signal.SIGTERM
         status("fac-chat: interrupted")
-        return 130
+        return 128 + signal.SIGINT
     except (OSError, ValueError, RuntimeError, ImportError) as error:
         status(f"error: {error}")
         return 2

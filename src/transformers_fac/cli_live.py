@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from .optional_imports import require_extra
+
 CHUNK_S = 0.02
 """Audio is fed in 20 ms chunks, as a microphone delivers it."""
 
@@ -29,35 +31,9 @@ AUDIO_IO_HELP = (
 )
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("hands-free conversation (--live)")
-    group.add_argument("--live", action="store_true", help="talk hands-free: microphone in, speaker out")
-    group.add_argument("--input", default=None, help="with --live: a recorded conversation to play instead of the mic")
-    group.add_argument("--fast", action="store_true", help="with --input: as fast as the model goes, not real time")
-    group.add_argument("--output-dir", default=".", help="with --live: where reply_<turn>.wav files go (default: .)")
-    group.add_argument("--silence", type=float, default=0.6, help="seconds of silence that end your turn")
-    group.add_argument(
-        "--echo-cancelled", action="store_true", help="your microphone does not hear the speaker (headphones, AEC)"
-    )
-
-
-def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Usage errors of the live options (before anything is loaded)."""
-    if not args.live:
-        for name in ("input", "fast"):
-            if getattr(args, name):
-                parser.error(f"--{name} goes with --live")
-        return
-    if args.audio or args.interactive:
-        parser.error("--live takes no question files: use --input FILE to play a recorded conversation")
-    if args.fast and not args.input:
-        parser.error("--fast plays a recording faster than real time: give it with --input FILE")
-    if not args.silence > 0:
-        parser.error("--silence must be positive")
-
-
 def prepare(args: argparse.Namespace, check_audio_file) -> None:
     """Checks before the model loads: the recording is readable audio, or the microphone package is there."""
+    require_extra({"silero_vad": "silero-vad"}, "live", "fac-chat --live (finding your turns)")
     if args.input is not None:
         check_audio_file(args.input, question=False)
     else:
@@ -85,6 +61,7 @@ class EventPrinter:
         self.output_dir, self.out = output_dir, out
         self.turns: dict[int, TurnLog] = {}
         self.written: list[Path] = []
+        self.joined = 0  # turns continued by the next one (their reply was interrupted before it could be heard)
 
     def line(self, event, message: str) -> None:
         message = " ".join(message.split())  # one line per event, whatever the reply text holds
@@ -109,6 +86,9 @@ class EventPrinter:
         elif kind == "interrupted":
             log.heard_s = event.heard_s
             self.line(event, f"interrupted after {event.heard_s:.2f} s heard: {event.text}")
+            if not event.heard_s:  # VoiceSession joins this turn with the next one: say so
+                self.joined += 1
+                self.line(event, "nothing of the reply was heard: the next speech continues this turn")
             self._write(event.turn, log, keep=round(event.heard_s * log.rate))  # (replaces a finished reply's file)
         elif kind == "reply_done":
             if log.latency is None and event.latency is not None:  # a written reply
@@ -127,7 +107,7 @@ class EventPrinter:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         sf.write(path, audio, log.rate)
         self.written.append(path)
-        print(f"{'':12}wrote {path} ({audio.size / log.rate:.1f} s)", file=self.out, flush=True)
+        _status(f"wrote {path} ({audio.size / log.rate:.1f} s)")
 
     def summary(self) -> None:
         answered = {turn: log for turn, log in self.turns.items() if log.latency is not None}
@@ -138,6 +118,12 @@ class EventPrinter:
         if not answered:
             print("  (no turn was answered)", file=self.out)
         self.out.flush()
+        if self.joined:
+            _status(
+                f"note: {self.joined} turn(s) were continued by the next one because their reply had not been heard "
+                "yet when you spoke again (in real time the model may answer slower than you talk; --fast plays "
+                "the recording as if it always kept up, so its turns can differ)"
+            )
 
 
 def play_file(session, path: str, fast: bool, printer: EventPrinter) -> None:
@@ -261,4 +247,4 @@ def run(args: argparse.Namespace, model, processor, speaker=None) -> int:
     return 0
 
 
-__all__ = ["EventPrinter", "add_arguments", "check_arguments", "prepare", "run"]
+__all__ = ["EventPrinter", "prepare", "run"]

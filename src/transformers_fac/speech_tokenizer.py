@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from .audio_io import SAMPLING_RATE, load_audio
+from .optional_imports import S3TOKENIZER_INSTALL, install_hint
 
 logger = logging.getLogger(__name__)
 
@@ -54,9 +55,8 @@ CODEBOOK_SIZE = 6561
 """Speech codes are 0 … 6560 (3^8 FSQ levels)."""
 
 _INSTALL_HINT = (
-    "Tokenizing assistant audio needs the `s3tokenizer` package. Install it without its torchaudio requirement "
-    "(which may not match your torch): `pip install --no-deps s3tokenizer==0.3.0 einops onnx` (plus `pip install "
-    "torchaudio` only if one matching your torch exists; it is not needed here)."
+    "The speech tokenizer (cloning a voice, preparing spoken training data) needs the `s3tokenizer` package: "
+    f"{install_hint('voice')} (or [train]), then {S3TOKENIZER_INSTALL} (its torchaudio requirement is not used)."
 )
 
 

@@ -177,6 +177,27 @@ _RUNNING: "weakref.WeakSet" = weakref.WeakSet()
 """Owners of worker threads that may still run (`close()` stops and joins them); closed at interpreter exit."""
 
 
+def join_through_interrupts(thread: threading.Thread, timeout: float | None = None) -> None:
+    """`thread.join(timeout)` that a Ctrl-C (or any signal handler that raises) cannot cut short.
+
+    A second Ctrl-C while a stopped reply's worker finishes its decoding step would otherwise abandon the join, and a
+    worker still inside the model when the interpreter shuts down aborts the process. The interrupt is re-raised once
+    the thread has ended (or the timeout has passed).
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    interrupted: BaseException | None = None
+    while thread.is_alive():
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            break
+        try:
+            thread.join(remaining)
+        except KeyboardInterrupt as error:
+            interrupted = error
+    if interrupted is not None:
+        raise interrupted
+
+
 def close_at_exit(owner) -> None:
     """Registers an object whose `close()` stops and joins its worker thread, to be closed at interpreter exit if its
     user never closed it (a thread left running into interpreter shutdown aborts the process). Weakly referenced."""
@@ -250,10 +271,11 @@ class BackgroundGeneration:
         if self._thread.is_alive():
             self.cancel()
             if threading.current_thread() is not self._thread:
-                self._thread.join(timeout)
+                join_through_interrupts(self._thread, timeout)
 
     def result(self) -> Any:
-        """Waits for `generate` to return and gives its output (or raises its error)."""
+        """Waits for `generate` to return and gives its output (or raises its error). A Ctrl-C here propagates (then
+        leaving the `with` block cancels and joins the worker)."""
         self._thread.join()
         if self._error is not None:
             raise self._error
@@ -271,7 +293,10 @@ def _stop_all_at_exit() -> None:
     """A stream abandoned without being closed (e.g. an uncaught error at module level keeps it referenced) would
     otherwise keep generating while the interpreter shuts down, which aborts the process."""
     for owner in list(_RUNNING):
-        owner.close()
+        try:
+            owner.close()
+        except KeyboardInterrupt:  # a Ctrl-C during the join: the join went on to the end (join_through_interrupts)
+            pass
 
 
 __all__ = [
@@ -281,4 +306,5 @@ __all__ = [
     "FunAudioChatStreamer",
     "StreamChunk",
     "close_at_exit",
+    "join_through_interrupts",
 ]

@@ -20,7 +20,13 @@ import torch
 from huggingface_hub import hf_hub_download
 from huggingface_hub.utils import tqdm
 
+from .hub_access import hub_loading_kwargs
+
 DEFAULT_TOKEN2WAV = "FunAudioLLM/Fun-CosyVoice3-0.5B-2512"
+DECODER_HINT = (
+    "Give a local decoder directory (from_pretrained(..., token2wav=DIR), fac-chat --token2wav DIR), set "
+    "HF_HUB_OFFLINE=1 with it already in the cache, or load without it (token2wav=None) for written replies."
+)
 # Checkpoints whose decoder is known although their config.json does not name one.
 KNOWN_TOKEN2WAV = {"FunAudioLLM/Fun-Audio-Chat-8B": DEFAULT_TOKEN2WAV}
 # A decoder directory may ship its own voices (same format as the official speaker file) under this name.
@@ -83,6 +89,8 @@ def load_token2wav(
         else:
             source = os.fspath(source)
             directory = _local_directory(source, checkpoint)
+            if directory is None:
+                hub_kwargs = _hub_access(source, hub_kwargs)
             if directory is not None:
                 saved = _is_saved_token2wav(directory)
                 model = (
@@ -117,6 +125,14 @@ def save_token2wav(model, directory: str | os.PathLike) -> Path:
     voices = {name: {"embedding": embedding.reshape(1, -1).cpu()} for name, embedding in model.stock_voices.items()}
     torch.save(voices, directory / VOICES_FILE)
     return directory
+
+
+def _hub_access(source: str, hub_kwargs: dict) -> dict:
+    """`hub_kwargs`, made `local_files_only` when the Hub is unreachable but `source` is cached; a decoder that can be
+    had neither way fails at once with what to do (see `hub_access`)."""
+    if hub_kwargs.get("local_files_only"):
+        return hub_kwargs
+    return {**hub_kwargs, **hub_loading_kwargs(source, "the speech decoder", DECODER_HINT)}
 
 
 def _hub_repo_is_saved_token2wav(repo_id: str, **hub_kwargs) -> bool:

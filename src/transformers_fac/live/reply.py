@@ -11,7 +11,7 @@ import time
 from queue import Empty, Queue
 
 from ..audio_streaming import ReplyChunk, ReplyStream
-from ..streaming import close_at_exit
+from ..streaming import close_at_exit, join_through_interrupts
 
 END = object()
 """Queue marker: the stream has ended (finished, cancelled or failed)."""
@@ -118,7 +118,7 @@ class LiveReply:
         if self._thread.is_alive():
             self.stream.cancel()
             if threading.current_thread() is not self._thread:
-                self._thread.join()
+                join_through_interrupts(self._thread)
 
 
 __all__ = ["END", "LiveReply"]

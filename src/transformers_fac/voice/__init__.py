@@ -11,7 +11,7 @@ or file, a stock name or a [192] tensor can be given. Cloning needs the `voice` 
 """
 
 from .dataset import voice_from_dataset
-from .dependencies import VOICE_EXTRA_HINT, import_voice_dependency
+from .dependencies import VOICE_EXTRA_HINT, import_voice_dependency, require_cloning
 from .features import MAX_CLIP_SECONDS, MIN_CLIP_SECONDS, load_clip, prompt_mel, speaker_features, speech_ratio
 from .frontend import VoiceFrontend, resolve_frontend_files, speaker_similarity
 from .voice_file import FunAudioChatVoice, is_voice_path
@@ -26,6 +26,7 @@ __all__ = [
     "is_voice_path",
     "load_clip",
     "prompt_mel",
+    "require_cloning",
     "resolve_frontend_files",
     "speaker_features",
     "speaker_similarity",
