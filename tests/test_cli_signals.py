@@ -1,20 +1,21 @@
 """`fac-chat` stopped by signals mid-reply, 100 times: Ctrl-C, SIGTERM, two SIGINTs in a row, SIGINT then SIGTERM.
 
 Every run must end with the expected status and one line, and never abort the interpreter (exit 134: a generation
-worker left running into interpreter shutdown). To make 100 real exits affordable, a fork server imports the package
+worker left running into interpreter shutdown). To make 100 real exits affordable, two fork servers (side by side) import the package
 and loads the tiny checkpoint once (`fac-chat`'s own `load_model`, one torch thread so that forking is safe), then
-forks one child per run; each child runs `fac-chat`'s `main` on that loaded model (the exit path under test starts
+fork one child per run; each child runs `fac-chat`'s `main` on that loaded model (the exit path under test starts
 at the reply) and leaves through the normal interpreter shutdown, atexit hooks included.
 """
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
 
 from conftest import AUDIO_FILES
 
-RUNS = int(__import__("os").environ.get("FAC_SIGNAL_RUNS", "100"))
+RUNS = int(os.environ.get("FAC_SIGNAL_RUNS", "100"))  # fewer only while developing
 SCENARIOS = {  # signals sent once the reply text starts streaming, and the status the command must end with
     "sigint": (["SIGINT"], 130),
     "sigterm": (["SIGTERM"], 143),
@@ -30,11 +31,12 @@ FORK_SERVER = textwrap.dedent(
     from transformers_fac import cli
 
     model, audio, out_dir, runs, scenarios = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), json.loads(sys.argv[5])
+    first = int(sys.argv[6])  # this server's runs are first, first + 1, ...
     names = sorted(scenarios)
-    random.seed(0)
+    random.seed(first)
     loaded = cli.load_model(cli.build_parser().parse_args([audio, "--model", model]))
     results = []
-    for run in range(runs):
+    for run in range(first, first + runs):
         name = names[run % len(names)]
         read_end, write_end = os.pipe()
         err_path = os.path.join(out_dir, f"stderr_{run}.txt")
@@ -70,11 +72,20 @@ FORK_SERVER = textwrap.dedent(
 
 
 def test_signals_mid_reply_never_abort_the_interpreter(tiny_e2e_dir, tmp_path):
-    scenarios = {name: [signals, code] for name, (signals, code) in SCENARIOS.items()}
-    argv = [str(tiny_e2e_dir), str(AUDIO_FILES["en"]), str(tmp_path), str(RUNS), json.dumps(scenarios)]
-    result = subprocess.run([sys.executable, "-c", FORK_SERVER, *argv], capture_output=True, text=True, timeout=1500)
-    assert result.returncode == 0, result.stderr[-3000:]
-    runs = json.loads(result.stdout.strip().splitlines()[-1])
+    scenarios = json.dumps({name: [signals, code] for name, (signals, code) in SCENARIOS.items()})
+    servers = []  # two fork servers side by side (one torch thread each): half the wall time on two cores
+    for first, count in ((0, RUNS // 2), (RUNS // 2, RUNS - RUNS // 2)):
+        argv = [str(tiny_e2e_dir), str(AUDIO_FILES["en"]), str(tmp_path), str(count), scenarios, str(first)]
+        servers.append(
+            subprocess.Popen(
+                [sys.executable, "-c", FORK_SERVER, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+        )
+    runs = []
+    for server in servers:
+        stdout, stderr = server.communicate(timeout=1500)
+        assert server.returncode == 0, stderr[-3000:]
+        runs += json.loads(stdout.strip().splitlines()[-1])
     assert len(runs) == RUNS and all(run["started"] for run in runs), runs
     aborted = [run for run in runs if run["code"] in (134, -6)]
     assert not aborted, aborted[:3]
