@@ -1,10 +1,10 @@
 """`fac-chat` stopped by signals mid-reply, 100 times: Ctrl-C, SIGTERM, two SIGINTs in a row, SIGINT then SIGTERM.
 
 Every run must end with the expected status and one line, and never abort the interpreter (exit 134: a generation
-worker left running into interpreter shutdown). To make 100 real exits affordable, two fork servers (side by side) import the package
-and loads the tiny checkpoint once (`fac-chat`'s own `load_model`, one torch thread so that forking is safe), then
-fork one child per run; each child runs `fac-chat`'s `main` on that loaded model (the exit path under test starts
-at the reply) and leaves through the normal interpreter shutdown, atexit hooks included.
+worker left running into interpreter shutdown). To make 100 real exits affordable, two fork servers (side by
+side) import the package and load the tiny checkpoint once each (`fac-chat`'s own `load_model`, one torch thread so
+that forking is safe), then fork one child per run; each child runs `fac-chat`'s `main` on that loaded model (the
+exit path under test starts at the reply) and leaves through the normal interpreter shutdown, atexit hooks included.
 """
 
 import json
