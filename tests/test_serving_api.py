@@ -21,6 +21,7 @@ from tests.serving_utils import (
     TOOLS,
     audio_b64,
     build_tool_calling_checkpoint,
+    pcm16_24k,
     question,
     running_server,
     save_test_voice,
@@ -158,13 +159,6 @@ def test_tool_calls(client):
 
 
 # ------------------------------------------------------------------------------------------------ realtime
-def pcm16_24k(path=QUESTION) -> str:
-    waveform, rate = sf.read(path, dtype="float32")
-    from transformers_fac.audio_io import resample
-
-    return base64.b64encode((resample(waveform, rate, 24000) * 32767).astype("<i2").tobytes()).decode("ascii")
-
-
 def events_until(connection, last: str) -> list:
     events = []
     for event in connection:
