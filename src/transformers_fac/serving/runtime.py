@@ -39,8 +39,8 @@ class ServerRuntime:
         replica: an id of this process (host and pid), sent back in the `x-fac-replica` header.
         draining: set when the process was asked to stop: new requests are refused with 503.
         in_flight: the replies being answered (chat completions and realtime responses).
-        cut: set when the drain time ran out and the replies still in flight were cancelled (their clients get a 503
-            or an `error` event).
+        cut: how many replies were cancelled when the drain time ran out (their clients got a 503 or an `error`
+            event); any marks replies that end cancelled as cut.
         responses: HTTP responses sent, by (route, status).
     """
 
@@ -52,7 +52,7 @@ class ServerRuntime:
     draining: bool = False
     started: float = field(default_factory=time.time)
     in_flight: set = field(default_factory=set)
-    cut: bool = False
+    cut: int = 0
     responses: Counter = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -79,10 +79,10 @@ class ServerRuntime:
         deadline = time.monotonic() + self.settings.drain_seconds
         while self.in_flight and time.monotonic() < deadline:
             time.sleep(0.05)
-        cut = self.cut_in_flight()
+        self.cut_in_flight()
         self.engine.close(timeout=max(0.0, deadline - time.monotonic()))
-        logger.info("Stopped (%s)", "drained" if not cut else f"{cut} request(s) cut after the drain time")
-        return not cut
+        logger.info("Stopped (%s)", f"{self.cut} request(s) cut after the drain time" if self.cut else "drained")
+        return not self.cut
 
     def track(self, reply: Any) -> None:
         """Counts `reply` as in flight until `untrack` (a drain waits for it, a cut cancels it)."""
@@ -98,7 +98,7 @@ class ServerRuntime:
         with self._lock:
             replies = list(self.in_flight)
         if replies:
-            self.cut = True
+            self.cut += len(replies)
             logger.warning(
                 "Drain time (%g s) ran out: cutting %d request(s) in flight", self.settings.drain_seconds, len(replies)
             )
