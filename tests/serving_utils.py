@@ -2,7 +2,8 @@
 
 The tiny random checkpoint never writes a tool call by itself. `build_tool_calling_checkpoint` fits the output layer of
 a copy of it (a few hundred steps on cached hidden states, about a second) so that, asked for the weather with
-`TOOLS` and `question_en.wav`, it answers `TOOL_CALL`: a real model that really emits the tokens the server parses.
+`TOOLS` and `question_en.wav` (as a file, or as the Realtime API's 24 kHz PCM16), it answers `TOOL_CALL` (65 tokens):
+a real model that really emits the tokens the server parses.
 """
 
 import base64
@@ -44,6 +45,18 @@ def question(text: str | None = None, path: Path = QUESTION) -> list[dict]:
     if text:
         parts.append({"type": "text", "text": text})
     return [{"role": "user", "content": parts}]
+
+
+def pcm16_24k(path: Path = QUESTION) -> str:
+    """The audio of `path` as the Realtime API sends it: base64 PCM16 mono at 24 kHz."""
+    import numpy as np
+    import soundfile as sf
+
+    from transformers_fac.audio_io import resample
+
+    waveform, rate = sf.read(path, dtype="float32")
+    samples = (resample(waveform, rate, 24000) * 32767).astype("<i2")
+    return base64.b64encode(np.ascontiguousarray(samples).tobytes()).decode("ascii")
 
 
 def free_port() -> int:

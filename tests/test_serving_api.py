@@ -21,6 +21,7 @@ from tests.serving_utils import (
     TOOLS,
     audio_b64,
     build_tool_calling_checkpoint,
+    pcm16_24k,
     question,
     running_server,
     save_test_voice,
@@ -158,13 +159,6 @@ def test_tool_calls(client):
 
 
 # ------------------------------------------------------------------------------------------------ realtime
-def pcm16_24k(path=QUESTION) -> str:
-    waveform, rate = sf.read(path, dtype="float32")
-    from transformers_fac.audio_io import resample
-
-    return base64.b64encode((resample(waveform, rate, 24000) * 32767).astype("<i2").tobytes()).decode("ascii")
-
-
 def events_until(connection, last: str) -> list:
     events = []
     for event in connection:
@@ -317,7 +311,8 @@ def test_realtime_conversation_items(server, client):
 
         bad_items = {
             "item.role": text_part("system", "Be brief."),
-            "item.type": {"type": "function_call_output", "call_id": "c1", "output": "{}"},
+            "item.type": {"type": "mcp_call", "id": "m1", "name": "x", "server_label": "s", "arguments": "{}"},
+            "item.call_id": {"type": "function_call_output", "output": "{}"},
             "item.content": {"type": "message", "role": "user", "content": []},
             "item.content[0]": {"type": "message", "role": "user", "content": [{"type": "input_audio", "audio": "%"}]},
         }
@@ -329,6 +324,103 @@ def test_realtime_conversation_items(server, client):
         assert connection.recv().error.param == "previous_item_id"
     assert after_short.usage.input_token_details.audio_tokens == after_long.usage.input_token_details.audio_tokens > 0
     assert after_long.usage.input_tokens >= after_short.usage.input_tokens + 6  # the written words are in the prompt
+
+
+def test_realtime_function_call_round_trip_and_truncate(server, client):
+    """An agent's turn: with `tools` the model calls get_weather (a `function_call` item, its arguments in
+    `response.function_call_arguments.delta` / `.done`); the client sends the tool's output and asks for a spoken
+    reply, which reads the call and its output; the user barges in and the client truncates the interrupted reply to
+    what was heard (`conversation.item.truncate`), which is all the conversation keeps of it."""
+    flat_tools = [{"type": "function", **tool["function"]} for tool in TOOLS]
+    with client.realtime.connect(model=MODEL) as connection:
+        connection.recv()
+        session = {"type": "realtime", "tools": flat_tools, "temperature": 0, "max_output_tokens": 80}
+        connection.session.update(session=session)
+        assert connection.recv().session.tools[0].name == "get_weather"
+        connection.input_audio_buffer.append(audio=pcm16_24k())
+        connection.input_audio_buffer.commit()
+        expect_committed(connection)
+        connection.response.create()
+        events = events_until(connection, "response.done")
+        call = next(event for event in events if event.type == "response.function_call_arguments.done")
+        delta = next(event for event in events if event.type == "response.function_call_arguments.delta")
+        assert call.name == "get_weather" and json.loads(call.arguments) == {"location": "杭州"}
+        assert delta.delta == call.arguments and delta.call_id == call.call_id
+        called = events[-1].response
+        assert called.status == "completed" and [item.type for item in called.output] == ["function_call"]
+        assert called.output[0].call_id == call.call_id and called.output[0].arguments == call.arguments
+        added = next(event for event in events if event.type == "conversation.item.added")
+        assert added.item.type == "function_call" and added.item.id == call.item_id
+
+        output = {"type": "function_call_output", "call_id": call.call_id, "output": '{"weather": "sunny"}'}
+        connection.conversation.item.create(item=output)
+        added, done = connection.recv(), connection.recv()
+        assert (added.type, done.type) == ("conversation.item.added", "conversation.item.done")
+        assert added.item.type == "function_call_output" and added.previous_item_id == call.item_id
+        connection.response.create(response={"tool_choice": "none", "output_modalities": ["audio"]})
+        heard = []
+        for event in connection:
+            if event.type == "response.output_audio_transcript.delta":
+                heard.append(event.delta)
+            if event.type == "response.output_audio.delta":
+                break
+        connection.input_audio_buffer.append(audio=pcm16_24k())  # barge-in
+        connection.input_audio_buffer.commit()
+        rest = events_until(connection, "response.done")
+        interrupted = rest[-1].response
+        assert (interrupted.status, interrupted.status_details.reason) == ("cancelled", "turn_detected")
+        assert interrupted.usage.input_tokens > spoken_prompt_tokens_of_the_question(client) + 65  # + call, output
+        expect_committed(connection)
+        heard += [event.delta for event in rest if event.type == "response.output_audio_transcript.delta"]
+
+        reply_id = interrupted.output[0].id
+        connection.conversation.item.truncate(item_id=reply_id, content_index=0, audio_end_ms=10**7)
+        assert connection.recv().error.param == "audio_end_ms"  # more than was sent
+        connection.conversation.item.truncate(item_id=reply_id, content_index=0, audio_end_ms=200)
+        truncated = connection.recv()
+        assert (truncated.type, truncated.item_id, truncated.audio_end_ms) == (
+            "conversation.item.truncated",
+            reply_id,
+            200,
+        )
+        connection.conversation.item.retrieve(item_id=reply_id)
+        kept = connection.recv().item
+        assert kept.content[0].transcript == heard[0]  # the first 0.2 s: one LLM step of text
+        connection.conversation.item.delete(item_id=reply_id)
+        assert connection.recv().type == "conversation.item.deleted"
+        connection.conversation.item.retrieve(item_id=reply_id)
+        assert connection.recv().error.code == "item_not_found"
+
+
+def spoken_prompt_tokens_of_the_question(client) -> int:
+    """Prompt tokens of a spoken reply to the question alone (a fresh session)."""
+    with client.realtime.connect(model=MODEL) as connection:
+        connection.recv()
+        connection.input_audio_buffer.append(audio=pcm16_24k())
+        connection.input_audio_buffer.commit()
+        expect_committed(connection)
+        connection.response.create(response={"max_output_tokens": 1})
+        return events_until(connection, "response.done")[-1].response.usage.input_tokens
+
+
+def test_realtime_input_transcription(server, client):
+    """`audio.input.transcription`: a committed turn is transcribed by the model itself (text mode, its speech
+    recognition instruction); deltas add up to the transcript, which the item then carries."""
+    with client.realtime.connect(model=MODEL) as connection:
+        connection.recv()
+        audio = {"input": {"transcription": {"model": "whisper-1"}}}
+        connection.session.update(session={"type": "realtime", "audio": audio})
+        assert connection.recv().session.audio.input.transcription.model == "whisper-1"
+        connection.input_audio_buffer.append(audio=pcm16_24k())
+        connection.input_audio_buffer.commit()
+        committed = expect_committed(connection)
+        events = events_until(connection, "conversation.item.input_audio_transcription.completed")
+        deltas = [event.delta for event in events if event.type.endswith("transcription.delta")]
+        completed = events[-1]
+        assert completed.item_id == committed.item_id and completed.transcript == "".join(deltas).strip()
+        assert completed.usage.input_token_details.audio_tokens == 26 and completed.usage.output_tokens > 0
+        connection.conversation.item.retrieve(item_id=committed.item_id)
+        assert connection.recv().item.content[0].transcript == completed.transcript
 
 
 def test_realtime_needs_the_key(server):

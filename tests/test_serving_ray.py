@@ -1,11 +1,14 @@
 """`fac-serve --ray`: a local Ray instance (small: 4 logical CPUs, 80 MB object store) with 2 replicas of the tiny
-model behind Ray's HTTP proxy answers concurrent `openai` client requests on both replicas, then shuts down."""
+model behind Ray's HTTP proxy answers concurrent `openai` client requests on both replicas, listens on 127.0.0.1 only
+(every socket of every process it started), then shuts down."""
 
 import concurrent.futures
+import ipaddress
 import os
 import time
 
 import openai
+import psutil
 
 from tests.serving_utils import MODEL, question, running_server
 
@@ -33,7 +36,33 @@ def test_two_replicas_answer_concurrent_requests(tmp_path):
                 for replica, transcript, codes in pool.map(ask, range(8)):
                     replicas.add(replica)
                     answers.append((transcript, codes))
+        listening = listening_sockets(server.process.pid)
+    assert server.port in {port for _, _, port in listening}  # Serve's HTTP proxy is among them
+    assert {name for name, _, _ in listening} >= {"gcs_server", "raylet"}
+    wide = [(name, ip, port) for name, ip, port in listening if not loopback(ip)]
+    assert not wide, f"listening beyond 127.0.0.1: {wide}"
     assert len(replicas) == 2
     assert len(set(answers)) == 1 and answers[0][1] > 0  # greedy: every replica gives the same reply
     assert server.process.returncode == 0
     assert "draining the replicas" in server.output()
+
+
+def listening_sockets(pid: int) -> set[tuple[str, str, int]]:
+    """(process name, address, port) of every listening TCP socket of `pid` and all its descendants."""
+    root = psutil.Process(pid)
+    found = set()
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            for connection in process.net_connections(kind="tcp"):
+                if connection.status == psutil.CONN_LISTEN:
+                    found.add((process.name(), connection.laddr.ip, connection.laddr.port))
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def loopback(ip: str) -> bool:
+    address = ipaddress.ip_address(ip.split("%")[0])
+    return address.is_loopback or (
+        address.version == 6 and address.ipv4_mapped is not None and address.ipv4_mapped.is_loopback
+    )

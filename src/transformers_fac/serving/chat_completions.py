@@ -9,7 +9,6 @@ function-calling (text) mode and the reply carries the parsed `tool_calls`.
 import asyncio
 import base64
 import json
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -17,18 +16,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..prompts import parse_tool_calls
 from .audio_codec import OUTPUT_FORMATS, encode_audio, pcm16
 from .batching import EngineClosed, QueueFull, RequestError
-from .errors import APIError, invalid, queue_full, server_error, unavailable
-from .prompting import build_prompt
+from .errors import APIError, invalid, queue_full, server_error, too_much_text, unavailable
+from .prompting import build_prompt, split_tool_calls
 from .replies import AudioDelta, Reply, ReplyDone, ReplyFailed, ReplyRequest, TextDelta
 from .runtime import ServerRuntime
 from .schemas import ChatCompletionRequest
 
 AUDIO_LIFETIME_S = 3600
 DISCONNECT_POLL_S = 0.5
-_TOOL_CALL_BLOCK = re.compile(r"<tool_call>.*?</tool_call>", re.DOTALL)
 
 
 @dataclass
@@ -57,6 +54,9 @@ def submit(runtime: ServerRuntime, request: ChatCompletionRequest, loop: asyncio
             code="model_not_found",
         )
     request.check_supported()
+    chars = request.text_chars()
+    if chars > settings.max_text_chars:  # before any audio is decoded or text tokenized
+        raise too_much_text(chars, settings.max_text_chars, "messages")
     tools = request.active_tools
     spoken = request.spoken and not tools  # tool calling is the model's text mode
     audio = request.audio
@@ -98,6 +98,7 @@ def submit(runtime: ServerRuntime, request: ChatCompletionRequest, loop: asyncio
         raise queue_full(error.retry_after) from None
     except EngineClosed as error:
         raise unavailable(str(error)) from None
+    runtime.track(reply)
     token = uuid.uuid4().hex
     return ChatJob(
         request, reply, spoken, tools, audio_format, f"chatcmpl-{token}", f"audio_{token}", int(time.time())
@@ -122,26 +123,17 @@ def usage(done: ReplyDone) -> dict:
 
 def _tool_calls(done: ReplyDone) -> tuple[str | None, list[dict]]:
     """The reply's text outside its tool-call blocks, and the calls in the OpenAI shape."""
-    calls = [
-        {
-            "id": f"call_{uuid.uuid4().hex[:24]}",
-            "type": "function",
-            "function": {"name": call["name"], "arguments": json.dumps(call["arguments"], ensure_ascii=False)},
-        }
-        for call in parse_tool_calls(done.raw_text)
-    ]
-    if not calls:
-        return done.text, []
-    rest = _TOOL_CALL_BLOCK.sub("", done.raw_text).strip()
-    return rest or None, calls
+    rest, calls = split_tool_calls(done.raw_text)
+    return (rest, calls) if calls else (done.text, [])
 
 
 def _finish_reason(done: ReplyDone, calls: list) -> str:
     return "tool_calls" if calls else ("length" if done.finish_reason == "length" else "stop")
 
 
-async def _events(job: ChatJob, http_request) -> AsyncIterator:
-    """The reply's events; the request is cancelled when its client goes away."""
+async def _events(job: ChatJob, runtime: ServerRuntime, http_request) -> AsyncIterator:
+    """The reply's events; the request is cancelled when its client goes away. A reply cut by the server's shutdown
+    ends with `ReplyFailed` carrying the 503 to answer."""
     try:
         while True:
             try:
@@ -150,10 +142,13 @@ async def _events(job: ChatJob, http_request) -> AsyncIterator:
                 if await http_request.is_disconnected():
                     return
                 continue
+            if isinstance(event, ReplyDone) and event.finish_reason == "cancelled" and runtime.cut:
+                raise runtime.shutdown_error()
             yield event
             if isinstance(event, (ReplyDone, ReplyFailed)):
                 return
     finally:
+        runtime.untrack(job.reply)
         if not job.reply.finished:
             job.reply.cancel()
 
@@ -161,7 +156,7 @@ async def _events(job: ChatJob, http_request) -> AsyncIterator:
 async def complete(job: ChatJob, runtime: ServerRuntime, http_request) -> dict | None:
     """The whole reply as a `chat.completion` object (None when the client left)."""
     text, audio, done = [], [], None
-    async for event in _events(job, http_request):
+    async for event in _events(job, runtime, http_request):
         if isinstance(event, TextDelta):
             text.append(event.text)
         elif isinstance(event, AudioDelta):
@@ -202,8 +197,17 @@ def _sse(payload: dict | str) -> str:
     return f"data: {payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)}\n\n"
 
 
-async def stream(job: ChatJob, http_request) -> AsyncIterator[str]:
-    """The reply as server-sent `chat.completion.chunk` events, then `data: [DONE]`."""
+async def stream(job: ChatJob, runtime: ServerRuntime, http_request) -> AsyncIterator[str]:
+    """The reply as server-sent `chat.completion.chunk` events, then `data: [DONE]`; a reply that fails or is cut by
+    the server's shutdown ends with an `{"error": ...}` event instead."""
+    try:
+        async for piece in _chunks(job, runtime, http_request):
+            yield piece
+    except APIError as error:
+        yield _sse(error.body())
+
+
+async def _chunks(job: ChatJob, runtime: ServerRuntime, http_request) -> AsyncIterator[str]:
 
     def chunk(delta: dict, finish_reason: str | None = None) -> str:
         choice = {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
@@ -219,7 +223,7 @@ async def stream(job: ChatJob, http_request) -> AsyncIterator[str]:
         )
 
     yield chunk({"role": "assistant", "content": "" if not job.spoken else None})
-    async for event in _events(job, http_request):
+    async for event in _events(job, runtime, http_request):
         if isinstance(event, TextDelta) and not job.tools:
             if job.spoken:
                 yield chunk({"audio": {"id": job.audio_id, "transcript": event.text}})

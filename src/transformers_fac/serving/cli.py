@@ -6,7 +6,9 @@
     fac-serve --ray --replicas 4 --model ...               # Ray Serve: one replica per GPU
     fac-serve --config serve.yaml                          # settings (and `ray:` deployment options) from a file
 
-SIGTERM (or Ctrl-C) stops taking requests, lets the ones in flight finish (at most `--drain-seconds`) and exits.
+SIGTERM (or Ctrl-C) stops taking requests (503; the port stays open, so `/ready` answers 503 meanwhile), lets the
+ones in flight finish (at most `--drain-seconds`), answers the rest with a 503 (or an `error` event on a stream), logs
+how many were cut, and exits. A second signal cuts at once.
 """
 
 import argparse
@@ -14,10 +16,15 @@ import logging
 import os
 import signal
 import sys
+import time
 from dataclasses import fields
 from pathlib import Path
 
 from .settings import SETTING_FLAGS, ServerSettings
+
+CUT_ANSWER_SECONDS = (
+    5.0  # after the drain time, how long cut requests have to send their error before connections close
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,24 +98,57 @@ def resolve(args: argparse.Namespace) -> tuple[ServerSettings, dict | None]:
 
 
 def serve_uvicorn(settings: ServerSettings, host: str, port: int, log_level: str) -> int:
-    """Runs the app under uvicorn until SIGTERM/Ctrl-C, then drains it."""
+    """Runs the app under uvicorn until SIGTERM/Ctrl-C, then drains it (see `DrainingServer`)."""
     from .app import create_app
     from .extras import require
+    from .http_protocol import header_timeout_protocol
 
     uvicorn = require("uvicorn")
     app = create_app(settings)
 
     class DrainingServer(uvicorn.Server):
-        """Marks the server as draining (503 for new requests, `/ready` fails) as soon as it is asked to stop."""
+        """On SIGTERM or Ctrl-C the server keeps listening while it drains: new requests get a 503 (`/ready` too) and
+        the requests in flight may finish for `drain_seconds`; the ones still running then are cut (their clients get
+        an OpenAI-shaped 503 or `error` event) and the server stops. A second signal cuts at once."""
+
+        drain_deadline: float | None = None
+        cut_at: float | None = None
 
         def handle_exit(self, sig, frame):
             runtime = getattr(app.state, "runtime", None)
-            if runtime is not None:
-                runtime.draining = True
-            super().handle_exit(sig, frame)
+            if runtime is None:  # still starting: stop as uvicorn does
+                return super().handle_exit(sig, frame)
+            if self.drain_deadline is not None:
+                self.drain_deadline = 0.0
+                return
+            runtime.draining = True
+            self.drain_deadline = time.monotonic() + settings.drain_seconds
+            logging.getLogger("transformers_fac.serving").info(
+                "Draining: %d request(s) in flight, at most %g s", len(runtime.in_flight), settings.drain_seconds
+            )
+
+        async def on_tick(self, counter: int) -> bool:
+            if await super().on_tick(counter):
+                return True
+            if self.drain_deadline is None:
+                return False
+            runtime = app.state.runtime
+            now = time.monotonic()
+            if runtime.in_flight and now < self.drain_deadline:
+                return False
+            if self.cut_at is None and runtime.in_flight:
+                runtime.cut_in_flight()
+                self.cut_at = now
+            # the cut requests answer their clients (503, error events) before the connections close
+            return not runtime.in_flight or now > self.cut_at + CUT_ANSWER_SECONDS
 
     config = uvicorn.Config(
-        app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=int(settings.drain_seconds) or None
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        http=header_timeout_protocol(settings.header_timeout_seconds),
+        timeout_graceful_shutdown=int(CUT_ANSWER_SECONDS),
     )
     # uvicorn re-raises the stop signal after its graceful shutdown; with these handlers the process then exits 0
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -64,12 +64,31 @@ def queue_full(retry_after: int) -> APIError:
     )
 
 
-def unavailable(message: str) -> APIError:
-    return APIError(503, message, type="server_error", code="unavailable")
+def unavailable(message: str, retry_after: int = 5) -> APIError:
+    """A 503 with `Retry-After` (draining, shut down, or a replica that went away)."""
+    return APIError(503, message, type="server_error", code="unavailable", headers={"Retry-After": str(retry_after)})
+
+
+def too_much_text(chars: int, limit: int, param: str) -> APIError:
+    """A 400 for text beyond the server's `max_text_chars` (checked before anything is tokenized)."""
+    return invalid(
+        f"The request holds {chars} characters of text; this server takes at most {limit} (see --max-text-chars).",
+        param=param,
+        code="context_length_exceeded",
+    )
 
 
 def server_error(message: str) -> APIError:
     return APIError(500, message, type="server_error", code="model_error")
 
 
-__all__ = ["APIError", "invalid", "queue_full", "server_error", "too_large", "unauthorized", "unavailable"]
+__all__ = [
+    "APIError",
+    "invalid",
+    "queue_full",
+    "server_error",
+    "too_large",
+    "too_much_text",
+    "unauthorized",
+    "unavailable",
+]

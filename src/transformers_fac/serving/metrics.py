@@ -4,7 +4,8 @@ from .runtime import ServerRuntime
 
 
 def prometheus_text(runtime: ServerRuntime) -> str:
-    """Engine counters (batches, rows, outcomes, queue) and HTTP outcomes, one `fac_*` metric per line.
+    """Engine counters (batches, rows, outcomes, queue), requests in flight and HTTP responses by route and status
+    (successes and each kind of refusal apart), one `fac_*` metric per line.
 
     Example:
         >>> print(prometheus_text(runtime).splitlines()[0])  # doctest: +SKIP
@@ -23,9 +24,11 @@ def prometheus_text(runtime: ServerRuntime) -> str:
         ("fac_queue_depth", runtime.engine.queued),
         ("fac_batch_rows_running", stats.running),
         ("fac_draining", int(runtime.draining)),
+        ("fac_requests_in_flight", len(runtime.in_flight)),
     ]
     lines += [
-        (f'fac_http_requests_total{{outcome="{outcome}"}}', count) for outcome, count in runtime.requests.items()
+        (f'fac_http_responses_total{{route="{route}",status="{status}"}}', count)
+        for (route, status), count in sorted(runtime.responses.items())
     ]
     return "".join(f"{name} {value}\n" for name, value in lines)
 

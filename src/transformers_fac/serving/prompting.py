@@ -8,16 +8,19 @@ blocks; tool results as a user turn of `<tool_response>` blocks.
 """
 
 import json
+import re
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ..prompts import AUDIO_TEMPLATE, S2M_SYSTEM_PROMPT, S2T_SYSTEM_PROMPT, function_calling_prompt
+from ..prompts import AUDIO_TEMPLATE, S2M_SYSTEM_PROMPT, S2T_SYSTEM_PROMPT, function_calling_prompt, parse_tool_calls
 from .audio_codec import decode_input_audio
 from .errors import invalid
 
 MODE_PROMPTS = (S2M_SYSTEM_PROMPT, S2T_SYSTEM_PROMPT)
+_TOOL_CALL_BLOCK = re.compile(r"<tool_call>.*?</tool_call>", re.DOTALL)
 
 
 @dataclass
@@ -61,15 +64,41 @@ def _text_of(content: Any, param: str) -> str:
     return "\n".join(parts)
 
 
-def _tool_call_text(call: Any) -> str:
-    arguments = call.function.arguments
+def split_tool_calls(raw_text: str) -> tuple[str | None, list[dict]]:
+    """A function-calling reply (with its `<tool_call>` blocks) -> the text outside the blocks (None if empty) and the
+    calls in the OpenAI shape (`id`, `type`, `function.name`, `function.arguments` as a JSON string).
+
+    Example:
+        >>> rest, calls = split_tool_calls('<tool_call>{"name": "f", "arguments": {"x": 1}}</tool_call>')
+        >>> rest, calls[0]["function"]
+        (None, {'name': 'f', 'arguments': '{"x": 1}'})
+    """
+    calls = [
+        {
+            "id": f"call_{uuid.uuid4().hex[:24]}",
+            "type": "function",
+            "function": {"name": call["name"], "arguments": json.dumps(call["arguments"], ensure_ascii=False)},
+        }
+        for call in parse_tool_calls(raw_text)
+    ]
+    rest = _TOOL_CALL_BLOCK.sub("", raw_text).strip() if calls else raw_text.strip()
+    return rest or None, calls
+
+
+def tool_call_block(name: str, arguments: Any) -> str:
+    """A call as the model writes it: a `<tool_call>` block (arguments given as a JSON string are parsed back)."""
     if isinstance(arguments, str):
         try:
             arguments = json.loads(arguments)
         except json.JSONDecodeError:
             pass
-    body = json.dumps({"name": call.function.name, "arguments": arguments}, ensure_ascii=False)
+    body = json.dumps({"name": name, "arguments": arguments}, ensure_ascii=False)
     return f"<tool_call>\n{body}\n</tool_call>"
+
+
+def tool_response_block(output: str) -> str:
+    """A tool's result as the model reads it (inside a user turn)."""
+    return f"<tool_response>\n{output}\n</tool_response>"
 
 
 def build_prompt(messages: list, spoken: bool, tools: list[dict] | None, max_audio_seconds: float) -> Prompt:
@@ -108,7 +137,7 @@ def build_prompt(messages: list, spoken: bool, tools: list[dict] | None, max_aud
             turns.append({"role": "user", "content": "\n".join(parts)})
         elif message.role == "assistant":
             text = _text_of(message.content, param)
-            calls = [_tool_call_text(call) for call in message.tool_calls or []]
+            calls = [tool_call_block(call.function.name, call.function.arguments) for call in message.tool_calls or []]
             if not text and not calls:
                 raise invalid(
                     f"{param}: assistant turns go back to the model as text; send the reply's text (for a spoken "
@@ -117,7 +146,7 @@ def build_prompt(messages: list, spoken: bool, tools: list[dict] | None, max_aud
                 )
             turns.append({"role": "assistant", "content": "\n".join([text, *calls]) if text else "\n".join(calls)})
         else:  # tool
-            block = f"<tool_response>\n{_text_of(message.content, param)}\n</tool_response>"
+            block = tool_response_block(_text_of(message.content, param))
             if turns and turns[-1]["role"] == "user" and turns[-1]["content"].startswith("<tool_response>"):
                 turns[-1]["content"] += "\n" + block
             else:
@@ -126,4 +155,12 @@ def build_prompt(messages: list, spoken: bool, tools: list[dict] | None, max_aud
     return Prompt(messages=[{"role": "system", "content": prompt}, *turns], audios=audios)
 
 
-__all__ = ["MODE_PROMPTS", "Prompt", "build_prompt", "system_prompt"]
+__all__ = [
+    "MODE_PROMPTS",
+    "Prompt",
+    "build_prompt",
+    "split_tool_calls",
+    "system_prompt",
+    "tool_call_block",
+    "tool_response_block",
+]

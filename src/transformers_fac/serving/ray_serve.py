@@ -8,11 +8,21 @@ routes each request to a replica and scales the number of replicas.
     fac-serve --ray --config serve.yaml                # server settings and deployment options from a file
     serve run transformers_fac.serving.ray_serve:build_app model=FunAudioLLM/Fun-Audio-Chat-8B   # Ray's own CLI
 
+Exposure: a local Ray instance started for a loopback `--host` (the default 127.0.0.1) is a single-machine one: every
+service it starts (GCS, raylet, object manager, workers and replicas, the dashboard agent, the runtime-env agent)
+listens on 127.0.0.1 only, as does Serve's HTTP proxy; the dashboard is off. (Ray binds its services to its node
+address; `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`, set for that instance, makes that address 127.0.0.1 - Ray's own switch
+for single-machine instances.) With a non-loopback `--host`, or when joining a cluster (`--ray-address`,
+`RAY_ADDRESS`), Ray's services listen on the node's address (all interfaces for some of them): keep such a cluster on
+a private network, as Ray's security guide says.
+
 Multi-node: start a Ray cluster (`ray start --head` on one machine, `ray start --address=HEAD:6379` on the others),
 then run the same `fac-serve --ray ...` command on the head node: replicas are placed on any node with a free GPU.
 """
 
+import ipaddress
 import logging
+import os
 import signal
 import threading
 from dataclasses import asdict
@@ -24,6 +34,7 @@ from .settings import ServerSettings, settings_from_strings
 logger = logging.getLogger("transformers_fac.serving")
 DEPLOYMENT_NAME = "fun-audio-chat"
 APP_NAME = "fun-audio-chat"
+SINGLE_MACHINE_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's node address is 127.0.0.1
 
 
 def deployment_options(settings: ServerSettings, options: dict | None = None, gpu: bool | None = None) -> dict:
@@ -76,9 +87,26 @@ def build_app(args: dict[str, str]):
     return application(settings_from_strings(args))
 
 
+def is_loopback(host: str) -> bool:
+    """Whether `host` (an address or `localhost`) only reaches this machine.
+
+    Example:
+        >>> is_loopback("127.0.0.1"), is_loopback("0.0.0.0")
+        (True, False)
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def run(settings: ServerSettings, options: dict, host: str, port: int, ray_init: dict) -> int:
     """Starts (or joins) Ray, deploys the application on `host:port` and serves until SIGTERM or Ctrl-C; then the
     replicas are drained and Ray is shut down."""
+    if "address" not in ray_init and not os.environ.get("RAY_ADDRESS") and is_loopback(host):
+        os.environ.setdefault(SINGLE_MACHINE_SWITCH, "0")  # read when Ray is imported, inherited by its processes
     ray = require("ray")
     serve = require("ray.serve")
     ray.init(**ray_init)
@@ -98,4 +126,4 @@ def run(settings: ServerSettings, options: dict, host: str, port: int, ray_init:
     return 0
 
 
-__all__ = ["application", "build_app", "deployment_options", "run"]
+__all__ = ["application", "build_app", "deployment_options", "is_loopback", "run"]

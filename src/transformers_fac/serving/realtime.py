@@ -1,13 +1,16 @@
 """`WS /v1/realtime`: the part of the OpenAI Realtime API a voice agent needs, over the batching engine.
 
 Client events: `session.update` (instructions, voice, output modalities, audio formats, turn detection on or off,
-`max_output_tokens`), `input_audio_buffer.append` / `commit` / `clear`, `conversation.item.create` (user turns as text
-or audio, earlier assistant replies as text: `realtime_items`), `response.create`, `response.cancel`.
+`max_output_tokens`, function `tools`, input audio transcription), `input_audio_buffer.append` / `commit` / `clear`,
+`conversation.item.create` (user turns as text or audio, earlier assistant replies as text, function calls and their
+outputs: `realtime_items`), `conversation.item.truncate` / `delete` / `retrieve`, `response.create`,
+`response.cancel`.
 Server events: `session.created` / `session.updated`, `input_audio_buffer.speech_started` / `speech_stopped` /
-`committed` / `cleared`, `conversation.item.added` / `done` (user turns, written items, replies), `response.created`,
-`response.output_item.added` / `done`, `response.output_audio.delta` (base64 PCM16, 24 kHz),
-`response.output_audio_transcript.delta` (or `response.output_text.delta` for text-only responses), their `.done`
-events, `response.done` and `error`.
+`committed` / `cleared`, `conversation.item.added` / `done` / `truncated` / `deleted` / `retrieved`,
+`conversation.item.input_audio_transcription.delta` / `completed` / `failed`, `response.created`,
+`response.output_item.added` / `done`, `response.content_part.added` / `done`, `response.output_audio.delta` (base64
+PCM16, 24 kHz), `response.output_audio_transcript.delta` (or `response.output_text.delta` for text-only responses),
+their `.done` events, `response.function_call_arguments.delta` / `done`, `response.done` and `error`.
 
 Input audio is PCM16 mono at 24 kHz (`audio/pcm`, the API's format) or 16 kHz. Turn detection is off by default: the
 client commits each turn (`input_audio_buffer.commit`) and asks for a reply (`response.create`); a commit while a
@@ -15,7 +18,15 @@ response is streaming cancels that response (barge-in). With `turn_detection: {"
 finds the turns itself with the live conversation engine's voice activity detection (Silero VAD; `threshold`,
 `prefix_padding_ms`, `silence_duration_ms`, `create_response`, `interrupt_response`): it sends
 `input_audio_buffer.speech_started` (and cancels a reply in progress), `input_audio_buffer.speech_stopped`, commits
-the turn and answers it. The conversation keeps the last 8 exchanges, as the official demo.
+the turn and answers it. With `tools`, replies are written in the model's function-calling mode (as Chat Completions
+with `tools`): a call arrives as a `function_call` output item; the client runs it, adds a `function_call_output`
+item and asks for the next response.
+
+Every session is bounded: each item and the input buffer hold at most `max_audio_seconds` of audio and
+`max_text_chars` of text (checked before anything is decoded); the conversation keeps the last 8 user turns (as the
+official demo) within the same audio and text budget, older items are dropped with `conversation.item.deleted`; a
+session idle for `realtime_idle_seconds` is closed. A malformed event (not JSON, binary, nested too deep, wrong
+types) gets an `error` event and the session goes on.
 
 Example (the `openai` client):
 
@@ -36,17 +47,26 @@ import binascii
 import json
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..prompts import AUDIO_TEMPLATE, MAX_HISTORY_TURNS
+from ..prompts import MAX_HISTORY_TURNS
 from .audio_codec import checked_waveform, decode_pcm16, pcm16
 from .batching import EngineClosed, QueueFull, RequestError
 from .errors import APIError
-from .prompting import Prompt, system_prompt
-from .realtime_config import SessionConfig, SessionError, max_tokens_option, parse_session_update
-from .realtime_items import Item, parse_item
+from .json_limits import JSONLimitError, loads_bounded
+from .prompting import Prompt, split_tool_calls, system_prompt
+from .realtime_config import (
+    SessionConfig,
+    SessionError,
+    instructions_option,
+    mapping,
+    max_tokens_option,
+    parse_session_update,
+)
+from .realtime_items import Item, Limits, function_call_item, parse_item, pcm16_seconds
+from .realtime_transcription import transcribe
 from .replies import AudioDelta, Reply, ReplyDone, ReplyFailed, ReplyRequest, TextDelta
 from .runtime import ServerRuntime
 from .turn_detection import ServerVad
@@ -63,12 +83,15 @@ def _id(prefix: str) -> str:
 
 @dataclass
 class ActiveResponse:
+    """A response in progress: its reply, its output items so far, and why it was stopped (if it was)."""
+
     id: str
-    item_id: str
     reply: Reply
     spoken: bool
+    tools: list | None
     task: asyncio.Task | None = None
     cancel_reason: str | None = None
+    output: list[dict] = field(default_factory=list)
 
 
 class RealtimeSession:
@@ -82,12 +105,14 @@ class RealtimeSession:
         self.config = SessionConfig(voice=voice, max_output_tokens=settings.max_new_tokens)
         if voice is None:
             self.config.output_modalities = ["text"]
+        self.limits = Limits(audio_seconds=settings.max_audio_seconds, text_chars=settings.max_text_chars)
         self.id = _id("sess")
         self.buffer = bytearray()
         self.vad: ServerVad | None = None  # server turn detection, when on
         self.speech_item: str | None = None  # the item id of the turn being spoken (server turn detection)
         self.items: list[Item] = []
         self.response: ActiveResponse | None = None
+        self.transcriptions: set[asyncio.Task] = set()
         self._send_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------------------------------------ sending
@@ -96,8 +121,10 @@ class RealtimeSession:
         async with self._send_lock:
             await self.websocket.send_text(json.dumps(event, ensure_ascii=False))
 
-    async def send_error(self, message: str, code: str, param: str | None = None, event_id: str | None = None):
-        error = {"type": "invalid_request_error", "code": code, "message": message, "param": param}
+    async def send_error(
+        self, message: str, code: str, param: str | None = None, event_id: str | None = None, kind: str | None = None
+    ):
+        error = {"type": kind or "invalid_request_error", "code": code, "message": message, "param": param}
         await self.send({"type": "error", "error": {**error, "event_id": event_id}})
 
     def session_object(self) -> dict:
@@ -105,27 +132,54 @@ class RealtimeSession:
 
     # ------------------------------------------------------------------------------------------------ main loop
     async def run(self) -> None:
+        """Handles the client's events until it leaves or stays idle too long; then stops what is in progress."""
         from starlette.websockets import WebSocketDisconnect
 
+        idle = self.runtime.settings.realtime_idle_seconds
         await self.send({"type": "session.created", "session": self.session_object()})
         try:
             while True:
-                await self.handle(await self.websocket.receive_text())
+                try:
+                    message = await asyncio.wait_for(self.websocket.receive(), timeout=idle)
+                except TimeoutError:
+                    if self.response is not None or self.transcriptions:
+                        continue  # busy answering: not idle
+                    await self.send_error(
+                        f"The session had no event for {idle:g} s and is closed.",
+                        "session_expired",
+                        kind="server_error",
+                    )
+                    await self.websocket.close(code=1000)
+                    return
+                if message["type"] == "websocket.disconnect":
+                    return
+                if message.get("text") is not None:
+                    await self.handle(message["text"])
+                else:
+                    await self.send_error(
+                        "Binary frames are not events: send each event as JSON text.", "invalid_event", kind=None
+                    )
         except WebSocketDisconnect:
             pass
         finally:
             await self.cancel_response("client_disconnected")
+            for task in list(self.transcriptions):
+                task.cancel()
+            await asyncio.gather(*self.transcriptions, return_exceptions=True)
 
     async def handle(self, raw: str) -> None:
+        """One client event: its handler runs, or an `error` event says what is wrong (the session goes on)."""
+        from starlette.websockets import WebSocketDisconnect
+
         event_id = None
         try:
             try:
-                event = json.loads(raw)
-            except json.JSONDecodeError:
-                raise SessionError("The event is not valid JSON.", "invalid_json") from None
+                event = loads_bounded(raw)
+            except JSONLimitError as error:
+                raise SessionError(f"The event: {error}", "invalid_json") from None
             if not isinstance(event, dict) or not isinstance(event.get("type"), str):
                 raise SessionError("An event must be a JSON object with a `type`.", "invalid_event")
-            event_id = event.get("event_id")
+            event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
             handler = self.HANDLERS.get(event["type"])
             if handler is None:
                 raise SessionError(
@@ -138,6 +192,13 @@ class RealtimeSession:
             await self.send_error(str(error), error.code, error.param, event_id)
         except APIError as error:
             await self.send_error(error.message, error.code or "invalid_value", error.param, event_id)
+        except WebSocketDisconnect:
+            raise
+        except Exception:  # noqa: BLE001 - a bug must not end the session: logged, answered with an error event
+            logger.exception("A realtime event could not be handled")
+            await self.send_error(
+                "The server failed to handle this event.", "server_error", None, event_id, "server_error"
+            )
 
     # ------------------------------------------------------------------------------------------------ session
     async def on_session_update(self, event: dict) -> None:
@@ -151,21 +212,24 @@ class RealtimeSession:
 
     # ------------------------------------------------------------------------------------------------ input audio
     async def on_append(self, event: dict) -> None:
+        audio = event.get("audio")
+        seconds = pcm16_seconds(audio, self.config.input_rate, "audio")
+        limit = self.limits.audio_seconds
+        if self.vad is None and len(self.buffer) / 2 / self.config.input_rate + seconds > limit:
+            raise SessionError(
+                f"The input audio buffer would exceed {limit:g} s; commit or clear it first.",
+                "input_audio_buffer_full",
+                "audio",
+            )
+        if self.vad is not None and seconds > limit:
+            raise SessionError(f"One append may hold at most {limit:g} s of audio.", "audio_too_long", "audio")
         try:
-            data = base64.b64decode(event.get("audio") or "", validate=True)
+            data = base64.b64decode(audio, validate=True)
         except (binascii.Error, ValueError):
             raise SessionError("`audio` must be base64 PCM16.", param="audio") from None
         if self.vad is not None:
             await self.detect_turns(data)
             return
-        limit = int(self.runtime.settings.max_audio_seconds * self.config.input_rate) * 2
-        if len(self.buffer) + len(data) > limit:
-            raise SessionError(
-                f"The input audio buffer would exceed {self.runtime.settings.max_audio_seconds:g} s; commit or clear "
-                "it first.",
-                "input_audio_buffer_full",
-                "audio",
-            )
         self.buffer += data
 
     async def on_commit(self, event: dict) -> None:
@@ -192,21 +256,41 @@ class RealtimeSession:
         await self.commit(_id("item"), waveform)
 
     async def commit(self, item_id: str, waveform: np.ndarray) -> None:
-        """Adds a user turn (16 kHz audio) to the conversation."""
+        """Adds a user turn (16 kHz audio) to the conversation, and transcribes it when the session asks for it."""
         committed = {"type": "input_audio_buffer.committed", "item_id": item_id, "previous_item_id": self.last_item_id}
         await self.send(committed)
-        await self.add_item(Item(id=item_id, role="user", audio=waveform))
+        item = Item(id=item_id, role="user", audio=waveform)
+        await self.add_item(item)
+        if self.config.transcription is not None:
+            task = asyncio.create_task(self._transcribe_turn(item))
+            self.transcriptions.add(task)
+            task.add_done_callback(self.transcriptions.discard)
+
+    async def _transcribe_turn(self, item: Item) -> None:
+        item.transcript = await transcribe(item.id, item.audio, self.runtime, self.send) or None
 
     @property
     def last_item_id(self) -> str | None:
         return self.items[-1].id if self.items else None
 
     async def add_item(self, item: Item) -> None:
-        """Appends `item` to the conversation and announces it (`conversation.item.added`, then `done`)."""
+        """Appends `item` to the conversation and announces it (`conversation.item.added`, then `done`); older items
+        beyond the session's history are dropped (`conversation.item.deleted`)."""
         previous = self.last_item_id
         self.items.append(item)
         for kind in ("conversation.item.added", "conversation.item.done"):
             await self.send({"type": kind, "previous_item_id": previous, "item": item.item_object()})
+        dropped = None
+        while len(self.items) > 1 and (self._over_budget() or (dropped and self.items[0].role != "user")):
+            dropped = self.items.pop(0)  # (then the rest of its exchange: the history starts with a user turn)
+            await self.send({"type": "conversation.item.deleted", "item_id": dropped.id})
+
+    def _over_budget(self) -> bool:
+        """Whether the conversation holds more than it may: 8 user turns, the audio and text limits."""
+        turns = sum(1 for item in self.items if item.role == "user" and item.type == "message")
+        audio = sum(item.audio_seconds for item in self.items)
+        chars = sum(item.chars for item in self.items)
+        return turns > MAX_HISTORY_TURNS or audio > self.limits.audio_seconds or chars > self.limits.text_chars
 
     async def detect_turns(self, data: bytes) -> None:
         """Server turn detection: speech started (a reply in progress is interrupted) and stopped (the turn is
@@ -237,18 +321,6 @@ class RealtimeSession:
             if options["create_response"] and self.response is None:
                 await self.on_response_create({})
 
-    async def on_item_create(self, event: dict) -> None:
-        """`conversation.item.create`: a user turn (text and/or audio) or an earlier assistant reply, appended."""
-        if event.get("previous_item_id") not in (None, self.last_item_id):
-            raise SessionError(
-                "Items can only be appended: leave out `previous_item_id` or name the last item.",
-                param="previous_item_id",
-            )
-        item = parse_item(event.get("item"), _id("item"), self.config.input_rate)
-        if any(existing.id == item.id for existing in self.items):
-            raise SessionError(f"An item with id {item.id!r} exists already.", param="item.id")
-        await self.add_item(item)
-
     async def on_clear(self, event: dict) -> None:
         self.buffer.clear()
         if self.vad is not None:  # forget the turn being spoken too
@@ -256,50 +328,109 @@ class RealtimeSession:
             self.speech_item = None
         await self.send({"type": "input_audio_buffer.cleared"})
 
+    # ------------------------------------------------------------------------------------------------ items
+    async def on_item_create(self, event: dict) -> None:
+        """`conversation.item.create`: a user turn (text and/or audio), an earlier assistant reply, a function call
+        or a tool's output, appended."""
+        if event.get("previous_item_id") not in (None, self.last_item_id):
+            raise SessionError(
+                "Items can only be appended: leave out `previous_item_id` or name the last item.",
+                param="previous_item_id",
+            )
+        item = parse_item(event.get("item"), _id("item"), self.config.input_rate, self.limits)
+        if any(existing.id == item.id for existing in self.items):
+            raise SessionError(f"An item with id {item.id!r} exists already.", param="item.id")
+        await self.add_item(item)
+
+    def find(self, event: dict) -> Item:
+        item_id = event.get("item_id")
+        for item in self.items:
+            if item.id == item_id:
+                return item
+        raise SessionError(f"The conversation has no item {item_id!r}.", "item_not_found", "item_id")
+
+    async def on_item_truncate(self, event: dict) -> None:
+        """`conversation.item.truncate`: a spoken reply keeps only the text of the audio the listener heard."""
+        item = self.find(event)
+        audio_end_ms, index = event.get("audio_end_ms"), event.get("content_index", 0)
+        if index != 0:
+            raise SessionError("A reply has one content part: content_index must be 0.", param="content_index")
+        if not isinstance(audio_end_ms, int) or isinstance(audio_end_ms, bool):
+            raise SessionError("audio_end_ms must be an integer (milliseconds).", param="audio_end_ms")
+        item.truncate(audio_end_ms)
+        await self.send(
+            {
+                "type": "conversation.item.truncated",
+                "item_id": item.id,
+                "content_index": 0,
+                "audio_end_ms": audio_end_ms,
+            }
+        )
+
+    async def on_item_delete(self, event: dict) -> None:
+        item = self.find(event)
+        self.items.remove(item)
+        await self.send({"type": "conversation.item.deleted", "item_id": item.id})
+
+    async def on_item_retrieve(self, event: dict) -> None:
+        await self.send({"type": "conversation.item.retrieved", "item": self.find(event).item_object()})
+
     # ------------------------------------------------------------------------------------------------ responses
-    def prompt(self, instructions: str, spoken: bool) -> Prompt:
-        """The conversation so far (last `MAX_HISTORY_TURNS` exchanges) as a prompt."""
+    def prompt(self, instructions: str, spoken: bool, tools: list | None) -> Prompt:
+        """The conversation (bounded by `add_item`) as a prompt."""
         turns: list[dict[str, str]] = []
         audios = []
         for item in self.items:
             content = item.content()
+            if not content:  # a reply truncated to nothing
+                continue
             if item.audio is not None:
                 audios.append(item.audio)
             if turns and turns[-1]["role"] == item.role:
                 turns[-1]["content"] += "\n" + content
             else:
                 turns.append({"role": item.role, "content": content})
-        starts = [index for index, turn in enumerate(turns) if turn["role"] == "user"]
-        if len(starts) > MAX_HISTORY_TURNS:
-            cut = starts[-MAX_HISTORY_TURNS]
-            audios = audios[sum(turn["content"].count(AUDIO_TEMPLATE) for turn in turns[:cut]) :]
-            turns = turns[cut:]
-        system = {"role": "system", "content": system_prompt(spoken, None, instructions)}
+        system = {"role": "system", "content": system_prompt(spoken, tools, instructions)}
         return Prompt(messages=[system, *turns], audios=audios)
 
     async def on_response_create(self, event: dict) -> None:
+        if self.runtime.draining:
+            raise SessionError("The server is shutting down and takes no new responses.", "server_shutting_down")
         if self.response is not None:
             raise SessionError(
                 "A response is already in progress; cancel it (response.cancel) or wait for response.done.",
                 "conversation_already_has_active_response",
             )
-        options = event.get("response") or {}
+        options = mapping(event.get("response"), "response")
         modalities = options.get("output_modalities") or self.config.output_modalities
-        spoken = "audio" in modalities
-        voice = ((options.get("audio") or {}).get("output") or {}).get("voice", self.config.voice)
+        if not isinstance(modalities, list) or not set(map(str, modalities)) <= {"text", "audio"}:
+            raise SessionError("output_modalities must be ['audio'] or ['text'].", param="response.output_modalities")
+        tools = self.config.active_tools
+        if "tool_choice" in options:
+            if options["tool_choice"] not in ("auto", "none"):
+                raise SessionError("tool_choice must be 'auto' or 'none'.", param="response.tool_choice")
+            tools = tools if options["tool_choice"] == "auto" else None
+        spoken = "audio" in modalities and not tools  # tool calling is the model's text mode
+        output = mapping(mapping(options.get("audio"), "response.audio").get("output"), "response.audio.output")
+        voice = output.get("voice", self.config.voice)
+        voice = voice.get("id") if isinstance(voice, dict) else voice
+        if voice is not None and not isinstance(voice, str):
+            raise SessionError("The voice must be a voice name.", param="response.audio.output.voice")
         max_tokens = self.config.max_output_tokens
         if "max_output_tokens" in options:
             max_tokens = max_tokens_option(options["max_output_tokens"], "response.max_output_tokens", self.runtime)
-        instructions = options.get("instructions", self.config.instructions) or ""
+        instructions = self.config.instructions
+        if "instructions" in options:
+            instructions = instructions_option(options["instructions"], "response.instructions", self.runtime)
         speaker = self.runtime.speaker(voice, "response.audio.output.voice") if spoken else None
-        prompt = self.prompt(instructions, spoken)
-        processor = self.runtime.loaded.processor
+        prompt = self.prompt(instructions, spoken, tools)
         request = ReplyRequest(
-            prompt=prompt.render(processor),
+            prompt=prompt.render(self.runtime.loaded.processor),
             audios=prompt.audios,
             spoken=spoken,
             speaker=speaker,
             max_new_tokens=max_tokens,
+            temperature=self.config.temperature,
         )
         loop = asyncio.get_running_loop()
         try:
@@ -308,35 +439,19 @@ class RealtimeSession:
             raise SessionError(str(error), error.code or "invalid_value") from None
         except (QueueFull, EngineClosed) as error:
             raise SessionError(str(error), "server_busy") from None
-        active = ActiveResponse(id=_id("resp"), item_id=_id("item"), reply=reply, spoken=spoken)
+        self.runtime.track(reply)
+        active = ActiveResponse(id=_id("resp"), reply=reply, spoken=spoken, tools=tools)
         self.response = active
         await self.send({"type": "response.created", "response": self.response_object(active, "in_progress")})
-        item = self.output_item(active, "in_progress")
-        await self.send(
-            {"type": "response.output_item.added", "response_id": active.id, "output_index": 0, "item": item}
-        )
         active.task = asyncio.create_task(self.stream(active))
 
-    @staticmethod
-    def output_item(active: ActiveResponse, status: str, text: str = "") -> dict:
-        """The response's one output item (the assistant message) in `status`."""
-        part = {"type": "output_audio", "transcript": text} if active.spoken else {"type": "output_text", "text": text}
-        return {
-            "id": active.item_id,
-            "type": "message",
-            "object": "realtime.item",
-            "role": "assistant",
-            "status": {"in_progress": "in_progress", "completed": "completed"}.get(status, "incomplete"),
-            "content": [part] if status != "in_progress" else [],
-        }
-
-    def response_object(self, active: ActiveResponse, status: str, text: str = "", done=None, reason=None) -> dict:
+    def response_object(self, active: ActiveResponse, status: str, done=None, details=None) -> dict:
         response = {
             "id": active.id,
             "object": "realtime.response",
             "status": status,
-            "status_details": None if reason is None else {"type": status, "reason": reason},
-            "output": [] if status == "in_progress" else [self.output_item(active, status, text)],
+            "status_details": details,
+            "output": active.output,
             "output_modalities": ["audio"] if active.spoken else ["text"],
             "conversation_id": self.id,
         }
@@ -351,48 +466,132 @@ class RealtimeSession:
         return response
 
     async def stream(self, active: ActiveResponse) -> None:
-        """Forwards the reply's deltas until it is done or cancelled, then `response.done`."""
-        where = {"response_id": active.id, "item_id": active.item_id, "output_index": 0, "content_index": 0}
-        text_event = "response.output_audio_transcript" if active.spoken else "response.output_text"
-        text, done, status, reason = [], None, "failed", None
+        """Forwards the reply (streamed as a message, or with tools as its message and function calls once complete),
+        then `response.done`."""
+        done, failure = None, None
         try:
-            async for event in active.reply:
-                if isinstance(event, TextDelta):
-                    text.append(event.text)
-                    if active.cancel_reason is None:
-                        await self.send({"type": f"{text_event}.delta", **where, "delta": event.text})
-                elif isinstance(event, AudioDelta) and active.cancel_reason is None:
-                    delta = base64.b64encode(pcm16(event.samples)).decode("ascii")
-                    await self.send({"type": "response.output_audio.delta", **where, "delta": delta})
-                elif isinstance(event, ReplyDone):
-                    done = event
-                    if active.cancel_reason is not None or event.finish_reason == "cancelled":
-                        status, reason = "cancelled", active.cancel_reason or "client_cancelled"
-                    elif event.finish_reason == "length":
-                        status, reason = "incomplete", "max_output_tokens"
-                    else:
-                        status = "completed"
-                elif isinstance(event, ReplyFailed):
-                    logger.warning("A realtime response failed: %s", event.message)
-            transcript = "".join(text)
-            if active.spoken:
-                await self.send({"type": "response.output_audio.done", **where})
-            final = "transcript" if active.spoken else "text"
-            await self.send({"type": f"{text_event}.done", **where, final: transcript})
-            item = self.output_item(active, status, transcript)
-            await self.send(
-                {"type": "response.output_item.done", "response_id": active.id, "output_index": 0, "item": item}
-            )
-            if transcript.strip():  # the reply joins the conversation as text (what the model reads back)
-                await self.add_item(Item(id=active.item_id, role="assistant", text=transcript.strip()))
-            await self.send(
-                {"type": "response.done", "response": self.response_object(active, status, transcript, done, reason)}
-            )
+            if active.tools:
+                done, failure = await self._tool_reply(active)
+            else:
+                done, failure = await self._message_reply(active)
+            status, details = self._outcome(active, done, failure)
+            await self.send({"type": "response.done", "response": self.response_object(active, status, done, details)})
         except Exception:  # noqa: BLE001 - the client went away while we were sending
             active.reply.cancel()
         finally:
+            self.runtime.untrack(active.reply)
             if self.response is active:
                 self.response = None
+
+    def _outcome(self, active: ActiveResponse, done: ReplyDone | None, failure: str | None) -> tuple[str, dict | None]:
+        """The response's status and status details."""
+        if done is not None and done.finish_reason == "cancelled" and self.runtime.cut:
+            failure = "The server shut down before this response was finished."
+        if failure is not None or done is None:
+            error = {"type": "server_error", "code": "server_error", "message": failure or "The response failed."}
+            return "failed", {"type": "failed", "error": error}
+        if active.cancel_reason is not None or done.finish_reason == "cancelled":
+            return "cancelled", {"type": "cancelled", "reason": active.cancel_reason or "client_cancelled"}
+        if done.finish_reason == "length":
+            return "incomplete", {"type": "incomplete", "reason": "max_output_tokens"}
+        return "completed", None
+
+    async def _message_reply(self, active: ActiveResponse) -> tuple[ReplyDone | None, str | None]:
+        """Streams the reply as one assistant message (audio and transcript, or text); it joins the conversation."""
+        item_id = _id("item")
+        where = {"response_id": active.id, "item_id": item_id, "output_index": 0, "content_index": 0}
+        placed = {"response_id": active.id, "output_index": 0}
+        text_event = "response.output_audio_transcript" if active.spoken else "response.output_text"
+        part = {"type": "audio", "transcript": ""} if active.spoken else {"type": "text", "text": ""}
+        in_progress = {"id": item_id, "type": "message", "object": "realtime.item", "status": "in_progress"}
+        await self.send(
+            {
+                "type": "response.output_item.added",
+                **placed,
+                "item": {**in_progress, "role": "assistant", "content": []},
+            }
+        )
+        await self.send({"type": "response.content_part.added", **where, "part": part})
+        steps, audio_samples, done, failure = [], 0, None, None
+        async for event in active.reply:
+            if isinstance(event, TextDelta):
+                steps.append(event.text)
+                if active.cancel_reason is None:
+                    await self.send({"type": f"{text_event}.delta", **where, "delta": event.text})
+            elif isinstance(event, AudioDelta) and active.cancel_reason is None:
+                audio_samples += event.samples.size
+                delta = base64.b64encode(pcm16(event.samples)).decode("ascii")
+                await self.send({"type": "response.output_audio.delta", **where, "delta": delta})
+            elif isinstance(event, ReplyDone):
+                done = event
+            elif isinstance(event, ReplyFailed):
+                logger.warning("A realtime response failed: %s", event.message)
+                failure = event.message
+        transcript = "".join(steps)
+        if active.spoken:
+            await self.send({"type": "response.output_audio.done", **where})
+        final = "transcript" if active.spoken else "text"
+        await self.send({"type": f"{text_event}.done", **where, final: transcript})
+        await self.send({"type": "response.content_part.done", **where, "part": {**part, final: transcript}})
+        item = Item(id=item_id, role="assistant", text=transcript)
+        if active.spoken:  # what was heard of it can be truncated later
+            item.spoken_steps, item.audio_ms = steps, audio_samples * 1000 // 24000
+        status = "completed" if done is not None and done.finish_reason in ("stop", "length") else "incomplete"
+        active.output.append(item.item_object(status))
+        await self.send({"type": "response.output_item.done", **placed, "item": active.output[-1]})
+        if transcript.strip() or item.audio_ms:  # the reply joins the conversation as text (what the model reads back)
+            await self.add_item(item)
+        return done, failure
+
+    async def _tool_reply(self, active: ActiveResponse) -> tuple[ReplyDone | None, str | None]:
+        """A function-calling reply, once complete: its text (if any) as a message, then each call as a
+        `function_call` item (its arguments in one delta); calls join the conversation."""
+        done, failure = None, None
+        async for event in active.reply:
+            if isinstance(event, ReplyDone):
+                done = event
+            elif isinstance(event, ReplyFailed):
+                failure = event.message
+        if done is None or done.finish_reason == "cancelled" or active.cancel_reason is not None:
+            return done, failure
+        text, calls = split_tool_calls(done.raw_text)
+        text = text if calls else done.text.strip()
+        if text:
+            item = Item(id=_id("item"), role="assistant", text=text)
+            await self._written_message(active, item)
+        for call in calls:
+            item = function_call_item(_id("item"), call)
+            placed = {"response_id": active.id, "output_index": len(active.output)}
+            where = {**placed, "item_id": item.id, "call_id": item.call_id}
+            added = {**item.item_object("in_progress"), "arguments": ""}
+            await self.send({"type": "response.output_item.added", **placed, "item": added})
+            await self.send({"type": "response.function_call_arguments.delta", **where, "delta": item.arguments})
+            await self.send(
+                {
+                    "type": "response.function_call_arguments.done",
+                    **where,
+                    "name": item.name,
+                    "arguments": item.arguments,
+                }
+            )
+            active.output.append(item.item_object())
+            await self.send({"type": "response.output_item.done", **placed, "item": active.output[-1]})
+            await self.add_item(item)
+        return done, failure
+
+    async def _written_message(self, active: ActiveResponse, item: Item) -> None:
+        """A complete text message as one response output (added, its one text part and delta, done)."""
+        placed = {"response_id": active.id, "output_index": len(active.output)}
+        where = {**placed, "item_id": item.id, "content_index": 0}
+        empty = {**item.item_object("in_progress"), "content": []}
+        await self.send({"type": "response.output_item.added", **placed, "item": empty})
+        await self.send({"type": "response.content_part.added", **where, "part": {"type": "text", "text": ""}})
+        await self.send({"type": "response.output_text.delta", **where, "delta": item.text})
+        await self.send({"type": "response.output_text.done", **where, "text": item.text})
+        await self.send({"type": "response.content_part.done", **where, "part": {"type": "text", "text": item.text}})
+        active.output.append(item.item_object())
+        await self.send({"type": "response.output_item.done", **placed, "item": active.output[-1]})
+        await self.add_item(item)
 
     async def on_response_cancel(self, event: dict) -> None:
         active = self.response
@@ -416,6 +615,9 @@ class RealtimeSession:
         "input_audio_buffer.commit": on_commit,
         "input_audio_buffer.clear": on_clear,
         "conversation.item.create": on_item_create,
+        "conversation.item.truncate": on_item_truncate,
+        "conversation.item.delete": on_item_delete,
+        "conversation.item.retrieve": on_item_retrieve,
         "response.create": on_response_create,
         "response.cancel": on_response_cancel,
     }

@@ -1,5 +1,13 @@
-"""Realtime sessions: what `session.update` may change, checked, and the session object sent back."""
+"""Realtime sessions: what `session.update` may change, checked, and the session object sent back.
 
+Besides instructions, voice, modalities, formats and turn detection, a session may carry `tools` (function tools,
+`{"type": "function", "name", "description", "parameters"}`) with `tool_choice` `auto` or `none`: the model then
+answers in its function-calling (text) mode, as Chat Completions does with `tools`; and `audio.input.transcription`
+(any `model` name: the transcript is the served model's own speech recognition, in its text mode). `temperature`
+(0 to 2, 0 = greedy, as in Chat Completions; the beta Realtime API had it) sets how replies are sampled.
+"""
+
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +36,19 @@ class SessionConfig:
     output_modalities: list[str] = field(default_factory=lambda: ["audio"])
     input_rate: int = 24000
     turn_detection: dict | None = None  # as sent back in session events; None: the client commits its turns
+    tools: list[dict] = field(default_factory=list)  # as the session reports them (the Realtime API's flat shape)
+    tool_choice: str = "auto"
+    transcription: dict | None = None  # `audio.input.transcription`; None: off
+    temperature: float | None = None  # sampling of replies (0: greedy); None: the checkpoint's own settings
+
+    @property
+    def active_tools(self) -> list[dict] | None:
+        """The tools in the Chat Completions shape the function-calling prompt takes (None: no tools)."""
+        if not self.tools or self.tool_choice == "none":
+            return None
+        return [
+            {"type": "function", "function": {k: v for k, v in tool.items() if k != "type"}} for tool in self.tools
+        ]
 
     def session_object(self, session_id: str, model: str) -> dict:
         """The session as `session.created` / `session.updated` report it."""
@@ -40,8 +61,15 @@ class SessionConfig:
             "output_modalities": self.output_modalities,
             "instructions": self.instructions,
             "max_output_tokens": self.max_output_tokens,
+            "tools": self.tools,
+            "tool_choice": self.tool_choice,
+            "temperature": self.temperature,
             "audio": {
-                "input": {"format": {**pcm, "rate": self.input_rate}, "turn_detection": self.turn_detection},
+                "input": {
+                    "format": {**pcm, "rate": self.input_rate},
+                    "turn_detection": self.turn_detection,
+                    "transcription": self.transcription,
+                },
                 "output": {"format": pcm, "voice": self.voice},
             },
         }
@@ -56,10 +84,10 @@ def parse_session_update(session: Any, runtime: ServerRuntime, vad: ServerVad | 
         raise SessionError("Only realtime sessions are supported (session.type 'realtime').", param="session.type")
     updates: dict[str, Any] = {}
     if "instructions" in session:
-        updates["instructions"] = str(session["instructions"] or "")
+        updates["instructions"] = instructions_option(session["instructions"], "session.instructions", runtime)
     if "output_modalities" in session:
         modalities = session["output_modalities"] or ["audio"]
-        if not set(modalities) <= {"text", "audio"}:
+        if not isinstance(modalities, list) or not set(map(str, modalities)) <= {"text", "audio"}:
             raise SessionError("output_modalities must be ['audio'] or ['text'].", param="session.output_modalities")
         if "audio" in modalities and not runtime.voices:
             raise SessionError("This server has no voices: use output_modalities ['text'].")
@@ -68,22 +96,87 @@ def parse_session_update(session: Any, runtime: ServerRuntime, vad: ServerVad | 
         updates["max_output_tokens"] = max_tokens_option(
             session["max_output_tokens"], "session.max_output_tokens", runtime
         )
-    audio = session.get("audio") or {}
-    audio_in, audio_out = audio.get("input") or {}, audio.get("output") or {}
+    if "temperature" in session:
+        value = session["temperature"]
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 2
+        ):
+            raise SessionError("temperature must be a number from 0 (greedy) to 2.", param="session.temperature")
+        updates["temperature"] = value
+    if "tools" in session:
+        updates["tools"] = _tools(session["tools"], runtime)
+    if "tool_choice" in session:
+        if session["tool_choice"] not in ("auto", "none"):
+            raise SessionError(
+                "tool_choice must be 'auto' or 'none': the model decides itself whether to call a tool.",
+                param="session.tool_choice",
+            )
+        updates["tool_choice"] = session["tool_choice"]
+    audio = mapping(session.get("audio"), "session.audio")
+    audio_in = mapping(audio.get("input"), "session.audio.input")
+    audio_out = mapping(audio.get("output"), "session.audio.output")
     if "format" in audio_in:
-        updates["input_rate"] = _input_rate(audio_in["format"])
+        updates["input_rate"] = _input_rate(mapping(audio_in["format"], "session.audio.input.format"))
     if "turn_detection" in audio_in:
         updates["turn_detection"], vad = _turn_detection(audio_in["turn_detection"])
+    if "transcription" in audio_in:
+        transcription = audio_in["transcription"]
+        if transcription is not None and not isinstance(transcription, dict):
+            raise SessionError("transcription must be null or an object.", param="session.audio.input.transcription")
+        updates["transcription"] = transcription
     if "format" in audio_out:
-        output = audio_out["format"] or {}
+        output = mapping(audio_out["format"], "session.audio.output.format")
         if output.get("type", "audio/pcm") != "audio/pcm" or output.get("rate", 24000) != 24000:
             raise SessionError("Output audio is audio/pcm at 24000 Hz.", param="session.audio.output.format")
     if "voice" in audio_out:
         voice = audio_out["voice"]
         voice = voice.get("id") if isinstance(voice, dict) else voice
+        if not isinstance(voice, str):
+            raise SessionError("The voice must be a voice name.", param="session.audio.output.voice")
         runtime.speaker(voice, "session.audio.output.voice")  # unknown voice -> error
         updates["voice"] = voice
     return updates, vad
+
+
+def mapping(value: Any, param: str) -> dict:
+    """An optional JSON object of an event (missing or null: empty), else a `SessionError` naming it."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise SessionError(f"{param} must be an object.", param=param)
+    return value
+
+
+def instructions_option(value: Any, param: str, runtime: ServerRuntime) -> str:
+    """`instructions`: a string within the server's text limit."""
+    if value is not None and not isinstance(value, str):
+        raise SessionError(f"{param} must be a string.", param=param)
+    limit = runtime.settings.max_text_chars
+    if value and len(value) > limit:
+        raise SessionError(
+            f"{param} holds {len(value)} characters; this server takes at most {limit}.",
+            "context_length_exceeded",
+            param,
+        )
+    return value or ""
+
+
+def _tools(tools: Any, runtime: ServerRuntime) -> list[dict]:
+    """`tools`: function tools in the Realtime API's flat shape, within the server's text limit."""
+    if not isinstance(tools, list):
+        raise SessionError("tools must be a list of function tools.", param="session.tools")
+    for index, tool in enumerate(tools):
+        if (
+            not isinstance(tool, dict)
+            or tool.get("type", "function") != "function"
+            or not isinstance(tool.get("name"), str)
+        ):
+            raise SessionError(
+                f"tools[{index}] must be {{'type': 'function', 'name': ..., 'description': ..., 'parameters': ...}}.",
+                param=f"session.tools[{index}]",
+            )
+    instructions_option(json.dumps(tools, ensure_ascii=False), "session.tools", runtime)
+    return [{**tool, "type": "function"} for tool in tools]
 
 
 def max_tokens_option(value: Any, param: str, runtime: ServerRuntime) -> int:
@@ -99,7 +192,6 @@ def max_tokens_option(value: Any, param: str, runtime: ServerRuntime) -> int:
 
 
 def _input_rate(audio_format: dict) -> int:
-    audio_format = audio_format or {}
     rate = audio_format.get("rate", 24000)
     if audio_format.get("type", "audio/pcm") != "audio/pcm" or rate not in INPUT_RATES:
         raise SessionError(
@@ -134,4 +226,11 @@ def _turn_detection(value: Any) -> tuple[dict | None, ServerVad | None]:
     return reported, vad
 
 
-__all__ = ["SessionConfig", "SessionError", "max_tokens_option", "parse_session_update"]
+__all__ = [
+    "SessionConfig",
+    "SessionError",
+    "instructions_option",
+    "mapping",
+    "max_tokens_option",
+    "parse_session_update",
+]

@@ -7,12 +7,14 @@ import hmac
 import logging
 import os
 import socket
+import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from .batching import BatchingEngine
-from .errors import invalid
+from .errors import APIError, invalid, unavailable
 from .loading import LoadedModel, load
 from .settings import ServerSettings
 from .voices import load_voices
@@ -36,6 +38,10 @@ class ServerRuntime:
         voices: voice name -> what is passed to the decoder as `speaker`.
         replica: an id of this process (host and pid), sent back in the `x-fac-replica` header.
         draining: set when the process was asked to stop: new requests are refused with 503.
+        in_flight: the replies being answered (chat completions and realtime responses).
+        cut: how many replies were cancelled when the drain time ran out (their clients got a 503 or an `error`
+            event); any marks replies that end cancelled as cut.
+        responses: HTTP responses sent, by (route, status).
     """
 
     settings: ServerSettings
@@ -45,7 +51,10 @@ class ServerRuntime:
     replica: str = field(default_factory=replica_id)
     draining: bool = False
     started: float = field(default_factory=time.time)
-    requests: dict[str, int] = field(default_factory=dict)
+    in_flight: set = field(default_factory=set)
+    cut: int = 0
+    responses: Counter = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def start(cls, settings: ServerSettings, loaded: LoadedModel | None = None) -> "ServerRuntime":
@@ -64,11 +73,38 @@ class ServerRuntime:
         return cls(settings=settings, loaded=loaded, engine=engine, voices=voices)
 
     def stop(self) -> bool:
-        """Drains the engine (at most `drain_seconds`); True when every request finished."""
+        """Drains: lets the replies in flight finish for at most `drain_seconds`, cuts the rest (their clients get an
+        OpenAI-shaped 503 or `error` event), then stops the engine. True when nothing had to be cut."""
         self.draining = True
-        finished = self.engine.close(timeout=self.settings.drain_seconds)
-        logger.info("Stopped (%s)", "drained" if finished else "in-flight requests cancelled")
-        return finished
+        deadline = time.monotonic() + self.settings.drain_seconds
+        while self.in_flight and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.cut_in_flight()
+        self.engine.close(timeout=max(0.0, deadline - time.monotonic()))
+        logger.info("Stopped (%s)", f"{self.cut} request(s) cut after the drain time" if self.cut else "drained")
+        return not self.cut
+
+    def track(self, reply: Any) -> None:
+        """Counts `reply` as in flight until `untrack` (a drain waits for it, a cut cancels it)."""
+        with self._lock:
+            self.in_flight.add(reply)
+
+    def untrack(self, reply: Any) -> None:
+        with self._lock:
+            self.in_flight.discard(reply)
+
+    def cut_in_flight(self) -> int:
+        """Cancels every reply still in flight (the drain time ran out); how many there were."""
+        with self._lock:
+            replies = list(self.in_flight)
+        if replies:
+            self.cut += len(replies)
+            logger.warning(
+                "Drain time (%g s) ran out: cutting %d request(s) in flight", self.settings.drain_seconds, len(replies)
+            )
+        for reply in replies:
+            reply.cancel()
+        return len(replies)
 
     # ------------------------------------------------------------------------------------------------ helpers
     def authorized(self, header: str | None) -> bool:
@@ -97,8 +133,9 @@ class ServerRuntime:
             )
         return self.voices[voice]
 
-    def count(self, outcome: str) -> None:
-        self.requests[outcome] = self.requests.get(outcome, 0) + 1
+    def shutdown_error(self) -> "APIError":
+        """What a client whose reply was cut by the shutdown is told (a 503 with Retry-After)."""
+        return unavailable("The server shut down before this reply was finished; retry (another replica may take it).")
 
 
 __all__ = ["ServerRuntime", "replica_id"]

@@ -4,6 +4,7 @@ Fields the server does not use are ignored, as OpenAI clients send many; fields 
 (`n > 1`, `stop`, `logprobs`, structured `response_format`, forced tool choices) are refused with a 400 that says so.
 """
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -74,7 +75,7 @@ class ChatCompletionRequest(_Body):
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), lt=2**63)
     n: int | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
@@ -89,6 +90,22 @@ class ChatCompletionRequest(_Body):
     @property
     def active_tools(self) -> list[dict[str, Any]] | None:
         return None if self.tool_choice == "none" else self.tools or None
+
+    def text_chars(self) -> int:
+        """Characters of text the prompt would hold (messages, tool calls, tool definitions): a cheap bound checked
+        before anything is decoded or tokenized."""
+        total = len(json.dumps(self.tools, ensure_ascii=False)) if self.tools else 0
+        for message in self.messages:
+            if isinstance(message.content, str):
+                total += len(message.content)
+            else:
+                total += sum(len(part.text or "") for part in message.content or [])
+            for call in message.tool_calls or []:
+                arguments = call.function.arguments
+                total += len(call.function.name) + len(
+                    arguments if isinstance(arguments, str) else json.dumps(arguments)
+                )
+        return total
 
     def check_supported(self) -> None:
         """Refuses what the server cannot do, with a 400 naming the field."""

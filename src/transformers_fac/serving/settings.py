@@ -4,6 +4,7 @@ from dataclasses import dataclass, field, fields
 
 REAL_MODEL = "FunAudioLLM/Fun-Audio-Chat-8B"
 SERVED_MODEL_NAME = "fun-audio-chat"
+CHARS_PER_TOKEN = 16  # more characters than any token of the model's tokenizer holds in real text
 
 
 @dataclass
@@ -29,7 +30,15 @@ class ServerSettings:
         max_new_tokens: the longest reply in LLM steps (5 per second of speech): the default and the limit of
             `max_completion_tokens`.
         max_prompt_tokens: the longest prompt in tokens (at most what the model's positions leave for the reply).
-        drain_seconds: on SIGTERM, how long in-flight requests may take to finish before the server exits.
+        max_text_chars: the most characters of text per request or realtime session (messages, instructions, tool
+            definitions), refused before anything is tokenized; default 16 per allowed prompt token (no text packs
+            more characters into a token), so that a megabyte of text costs a length check, not a tokenizer run.
+        drain_seconds: on SIGTERM, how long in-flight requests may take to finish before the server exits; those
+            still running then are answered with a 503 (an `error` event on a stream).
+        realtime_idle_seconds: a realtime session with no client event and no reply in progress for this long is
+            closed (an `error` event `session_expired`, then close code 1000).
+        header_timeout_seconds / body_timeout_seconds: a client must send its request headers (and then its body)
+            within this time, else it gets a 408 and its connection is closed (slow clients cannot hold connections).
         compile: decode with static caches and the compiled step (`cache_implementation="static"`, CUDA graphs on a
             GPU). Each new batch size, length bucket and greedy/sampled choice compiles once, on first use; the
             server warms up one spoken reply at batch size 1 before it is ready.
@@ -50,7 +59,11 @@ class ServerSettings:
     max_audio_seconds: float = 120.0
     max_new_tokens: int | None = None
     max_prompt_tokens: int | None = 8192
+    max_text_chars: int | None = None
     drain_seconds: float = 30.0
+    realtime_idle_seconds: float = 600.0
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 60.0
     compile: bool = False
 
     def __post_init__(self):
@@ -60,15 +73,19 @@ class ServerSettings:
         for name in ("max_wait_ms", "drain_seconds"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
-        for name in ("max_body_mb", "max_audio_seconds"):
+        for name in ("max_body_mb", "max_audio_seconds", "realtime_idle_seconds", "header_timeout_seconds"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}.")
-        for name in ("max_new_tokens", "max_prompt_tokens", "threads"):
+        if self.body_timeout_seconds <= 0:
+            raise ValueError(f"body_timeout_seconds must be positive, got {self.body_timeout_seconds}.")
+        for name in ("max_new_tokens", "max_prompt_tokens", "threads", "max_text_chars"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}.")
         if self.max_new_tokens is None:  # the tiny model speaks gibberish: keep its replies short on CPU
             self.max_new_tokens = 60 if self.model == "tiny" else 600
+        if self.max_text_chars is None:
+            self.max_text_chars = CHARS_PER_TOKEN * (self.max_prompt_tokens or 8192)
 
     @property
     def max_body_bytes(self) -> int:
@@ -105,7 +122,11 @@ SETTING_FLAGS = {
     "max_audio_seconds": (float, "longest input audio per request (default: 120)"),
     "max_new_tokens": (int, "longest reply in LLM steps, 5 per second of speech (default: 600; tiny: 60)"),
     "max_prompt_tokens": (int, "longest prompt in tokens (default: 8192)"),
+    "max_text_chars": (int, "most characters of text per request or realtime session (default: 16 per prompt token)"),
     "drain_seconds": (float, "on SIGTERM, how long in-flight requests may take to finish (default: 30)"),
+    "realtime_idle_seconds": (float, "close a realtime session idle for this long (default: 600)"),
+    "header_timeout_seconds": (float, "a client must send its request headers within this time (default: 10)"),
+    "body_timeout_seconds": (float, "a client must send its request body within this time (default: 60)"),
     "compile": (bool, "static caches and the compiled decoding step (CUDA graphs on a GPU); warms up at start"),
 }
 
