@@ -4,13 +4,10 @@ headless Chromium with a fake microphone (a WAV file played in a loop), `gradio_
 One app serves every test of this file; each visit is a fresh browser (a new profile: a first visit).
 """
 
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +15,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 from live_testing import clip, silence, timeline
+from space_testing import DEMO, app_process
 
-DEMO = Path(__file__).resolve().parents[1] / "spaces_demo"
 QUESTION = DEMO / "examples" / "question_en.wav"
 MAX_NEW_TOKENS = 30
 """Replies of 6 s of speech: long enough to be talked over, short enough for a shared CPU."""
@@ -46,14 +43,6 @@ class App:
     files_dir: Path
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def files_under(folder: Path) -> list[Path]:
     return [path for path in folder.rglob("*") if path.is_file()] if folder.exists() else []
 
@@ -63,39 +52,9 @@ def app(tmp_path_factory):
     """The app as the README starts it (tiny model), with its own Gradio and session folders."""
     root = tmp_path_factory.mktemp("space")
     gradio_dir, files_dir = root / "gradio", root / "fac-demo"
-    port = free_port()
-    env = {
-        **os.environ,
-        "GRADIO_ANALYTICS_ENABLED": "False",
-        "GRADIO_TEMP_DIR": str(gradio_dir),
-        "FAC_FILES_DIR": str(files_dir),
-    }
-    command = [sys.executable, str(DEMO / "app.py"), "--model", "tiny", "--max-new-tokens", str(MAX_NEW_TOKENS)]
-    command += ["--host", "127.0.0.1", "--port", str(port)]
-    log = (root / "app.log").open("w+")
-    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 180
-    try:
-        while True:
-            assert process.poll() is None, f"the app exited:\n{(root / 'app.log').read_text()}"
-            assert time.monotonic() < deadline, "the app did not start within 180 s"
-            try:
-                with urllib.request.urlopen(url, timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.5)
+    env = {"GRADIO_TEMP_DIR": str(gradio_dir), "FAC_FILES_DIR": str(files_dir)}
+    with app_process(root / "app.log", "--max-new-tokens", str(MAX_NEW_TOKENS), env=env) as (process, url):
         yield App(process, url, gradio_dir, files_dir)
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        log.close()
 
 
 def microphone_file(path: Path, *parts: np.ndarray) -> Path:

@@ -7,11 +7,9 @@ import dataclasses
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -28,6 +26,7 @@ import app  # noqa: E402
 import chat_logic as logic  # noqa: E402
 from engine import Engine, Settings  # noqa: E402
 from session_files import session_folder  # noqa: E402
+from space_testing import app_process, free_port  # noqa: E402
 from your_voice import YourVoices  # noqa: E402
 
 from transformers_fac.audio_streaming import ReplyChunk  # noqa: E402
@@ -39,12 +38,6 @@ MAX_NEW_TOKENS = 10
 pytestmark = pytest.mark.filterwarnings(  # raised inside gradio's queue by pandas 3
     "ignore:.*no_silent_downcasting:DeprecationWarning", "ignore:The copy keyword is deprecated:DeprecationWarning"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # ------------------------------------------------------------------------------------------------- turn handling
@@ -492,29 +485,10 @@ CHROMIUM_FLAGS = [
 
 
 @pytest.fixture(scope="module")
-def started_app():
+def started_app(tmp_path_factory):
     """`python spaces_demo/app.py --model tiny` as the README says, on a free port."""
-    port = free_port()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
-    command = [sys.executable, str(DEMO / "app.py"), "--model", "tiny", "--host", "127.0.0.1", "--port", str(port)]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 180
-    try:
-        while True:
-            assert process.poll() is None, f"the app exited:\n{process.stdout.read()}"
-            assert time.monotonic() < deadline, "the app did not start within 180 s"
-            try:
-                with urllib.request.urlopen(url, timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.5)
+    with app_process(tmp_path_factory.mktemp("app") / "app.log") as (_, url):
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        process.stdout.close()
 
 
 def chromium(tmp_path, *args) -> subprocess.CompletedProcess:
