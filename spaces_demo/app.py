@@ -11,8 +11,12 @@ The turn handling is in `chat_logic.py`, the model side in `engine.py`; this fil
 import spaces  # isort: skip  (ZeroGPU: must be imported before anything initialises CUDA)
 
 import argparse
+import contextlib
 import json
 import os
+import signal
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import chat_logic as logic
@@ -44,6 +48,13 @@ def notice_markdown(notice: str) -> str:
     return f"{NOTICE_ICONS.get(notice, '⚠️')} {notice}" if notice else ""
 
 
+def model_title(model: str) -> str:
+    """The model's name for the page's header: the one actually running."""
+    if model == "tiny":
+        return "a tiny random test model (it speaks gibberish)"
+    return Path(model.rstrip("/")).name or model
+
+
 def build_demo(engine: Engine) -> gr.Blocks:
     """The page, wired to a loaded `engine`. Per-tab state lives in `gr.State`; the model is shared."""
     settings = engine.settings
@@ -57,14 +68,16 @@ def build_demo(engine: Engine) -> gr.Blocks:
         return engine.write(inputs)
 
     def respond(audio, mode, voice, persona, free_prompt, session: logic.DemoSession, request: gr.Request):
-        if not your_voice.voice_allowed(voice, engine, request.session_hash):
-            raise gr.Error(your_voice.UNKNOWN_VOICE.format(voice=voice))
+        try:
+            speaker = your_voice.speaker_for(voice, engine, request.session_hash)
+        except logic.FriendlyError as error:  # a notice beside the conversation, which stays as it is
+            yield list(session.history), None, notice_markdown(str(error)), session
+            return
         if session.files.folder is None:  # the session's audio files go to a folder of its own
             session.files.folder = session_folder(settings.files_dir, request.session_hash)
         for update in logic.respond(
-            session, speak, engine.processor, audio, mode, voice, persona, free_prompt, settings.max_seconds
+            session, speak, engine.processor, audio, mode, speaker, persona, free_prompt, settings.max_seconds
         ):
-            # None while no new audio chunk: keeps the reply stream open and the API free of update dicts
             yield update.history, update.audio, notice_markdown(update.notice), session
 
     def new_conversation(session: logic.DemoSession):
@@ -93,8 +106,9 @@ def build_demo(engine: Engine) -> gr.Blocks:
         )
         gr.Markdown(
             "# 🎙️ Fun-Audio-Chat\n"
-            "Ask a question out loud and hear **Fun-Audio-Chat-8B** answer: the spoken reply streams as it is generated "
-            "and its transcript appears live in the chat. Record a new question at any time to interrupt (barge-in). "
+            f"Ask a question out loud and hear **{model_title(settings.model)}** answer: the spoken reply streams as "
+            "it is generated and its transcript appears live in the chat. Record a new question at any time to "
+            "interrupt (barge-in). "
             f"Model: `{settings.model}`; questions up to {settings.max_seconds} s."
         )
         with gr.Tabs():
@@ -127,7 +141,8 @@ def build_demo(engine: Engine) -> gr.Blocks:
                             stop_button = gr.Button("Stop", variant="stop")
                             new_chat = gr.Button("New conversation")
                         mode = gr.Radio(logic.MODES, value=logic.SPEECH, label="Reply mode")
-                        # custom values: API clients name a voice that /add_voice returned (checked in respond)
+                        # custom values: API clients name a voice that /add_voice returned; a name that is no voice
+                        # gets a warning (your_voice.YourVoices.check_choice) and replies refuse it with a notice
                         voice = gr.Dropdown(voices, value=engine.default_voice, label="Voice", allow_custom_value=True)
                         your_voice.build_controls(engine, voice, voices)
                         persona = gr.Dropdown(list(logic.PERSONAS), value=logic.XIAOYUN, label="Persona")
@@ -234,13 +249,37 @@ def main(argv: list[str] | None = None) -> None:
     if args.max_new_tokens:
         environ["FAC_MAX_NEW_TOKENS"] = str(args.max_new_tokens)
     settings = Settings.from_env(environ)
-    engine = Engine.load(settings)
-    demo = build_demo(engine)
-    demo.queue(default_concurrency_limit=settings.concurrency)
+    # SIGTERM (how containers and Spaces stop an app) stops it as Ctrl-C does, and either way the files of this run go
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    with run_folders(settings):
+        engine = Engine.load(settings)
+        try:
+            demo = build_demo(engine)
+            demo.queue(default_concurrency_limit=settings.concurrency)
+            try:
+                demo.launch(server_name=args.host, server_port=args.port, share=args.share, **LAUNCH_OPTIONS)
+            finally:
+                demo.close()
+        finally:
+            engine.close()
+
+
+@contextlib.contextmanager
+def run_folders(settings: Settings) -> Iterator[None]:
+    """Gives this run folders of its own inside `settings.files_dir` (the chats' audio) and Gradio's temporary folder
+    (`GRADIO_TEMP_DIR`: uploads, served copies, stream playlists), and deletes both when the app stops, with the files
+    of the tabs still open: Gradio alone keeps the files of streams still open at exit."""
+    gradio_root = Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
+    folders = []
+    for root in (Path(settings.files_dir), gradio_root):
+        root.mkdir(parents=True, exist_ok=True)
+        folders.append(tempfile.mkdtemp(prefix="fac-demo-run-", dir=root))
+    settings.files_dir, os.environ["GRADIO_TEMP_DIR"] = folders  # read when the page is built
     try:
-        demo.launch(server_name=args.host, server_port=args.port, share=args.share, **LAUNCH_OPTIONS)
+        yield
     finally:
-        engine.close()
+        for folder in folders:
+            remove_folder(folder)
 
 
 if __name__ == "__main__":

@@ -75,6 +75,9 @@ STOPPED = " … (stopped)"
 STOPPED_NOTICE = "Stopped."
 NO_TOOL_CALL = "The reply calls no tool."
 LOCK_TIMEOUT = 30.0
+MIN_QUESTION_S = 0.5
+"""A shorter recording holds no question (a click of the record button)."""
+NOT_AUDIO = "That file is not audio I can read. Upload a WAV, MP3, FLAC, OGG or M4A file, or use the microphone."
 
 
 class FriendlyError(ValueError):
@@ -102,14 +105,17 @@ def check_question(audio: Any, max_seconds: float) -> np.ndarray:
     try:
         waveform = load_audio(audio, validate=False)
     except AudioInputError as error:
-        raise FriendlyError(
-            "That file is not audio I can read. Upload a WAV, MP3, FLAC, OGG or M4A file, or use the microphone."
-        ) from error
+        raise FriendlyError(NOT_AUDIO) from error
     seconds = waveform.size / SAMPLING_RATE
     if seconds > max_seconds:
         raise FriendlyError(
             f"The recording is {seconds:.1f} s long; this demo takes questions of up to {max_seconds:g} s. "
             "Please ask a shorter question."
+        )
+    if 0 < seconds < MIN_QUESTION_S:
+        raise FriendlyError(
+            f"The recording lasts {seconds:.1f} s: too short to hold a question. Please ask again (up to "
+            f"{max_seconds:g} s)."
         )
     if waveform.size == 0 or is_silent(waveform):
         raise FriendlyError(

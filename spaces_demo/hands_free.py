@@ -10,13 +10,14 @@ so hands-free needs a Space with a dedicated GPU (or the tiny model on CPU), not
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from queue import Empty, Queue
 
 import chat_logic as logic
 import gradio as gr
 import numpy as np
 from session_files import SessionFiles, session_folder
-from your_voice import UNKNOWN_VOICE, voice_allowed
+from your_voice import speaker_for
 
 from transformers_fac.audio_io import SAMPLING_RATE
 
@@ -35,16 +36,8 @@ STATES = {
     "off": "⏸️ **Off** — press Record (or reopen this tab) to start.",
 }
 INTERRUPTED = " … (interrupted)"
-START_MICROPHONE = """() => {
-    let tries = 0;
-    const start = () => {
-        const button = document.querySelector('#hands_free_mic button.record-button');
-        if (button) button.click();
-        else if (tries++ < 100) setTimeout(start, 100);
-    };
-    start();
-}"""
-"""Choosing the tab starts the microphone (no further click), as soon as the tab has rendered it."""
+START_MICROPHONE = (Path(__file__).resolve().parent / "hands_free.js").read_text(encoding="utf-8")
+"""Choosing the tab starts the microphone (no further click) and restarts it until it runs: see the script."""
 
 
 class HandsFree:
@@ -62,6 +55,7 @@ class HandsFree:
         self._rate = 24000  # of the reply audio
         self._players: dict[int, Queue] = {}  # reply id -> audio chunks for its player (None ends it)
         self._turn_reply: dict[int, int] = {}  # turn -> reply id
+        self._reply_spoke = False  # the reply in progress has handed out audio
         self._lock = threading.Lock()
 
     def __deepcopy__(self, memo) -> "HandsFree":
@@ -69,7 +63,8 @@ class HandsFree:
 
     # ------------------------------------------------------------------------------------------------ input
     def feed(self, engine, chunk, mode: str, voice: str | None, persona: str | None, free_prompt: str | None) -> str:
-        """One microphone chunk (`(rate, int16 array)`); returns a notice ("" when all is well)."""
+        """One microphone chunk (`(rate, int16 array)`), `voice` as `Engine.speak` takes it; returns a notice ("" when
+        all is well)."""
         if chunk is None:
             return ""
         rate, samples = chunk
@@ -104,7 +99,10 @@ class HandsFree:
             return STATES["off"]
         if self.session.user_speaking:
             return STATES["hearing"]
-        return STATES[self.session.state]
+        state = self.session.state
+        if state == "thinking" and self._reply_spoke:  # a reply generated slower than real time, between two chunks
+            state = "speaking"
+        return STATES[state]
 
     # ------------------------------------------------------------------------------------------------ events
     def _route(self, events) -> None:
@@ -129,6 +127,7 @@ class HandsFree:
         self.reply_id += 1
         self._turn_reply[event.turn] = self.reply_id
         self._players[self.reply_id] = Queue()
+        self._reply_spoke = False
 
     def _on_text(self, event) -> None:
         answer = self._messages[event.turn][1]
@@ -136,6 +135,7 @@ class HandsFree:
 
     def _on_audio(self, event) -> None:
         self._audio[event.turn].append(event.audio)
+        self._reply_spoke = True
         self._rate = event.sampling_rate
         self._player(event.turn).put((event.audio, event.sampling_rate))
 
@@ -237,10 +237,12 @@ def build_tab(engine, mode, voice, persona, free_prompt) -> None:
         def on_chunk(chunk, hands_free: HandsFree, mode, voice, persona, free_prompt, request: gr.Request):
             if hands_free.files.folder is None:  # inside the tab's folder, which goes when the tab is closed
                 hands_free.files.folder = session_folder(settings.files_dir, request.session_hash) / "hands-free"
-            if voice_allowed(voice, engine, request.session_hash):
-                message = hands_free.feed(engine, chunk, mode, voice, persona, free_prompt)
+            try:
+                speaker = speaker_for(voice, engine, request.session_hash)
+            except logic.FriendlyError as error:
+                message = str(error)
             else:
-                message = UNKNOWN_VOICE.format(voice=voice)
+                message = hands_free.feed(engine, chunk, mode, speaker, persona, free_prompt)
             notice_text = f"⚠️ {message}" if message else ""
             return (
                 list(hands_free.history),

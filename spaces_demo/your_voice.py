@@ -2,9 +2,11 @@
 
 The clip is cloned by the speech decoder (`FunAudioChatToken2Wav.clone_voice`: CAM++ speaker vector, speech codes and
 mel of the clip) and saved as a voice file (about 100 KB for 10 s) in the tab's folder (`session_files`), which is
-deleted when the tab closes; the file's path is the voice's id: `/add_voice` returns it (plain values only: the id,
-the file, a notice), a page-only event adds it to the tab's voice list, and `/respond` takes it as its `voice` (it
-reaches `Engine.speak` as a plain, picklable `speaker` string). `voice_allowed` refuses a voice file of another tab.
+deleted when the tab closes. The voice's id is a short name (`cloned-<32 hex digits>`), never a server path:
+`/add_voice` returns it (plain values only: the id, the file, a notice), a page-only event adds it to the tab's voice
+list, and `/respond` takes it as its `voice`. `speaker_for` turns a voice of the list into what `Engine.speak` takes
+(a stock voice's name or the voice file's path, a plain picklable string) and refuses any other voice, including a
+voice cloned in another tab.
 """
 
 import re
@@ -12,22 +14,55 @@ import uuid
 from pathlib import Path
 
 import gradio as gr
+from chat_logic import NOT_AUDIO, FriendlyError
 from session_files import session_folder
 
-from transformers_fac.audio_io import AudioInputError
+from transformers_fac.audio_io import SAMPLING_RATE, AudioInputError, is_silent, load_audio
 
 VOICE_LABEL = "{name} (your voice)"
+VOICE_ID = re.compile(r"cloned-[0-9a-f]{32}")
+MIN_CLIP_S, MAX_CLIP_S = 1.0, 30.0
+"""The clip lengths the decoder clones (CosyVoice3's); a longer clip is cloned from its first 30 s."""
 NO_CLIP = "Record or upload a clip of your voice first (1 to 30 s of speech)."
-UNKNOWN_VOICE = "Unknown voice {voice!r}: choose one of the list (a cloned voice belongs to the tab that made it)."
+UNKNOWN_VOICE = "Unknown voice {voice}: choose one of the list (a cloned voice belongs to the tab that made it)."
+CLONING_FAILED = "Could not use this clip: record 3 to 15 s of clear speech, with little background noise."
 
 
-def voice_allowed(voice: str | None, engine, session_hash: str) -> bool:
-    """Whether a tab may reply in `voice`: none (the default), a stock voice, or a voice file cloned in this tab."""
-    if not voice or voice in engine.voices:
-        return True
-    path = Path(voice)
-    folder = session_folder(engine.settings.files_dir, session_hash) / "voices"
-    return path.parent == folder and path.suffix == ".safetensors" and path.is_file()
+def speaker_for(voice: str | None, engine, session_hash: str) -> str | None:
+    """What `Engine.speak` takes for `voice`: None (the default voice) for no voice, a stock voice's name, or the
+    file of a voice cloned in this tab; any other voice raises a `FriendlyError`."""
+    if not voice:
+        return None
+    if voice in engine.voices:
+        return voice
+    if VOICE_ID.fullmatch(voice):
+        path = voice_path(engine, session_hash, voice)
+        if path.is_file():
+            return str(path)
+    shown = repr(voice) if len(voice) <= 60 else repr(voice[:57] + "...")
+    raise FriendlyError(UNKNOWN_VOICE.format(voice=shown))
+
+
+def voice_path(engine, session_hash: str, voice_id: str) -> Path:
+    """Where the voice `voice_id` of a tab is saved."""
+    return session_folder(engine.settings.files_dir, session_hash) / "voices" / f"{voice_id}.safetensors"
+
+
+def check_clip(clip: str) -> float:
+    """The length in seconds of a reference clip that can be cloned, else a `FriendlyError` meant for the user."""
+    try:
+        waveform = load_audio(clip, validate=False)
+    except AudioInputError as error:
+        raise FriendlyError(NOT_AUDIO) from error
+    seconds = waveform.size / SAMPLING_RATE
+    if seconds < MIN_CLIP_S:
+        raise FriendlyError(
+            f"Could not use this clip: it lasts {seconds:.1f} s, too short to clone a voice. "
+            "Record 1 to 30 s of your speech (3 to 15 s of clear speech work best)."
+        )
+    if is_silent(waveform):
+        raise FriendlyError("Could not use this clip: it is silent. Record some speech and check the microphone.")
+    return seconds
 
 
 class YourVoices:
@@ -43,23 +78,36 @@ class YourVoices:
             return "", None, f"⚠️ {NO_CLIP}", choices
         name = re.sub(r"\s+", " ", (name or "").strip())[:40] or f"voice {len(choices) + 1}"
         try:
-            voice = self.engine.model.token2wav.clone_voice(clip, name=name)
-        except (AudioInputError, ValueError) as error:
-            return "", None, f"⚠️ Could not use this clip: {error}", choices
-        folder = session_folder(self.engine.settings.files_dir, request.session_hash) / "voices"
-        path = voice.save(folder / f"{uuid.uuid4().hex}.safetensors")
-        choices = [*choices, (VOICE_LABEL.format(name=name), str(path))]
+            seconds = check_clip(clip)
+            voice = self.engine.model.token2wav.clone_voice(clip, name=name, trim=True)
+        except FriendlyError as error:
+            return "", None, f"⚠️ {error}", choices
+        except (AudioInputError, ValueError):  # the library's own checks: its text is not for users
+            return "", None, f"⚠️ {CLONING_FAILED}", choices
+        voice_id = f"cloned-{uuid.uuid4().hex}"
+        path = voice.save(voice_path(self.engine, request.session_hash, voice_id))
+        choices = [*choices, (VOICE_LABEL.format(name=name), voice_id)]
+        trimmed = f" (its first {MAX_CLIP_S:g} s)" if seconds > MAX_CLIP_S else ""
         notice = (
-            f"✅ Replies now speak as **{name}** ({voice.prompt_seconds:.1f} s prompt). "
+            f"✅ Replies now speak as **{name}**{trimmed} ({voice.prompt_seconds:.1f} s prompt). "
             "Download the voice file to keep it."
         )
-        return str(path), str(path), notice, choices
+        return voice_id, str(path), notice, choices
 
     def list_update(self, voice_id: str, choices: list[tuple[str, str]]):
         """The page's voice list with the tab's cloned voices, the new one selected (nothing when none was added)."""
         if not voice_id:
             return gr.skip()
         return gr.Dropdown(choices=self.stock_choices + choices, value=voice_id, interactive=True)
+
+    def check_choice(self, voice: str | None, request: gr.Request):
+        """A name typed into the voice list that is no voice: a warning, and the list goes back to the default."""
+        try:
+            speaker_for(voice, self.engine, request.session_hash)
+        except FriendlyError as error:
+            gr.Warning(str(error))
+            return gr.Dropdown(value=self.engine.default_voice)
+        return gr.skip()
 
 
 def build_controls(engine, voice_list: gr.Dropdown, stock_choices: list[tuple[str, str]]) -> YourVoices:
@@ -82,7 +130,8 @@ def build_controls(engine, voice_list: gr.Dropdown, stock_choices: list[tuple[st
         api_name="add_voice",
         concurrency_id="model",
     ).then(voices.list_update, inputs=[voice_id, choices], outputs=[voice_list], api_visibility="private")
+    voice_list.input(voices.check_choice, inputs=[voice_list], outputs=[voice_list], api_visibility="private")
     return voices
 
 
-__all__ = ["UNKNOWN_VOICE", "YourVoices", "build_controls", "voice_allowed"]
+__all__ = ["UNKNOWN_VOICE", "YourVoices", "build_controls", "speaker_for"]
