@@ -63,7 +63,10 @@ def error_rates(references: Sequence[str], hypotheses: Sequence[str], language: 
         return {**result, "wer": float("nan"), "cer": float("nan"), "error_rate": float("nan"), "per_item": []}
     refs, hyps = [pair[0] for pair in kept], [pair[1] for pair in kept]
     result["wer"] = float(jiwer.wer(refs, hyps))
-    result["cer"] = float(jiwer.cer(refs, hyps))
+    if language in CHARACTER_LANGUAGES:  # spaces only separate characters here: leave them out of the CER
+        result["cer"] = float(jiwer.cer([r.replace(" ", "") for r in refs], [h.replace(" ", "") for h in hyps]))
+    else:
+        result["cer"] = float(jiwer.cer(refs, hyps))
     result["error_rate"] = result["cer"] if language in CHARACTER_LANGUAGES else result["wer"]
     result["per_item"] = [float(jiwer.wer(r, h)) for r, h in kept]
     return result
