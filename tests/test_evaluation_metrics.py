@@ -109,3 +109,26 @@ def test_utmos_without_its_weights_is_one_clear_error(clean_16k, monkeypatch, tm
     with pytest.raises(RuntimeError, match=r"UTMOS needs the utmos22_strong weights from torch\.hub") as error:
         utmos.compute(predictions=[clean_16k])
     assert "\n" not in str(error.value)
+
+
+def test_spoken_reply_metrics_for_before_after_reports(tmp_path, clean_16k):
+    """What `finetune/evaluate_model.py` reports per model: DNSMOS, ASR-WER against each reply's own text, and the
+    speaker similarity to the target voice (here the reply's own speaker: 1.0); text-only replies are left out."""
+    from transformers_fac.evaluation.reply_metrics import spoken_reply_metrics
+    from transformers_fac.evaluation.speech_quality import dnsmos_scores
+    from transformers_fac.evaluation.transcription import Transcriber
+    from transformers_fac.tiny import tiny_checkpoint
+    from transformers_fac.voice import VoiceFrontend
+
+    replies = [{"text": "What is the weather like?", "audio": clean_16k, "sampling_rate": 16000}, {"text": "Hi."}]
+    transcriber = Transcriber(str(build_tiny_whisper(tmp_path / "asr")), language="en")
+    frontend = VoiceFrontend.from_source(tiny_checkpoint() / "token2wav")
+
+    metrics = spoken_reply_metrics(replies, transcriber, "en", reference_voice=str(CLEAN), frontend=frontend)
+
+    assert metrics["spoken_replies"] == 1
+    assert metrics["dnsmos_ovrl"] == pytest.approx(dnsmos_scores([clean_16k])["ovrl_mos"])
+    expected = error_rates(["What is the weather like?"], metrics["transcripts"])
+    assert metrics["asr_wer"] == pytest.approx(100 * expected["wer"])
+    assert metrics["speaker_similarity"] == pytest.approx(1.0, abs=1e-4)
+    assert spoken_reply_metrics([{"text": "Hi."}]) == {"spoken_replies": 0}
