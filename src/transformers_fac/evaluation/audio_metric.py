@@ -51,7 +51,24 @@ def audio_features(reference: datasets.Value | None = None) -> datasets.Features
 
 
 class AudioMetric(evaluate.Metric):
-    """An `evaluate.Metric` whose predictions are audio (see the module docstring)."""
+    """An `evaluate.Metric` whose predictions are audio (see the module docstring). A metric module subclasses it
+    with its model card (`CARD_DESCRIPTION`, `CARD_INPUTS`, `CARD_CITATION`, `CARD_URLS`), the type of its references
+    (`REFERENCE`, None when it takes none) and `_compute`."""
+
+    CARD_DESCRIPTION = ""
+    CARD_INPUTS = ""
+    CARD_CITATION = ""
+    CARD_URLS: tuple[str, ...] = ()
+    REFERENCE: datasets.Value | None = None
+
+    def _info(self) -> evaluate.MetricInfo:
+        return evaluate.MetricInfo(
+            description=self.CARD_DESCRIPTION,
+            citation=self.CARD_CITATION,
+            inputs_description=self.CARD_INPUTS,
+            features=audio_features(self.REFERENCE),
+            reference_urls=list(self.CARD_URLS),
+        )
 
     def compute(self, *, predictions=None, references=None, sampling_rate: float | None = None, **kwargs):
         """Scores the audio `predictions` (any form; `sampling_rate` for bare waveforms)."""

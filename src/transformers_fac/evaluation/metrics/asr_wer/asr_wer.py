@@ -2,19 +2,19 @@
 pipeline (an `evaluate` module)."""
 
 import datasets
-import evaluate
 
 from transformers_fac.evaluation import audio_metric, transcription
 
-_DESCRIPTION = """
+
+class ASRWER(audio_metric.AudioMetric):
+    CARD_DESCRIPTION = """
 Transcribes each clip with a transformers automatic-speech-recognition pipeline (default openai/whisper-large-v3, as
 the Fun-Audio-Chat report) and computes the word error rate (and character error rate) of the transcripts against
 the references after Whisper's text normalisers (`whisper_normalizer`), with `jiwer`. With the reply's own text as
 the reference this measures speech/text alignment ("ASR-WER" in the report); with a gold answer, intelligibility.
 Chinese and other languages without spaces are judged by CER.
 """
-
-_KWARGS_DESCRIPTION = """
+    CARD_INPUTS = """
 Args:
     predictions: a list of clips: waveforms (give `sampling_rate`), file paths or `datasets` audio values.
     references: one text per clip.
@@ -28,8 +28,7 @@ Examples:
     >>> asr_wer = transformers_fac.evaluation.load_metric("asr_wer")
     >>> asr_wer.compute(predictions=[reply_audio], references=[reply_text], sampling_rate=24000)["wer"]
 """
-
-_CITATION = """
+    CARD_CITATION = """
 @inproceedings{radford2023whisper,
   title={Robust Speech Recognition via Large-Scale Weak Supervision},
   author={Radford, Alec and Kim, Jong Wook and Xu, Tao and Brockman, Greg and McLeavey, Christine and Sutskever, Ilya},
@@ -37,18 +36,8 @@ _CITATION = """
   year={2023}
 }
 """
-
-
-@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class ASRWER(audio_metric.AudioMetric):
-    def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=audio_metric.audio_features(reference=datasets.Value("string")),
-            reference_urls=["https://github.com/jitsi/jiwer", "https://pypi.org/project/whisper-normalizer/"],
-        )
+    CARD_URLS = ("https://github.com/jitsi/jiwer", "https://pypi.org/project/whisper-normalizer/")
+    REFERENCE = datasets.Value("string")
 
     def _compute(
         self,

@@ -1,16 +1,15 @@
 """DNSMOS P.835 (SIG, BAK, OVRL) and P.808 of speech clips, through `speechmos` (an `evaluate` module)."""
 
-import evaluate
-
 from transformers_fac.evaluation import audio_metric, speech_quality
 
-_DESCRIPTION = """
+
+class DNSMOS(audio_metric.AudioMetric):
+    CARD_DESCRIPTION = """
 DNSMOS (Reddy et al.) predicts, without a reference, the mean opinion scores (1-5) of ITU-T P.835 -- speech signal
 (SIG), background noise (BAK) and overall quality (OVRL) -- and of P.808. The ONNX models ship inside the `speechmos`
 wheel, so it runs offline. Clips are resampled to 16 kHz first.
 """
-
-_KWARGS_DESCRIPTION = """
+    CARD_INPUTS = """
 Args:
     predictions: a list of clips: waveforms (give `sampling_rate`), file paths or `datasets` audio values.
     sampling_rate: the rate of bare waveforms (default 16000).
@@ -22,8 +21,7 @@ Examples:
     >>> dnsmos = transformers_fac.evaluation.load_metric("dnsmos")
     >>> dnsmos.compute(predictions=[waveform_24k], sampling_rate=24000)["ovrl_mos"]
 """
-
-_CITATION = """
+    CARD_CITATION = """
 @inproceedings{reddy2022dnsmos,
   title={DNSMOS P.835: A non-intrusive perceptual objective speech quality metric to evaluate noise suppressors},
   author={Reddy, Chandan K. A. and Gopal, Vishak and Cutler, Ross},
@@ -31,18 +29,7 @@ _CITATION = """
   year={2022}
 }
 """
-
-
-@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class DNSMOS(audio_metric.AudioMetric):
-    def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=audio_metric.audio_features(),
-            reference_urls=["https://pypi.org/project/speechmos/", "https://arxiv.org/abs/2110.01763"],
-        )
+    CARD_URLS = ("https://pypi.org/project/speechmos/", "https://arxiv.org/abs/2110.01763")
 
     def _compute(self, predictions, personalized: bool = False):
         return speech_quality.dnsmos_scores(predictions, personalized=personalized)

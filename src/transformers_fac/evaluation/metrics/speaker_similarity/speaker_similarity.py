@@ -1,16 +1,15 @@
 """Speaker similarity of clips to a target voice: cosine of CAM++ speaker vectors (an `evaluate` module)."""
 
-import evaluate
-
 from transformers_fac.evaluation import audio_metric, voice_similarity
 
-_DESCRIPTION = """
+
+class SpeakerSimilarity(audio_metric.AudioMetric):
+    CARD_DESCRIPTION = """
 The cosine similarity (in [-1, 1]) between the CAM++ speaker vector of each clip and that of a target voice, as
 CosyVoice3 computes speaker vectors (`transformers_fac.voice`). CAM++ comes from a decoder folder or Hub repo
 (default: the CosyVoice3 repository).
 """
-
-_KWARGS_DESCRIPTION = """
+    CARD_INPUTS = """
 Args:
     predictions: a list of clips: waveforms (give `sampling_rate`), file paths or `datasets` audio values.
     reference_voice: the target: a saved voice (folder or .safetensors file), a clip, or a speaker vector.
@@ -23,8 +22,7 @@ Examples:
     >>> similarity = transformers_fac.evaluation.load_metric("speaker_similarity")
     >>> similarity.compute(predictions=[reply], sampling_rate=24000, reference_voice="voices/me")["similarity"]
 """
-
-_CITATION = """
+    CARD_CITATION = """
 @inproceedings{wang2023campplus,
   title={CAM++: A Fast and Efficient Network for Speaker Verification Using Context-Aware Masking},
   author={Wang, Hui and Zheng, Siqi and Chen, Yafeng and Cheng, Luyao and Chen, Qian},
@@ -32,18 +30,7 @@ _CITATION = """
   year={2023}
 }
 """
-
-
-@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class SpeakerSimilarity(audio_metric.AudioMetric):
-    def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=audio_metric.audio_features(),
-            reference_urls=["https://arxiv.org/abs/2303.00332"],
-        )
+    CARD_URLS = ("https://arxiv.org/abs/2303.00332",)
 
     def _compute(self, predictions, reference_voice=None, frontend_source=None):
         if reference_voice is None:
