@@ -10,9 +10,16 @@ from typing import Any
 
 import numpy as np
 
-from . import scoring
 from .benchmarks import Benchmark, Subset
 from .function_calls import check_function_calls
+from .scoring import (
+    choice_correct,
+    contains_answer,
+    ifeval_flags,
+    ifeval_summary,
+    is_refusal,
+    mmau_choice,
+)
 
 logger = logging.getLogger("transformers_fac.evaluation")
 
@@ -133,18 +140,18 @@ def _rule(subset: Subset) -> Callable[[dict, str], dict]:
     """The per-reply rule of a rule-based subset: (record, text) -> scores (with `score` on a 0-100 scale)."""
 
     def choice(record: dict, text: str) -> dict:
-        correct, guessed = scoring.choice_correct(text, str(record["fields"][subset.reference]), record["id"])
+        correct, guessed = choice_correct(text, str(record["fields"][subset.reference]), record["id"])
         return {"score": 100.0 * correct, "guessed": guessed}
 
     def mmau(record: dict, text: str) -> dict:
-        picked = scoring.mmau_choice(text, record["fields"]["choices"])
+        picked = mmau_choice(text, record["fields"]["choices"])
         return {"score": 100.0 * (picked == record["fields"]["answer"]), "picked": picked}
 
     def match(record: dict, text: str) -> dict:
-        return {"score": 100.0 * scoring.contains_answer(text, _references(record["fields"][subset.reference]))}
+        return {"score": 100.0 * contains_answer(text, _references(record["fields"][subset.reference]))}
 
     def refusal(record: dict, text: str) -> dict:
-        return {"score": 100.0 * scoring.is_refusal(text)}
+        return {"score": 100.0 * is_refusal(text)}
 
     def function_calls(record: dict, text: str) -> dict:
         fields = record["fields"]
@@ -155,7 +162,7 @@ def _rule(subset: Subset) -> Callable[[dict, str], dict]:
         value = record["fields"].get(subset.reference)
         if value in (None, ""):
             return {"score": None}
-        return {"score": 100.0 * scoring.contains_answer(text, _references(value))}
+        return {"score": 100.0 * contains_answer(text, _references(value))}
 
     rules = {
         "choice": choice,
@@ -182,10 +189,10 @@ def _score_texts(subset: Subset, records: list[dict], texts: list[str], settings
             record["scores"]["wer"] = rate
         return {"score": 100 * rates["error_rate"], "wer": 100 * rates["wer"], "cer": 100 * rates["cer"]}
     if subset.scorer == "ifeval":
-        flags = [scoring.ifeval_flags(text, record["fields"]) for record, text in zip(records, texts)]
+        flags = [ifeval_flags(text, record["fields"]) for record, text in zip(records, texts)]
         for record, item_flags in zip(records, flags):
             record["scores"].update(item_flags)
-        return scoring.ifeval_summary(flags)
+        return ifeval_summary(flags)
     rule = _rule(subset)
     for record, text in zip(records, texts):
         record["scores"].update(rule(record, text))
