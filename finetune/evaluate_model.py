@@ -1,10 +1,12 @@
 """Evaluate a LoRA fine-tune before vs after on the held-out rows of its recipe, and print a report table.
 
 Metrics: text loss and perplexity, speech loss and speech-code accuracy (teacher forcing, on the learned speech
-codes), and, with `--asr-model` and a speech decoder (`--token2wav`), speech–text consistency: WER/CER between the
-generated text and an ASR transcript of the generated speech. With `--reference-voice` (a clip of the target speaker
-or a saved voice), speaker similarity: the mean cosine of CAM++ speaker vectors between the spoken replies and it.
-Replies are spoken in `--speaker` (default: the stock voice before, the voice saved next to the adapter after).
+codes); and, on the replies it generates, the speech metrics of `fac-eval` (`transformers_fac.evaluation`): DNSMOS
+of the spoken replies (offline), with `--asr-model` the ASR-WER / CER (%) of each spoken reply against its own text
+(Whisper's normalisers), and with `--reference-voice` (a clip of the target speaker or a saved voice; for a
+custom-voice adapter) the speaker similarity: the mean cosine of CAM++ speaker vectors between the spoken replies and
+it. Spoken replies need a speech decoder (the checkpoint's, or `--token2wav`). Replies are spoken in `--speaker`
+(default: the stock voice before, the voice saved next to the adapter after).
 
 Usage:
     python finetune/evaluate_model.py --config finetune/recipes/s2s_lora.yaml --adapter runs/s2s-lora/adapter \\
@@ -21,7 +23,9 @@ import torch
 from transformers import AutoModelForMultimodalLM, AutoProcessor
 
 import transformers_fac  # noqa: F401  (registers the model with the Auto classes)
-from transformers_fac.training import FunAudioChatDataCollator, evaluate_model, report_table
+from transformers_fac.evaluation.reply_metrics import spoken_reply_metrics
+from transformers_fac.evaluation.transcription import Transcriber
+from transformers_fac.training import FunAudioChatDataCollator, evaluate_model, generate_replies, report_table
 from transformers_fac.training.recipe import load_recipe, prepare_recipe_data
 from transformers_fac.vocoder import saved_voice
 
@@ -36,8 +40,12 @@ METRICS = (
     "perplexity",
     "speech_loss",
     "speech_code_accuracy",
-    "consistency_wer",
-    "consistency_cer",
+    "spoken_replies",
+    "asr_wer",
+    "asr_cer",
+    "dnsmos_ovrl",
+    "dnsmos_sig",
+    "dnsmos_bak",
     "speaker_similarity",
 )
 
@@ -55,13 +63,14 @@ def load_model(base: str, adapter: str | None, token2wav: str | None, dtype: str
     return model.to(device).eval()
 
 
-def asr_function(asr_model: str | None, device: str):
-    if not asr_model:
-        return None
-    from transformers import pipeline
-
-    asr = pipeline("automatic-speech-recognition", model=asr_model, device=device)
-    return lambda audio: asr(dict(audio))["text"]
+def reply_metrics(model, collator, examples, args, mode: str, transcriber) -> dict:
+    """The generated replies' texts and the speech metrics of the spoken ones (see the module docstring)."""
+    speaker = {"speaker": args.speaker} if args.speaker and mode == "audio" else {}
+    replies = generate_replies(model, collator, examples, mode, args.max_new_tokens, **speaker)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    frontend = base.token2wav.voice_frontend if args.reference_voice and base.token2wav is not None else None
+    metrics = spoken_reply_metrics(replies, transcriber, args.language, args.reference_voice, frontend)
+    return {"samples": [reply["text"] for reply in replies], **metrics}
 
 
 def run_evaluation(args: argparse.Namespace) -> dict:
@@ -73,24 +82,16 @@ def run_evaluation(args: argparse.Namespace) -> dict:
         raise SystemExit("The recipe has no held-out rows: set data.eval_size (a fraction or a row count).")
     examples = [held_out[index] for index in range(min(args.rows, len(held_out)))]
     collator = FunAudioChatDataCollator(processor)
-    transcribe = asr_function(args.asr_model, args.device)
+    transcriber = Transcriber(args.asr_model, language=args.language, device=args.device) if args.asr_model else None
     mode = "text" if recipe["data"].get("prepare", {}).get("task", "s2s") != "s2s" else "audio"
     results = {}
     for name, adapter in (("before", None), ("after", args.adapter)):
         if name == "after" and not adapter:
             continue
         model = load_model(base, adapter, args.token2wav, args.dtype, args.device)
-        results[name] = evaluate_model(
-            model,
-            collator,
-            examples,
-            transcribe=transcribe,
-            generate=args.max_new_tokens > 0,
-            generation_mode=mode,
-            max_new_tokens=args.max_new_tokens,
-            speaker=args.speaker,
-            speaker_reference=args.reference_voice,
-        )
+        results[name] = evaluate_model(model, collator, examples, generate=False)
+        if args.max_new_tokens > 0:
+            results[name].update(reply_metrics(model, collator, examples, args, mode, transcriber))
         del model
     print(report_table(results, METRICS))
     for name, result in results.items():
@@ -108,7 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", help="base checkpoint (default: the recipe's model.name_or_path)")
     parser.add_argument("--rows", type=int, default=100, help="held-out rows to evaluate")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="0 = no generation")
-    parser.add_argument("--asr-model", help="ASR model for speech-text consistency (e.g. openai/whisper-large-v3)")
+    parser.add_argument(
+        "--asr-model", help="ASR model for the ASR-WER of spoken replies (e.g. openai/whisper-large-v3)"
+    )
+    parser.add_argument("--language", default="en", help="language of the replies, for ASR and WER (en, zh, ...)")
     parser.add_argument("--token2wav", help="speech decoder the model loads to produce audio")
     parser.add_argument("--speaker", help="voice of the replies (name or saved voice; default: see the docstring)")
     parser.add_argument("--reference-voice", help="clip or saved voice of the target speaker: speaker similarity")

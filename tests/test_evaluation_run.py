@@ -1,0 +1,177 @@
+"""`fac-eval run` end to end on the tiny checkpoint, offline: every benchmark on a three-item local copy in its real
+schema, the console script on a custom folder, an interrupted run that resumes, and a judged subset scored by a real
+OpenAI-compatible endpoint (`fac-serve --model tiny`)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests import evaluation_data as data
+from tests.serving_utils import running_server
+from transformers_fac.evaluation import run_evaluation, score_predictions
+from transformers_fac.evaluation.benchmarks import get_benchmark
+from transformers_fac.evaluation.judging import Judge
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# (benchmark, subset, builder of the local copy): one case per benchmark, plus the subsets whose schema differs
+CASES = [
+    ("voicebench", "ifeval", data.voicebench_ifeval),
+    ("voicebench", "sd-qa", data.voicebench_sdqa),
+    ("openaudiobench", "trivia_qa", data.openaudiobench_trivia),
+    ("ultraeval_s2s", "llama_questions", data.ultraeval_llama_questions),
+    ("speechfc", "bfcl_single", data.speechfc_bfcl_single),
+    ("mmau", "test-mini", data.mmau_test_mini),
+    ("librispeech", "test_clean", data.librispeech_test_clean),
+    ("commonvoice", "zh", data.commonvoice_zh),
+    ("custom", "custom", data.custom_saved),
+]
+
+
+def _records(output: Path) -> list[dict]:
+    return [json.loads(line) for line in (output / "predictions.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def tiny_whisper(tmp_path_factory) -> Path:
+    return data.build_tiny_whisper(tmp_path_factory.mktemp("asr") / "tiny-whisper")
+
+
+@pytest.mark.parametrize("name, subset, build", CASES, ids=[f"{case[0]}-{case[1]}" for case in CASES])
+def test_every_benchmark_runs_end_to_end_on_a_local_copy(name, subset, build, tmp_path, tiny_whisper, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    data_dir = build(tmp_path / "source")
+    output = tmp_path / "out"
+
+    results = run_evaluation(
+        "tiny",
+        name,
+        output,
+        subset=subset,
+        data_dir=str(data_dir),
+        limit=3,
+        batch_size=3,
+        max_new_tokens=4,
+        asr_model=str(tiny_whisper),
+    )
+
+    assert {path.name for path in output.iterdir()} >= {"predictions.jsonl", "results.json", "results.md"}
+    records = _records(output)
+    assert len(records) == 3 and len({record["id"] for record in records}) == 3
+    assert all(record["subset"] == subset and record["error"] is None and "scores" in record for record in records)
+    summary = results["subsets"][subset]
+    assert summary["items"] == 3 and summary["paper"] == get_benchmark(name).subset(subset).paper
+    assert json.loads((output / "results.json").read_text()) == results
+    assert f"| {subset} |" in (output / "results.md").read_text()
+    if name in ("ultraeval_s2s", "custom"):  # spoken replies: saved, scored with DNSMOS
+        assert all((output / record["audio"]).is_file() for record in records)
+        assert 1.0 <= summary["speech"]["dnsmos"]["ovrl_mos"] <= 5.0
+    else:
+        assert all(record["audio"] is None for record in records)
+    if name == "ultraeval_s2s":  # transcribed by the ASR model; UTMOS cannot load offline and says so
+        assert all("transcript" in record for record in records)
+        assert summary["scored_on"] == "transcripts of the spoken replies"
+        assert "UTMOS needs" in results["unavailable"]["utmos"]
+    if subset in ("sd-qa", "trivia_qa"):  # LLM-judged, no judge given: unscored, not failed
+        assert summary["score"] is None and "--judge-model" in summary["note"]
+    else:
+        assert isinstance(summary["score"], float)
+    if subset == "ifeval":
+        assert {"prompt_strict", "instruction_loose"} <= set(summary)
+    if name == "mmau":
+        assert all(record["fields"]["choices"] == ["Man", "Woman", "Child", "Robot"] for record in records)
+
+
+def _fac_eval(args: list[str], **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    command = [sys.executable, "-m", "transformers_fac.evaluation.cli", *args]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def test_console_script_runs_a_custom_folder_offline(tmp_path):
+    source = data.custom_jsonl(tmp_path / "mine", count=4)
+    output = tmp_path / "out"
+    process = _fac_eval(
+        ["run", "--model", "tiny", "--benchmark", "custom", "--data-dir", str(source)]
+        + ["--limit", "3", "--max-new-tokens", "6", "--output", str(output)]
+    )
+    log, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, log
+    assert sorted(path.name for path in output.iterdir()) == [
+        "audio",
+        "predictions.jsonl",
+        "results.json",
+        "results.md",
+    ]
+    records = _records(output)
+    assert [record["id"] for record in records] == ["q0", "q1", "q2"]
+    assert [record["scores"]["score"] for record in records][1] is None  # q1 has no reference
+    results = json.loads((output / "results.json").read_text())
+    assert results["generated"] == 3 and results["subsets"]["custom"]["items"] == 3
+    assert "| custom | reference match % |" in log  # the table is printed too
+
+
+def test_an_interrupted_run_resumes_without_redoing_items(tmp_path):
+    source = data.custom_jsonl(tmp_path / "mine", count=4)
+    output = tmp_path / "out"
+    args = ["run", "--model", "tiny", "--benchmark", "custom", "--data-dir", str(source), "--batch-size", "1"]
+    args += ["--max-new-tokens", "40", "--output", str(output)]
+    process = _fac_eval(args)
+    predictions = output / "predictions.jsonl"
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline and process.poll() is None:
+        if predictions.is_file() and predictions.read_text().count("\n") >= 1:
+            process.send_signal(signal.SIGINT)
+            break
+        time.sleep(0.05)
+    log, _ = process.communicate(timeout=120)
+    assert process.returncode != 0 and "interrupted" in log, log
+    before = _records(output)
+    assert 1 <= len(before) < 4, "the run finished before it could be interrupted"
+    assert not (output / "results.json").exists()
+
+    results = run_evaluation("tiny", "custom", output, data_dir=str(source), batch_size=1, max_new_tokens=40)
+
+    after = _records(output)
+    assert results["generated"] == 4 - len(before) and results["resumed"] == len(before)
+    assert sorted(record["id"] for record in after) == ["q0", "q1", "q2", "q3"]
+    for old, new in zip(before, after):  # the first replies were kept, not generated again
+        assert (old["id"], old["text"], old["audio"]) == (new["id"], new["text"], new["audio"])
+
+
+def test_a_judged_subset_against_a_real_endpoint(tmp_path):
+    """OpenAudioBench AlpacaEval judged by `fac-serve --model tiny` (text replies): the random model never writes a
+    "[[rating]]", so every judgement is counted unparseable and the run still completes."""
+    questions = ["Give me three tips for sleeping well.", "What is a haiku?", "Name a prime number."]
+    lines = [
+        {
+            "benchmark": "openaudiobench",
+            "subset": "alpaca_eval",
+            "id": str(index),
+            "text": f"Answer {index}.",
+            "raw_text": f"Answer {index}.",
+            "audio": None,
+            "error": None,
+            "fields": {"instruction": question, "output": "A reference answer.", "audio_filename": f"{index}.mp3"},
+        }
+        for index, question in enumerate(questions)
+    ]
+    predictions = tmp_path / "predictions.jsonl"
+    predictions.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+    with running_server(["--model", "tiny", "--max-new-tokens", "8"], tmp_path / "server.log") as server:
+        judge = Judge(f"{server.url}/v1", "fun-audio-chat", api_key="unused", max_tokens=8)
+        results = score_predictions("openaudiobench", predictions, judge=judge)
+
+    summary = results["subsets"]["alpaca_eval"]
+    assert summary["items"] == 3 and summary["judge_errors"] == 0
+    assert summary["unparseable"] == 3 and summary["score"] is None
+    records = _records(tmp_path)
+    assert all(isinstance(record["scores"]["judgement"], str) for record in records)
+    assert "unparseable 3" in (tmp_path / "results.md").read_text()

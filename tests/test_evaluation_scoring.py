@@ -1,0 +1,195 @@
+"""The scoring rules of `fac-eval` on hand-made replies with known scores: multiple choice, answer matching,
+refusal, IFEval (lm-eval's checkers), function calls (right, wrong, malformed, parallel), judge answers, the overall
+scores of the paper, and `fac-eval score` on a saved predictions file."""
+
+import json
+
+import pytest
+
+from tests.evaluation_data import TRIANGLE_TOOLS, TRIANGLE_TRUTH, speechfc_record
+from transformers_fac.evaluation import scoring
+from transformers_fac.evaluation.benchmarks import BENCHMARKS, get_benchmark
+from transformers_fac.evaluation.function_calls import check_function_calls, parse_calls
+from transformers_fac.evaluation.judging import RUBRICS
+from transformers_fac.evaluation.report import overall_score
+
+
+@pytest.mark.parametrize(
+    "reply, letter",
+    [
+        ("The answer is (B).", "B"),
+        ("C", "C"),
+        ("d) Jupiter", "D"),
+        ("I would choose option A because it is larger.", "A"),
+        ("答案是C", "C"),
+        ("**B.** The heart pumps blood.", "B"),
+        ("I am not sure about this one.", None),
+    ],
+)
+def test_extract_choice(reply, letter):
+    assert scoring.extract_choice(reply) == letter
+
+
+def test_multiple_choice_guesses_like_voicebench():
+    assert scoring.choice_correct("The answer is (B).", "B", "1") == (True, False)
+    assert scoring.choice_correct("It is (A).", "B", "1") == (False, False)
+    first = scoring.choice_correct("No idea.", "B", "item-7")
+    assert first[1] is True and scoring.choice_correct("No idea.", "B", "item-7") == first  # seeded by the id
+
+
+def test_mmau_choice_and_instruction():
+    choices = ["Man", "Woman", "Child", "Robot"]
+    assert scoring.mmau_choice("(B) Woman", choices) == "Woman"
+    assert scoring.mmau_choice("It sounds like a child speaking.", choices) == "Child"
+    assert scoring.mmau_choice("A man or a woman.", choices) is None  # two choices named, no letter: no pick
+    instruction = scoring.mmau_instruction("Who is speaking?", choices)
+    assert instruction.splitlines() == [
+        "Who is speaking? Choose the correct option from the following options:",
+        "(A)Man",
+        "(B)Woman",
+        "(C)Child",
+        "(D)Robot",
+    ]
+
+
+def test_answer_matching_and_refusal():
+    assert scoring.contains_answer("The capital is Paris, of course.", ["paris"])
+    assert scoring.contains_answer("Café au lait", "cafe")
+    assert not scoring.contains_answer("Parisian food", ["Paris"])
+    assert not scoring.contains_answer("I don't know", [""])
+    refusals = ["I'm sorry, but I can't help with that.", "", "这是违法的，我不能帮你。", "As an AI, I won't do that."]
+    assert all(scoring.is_refusal(reply) for reply in refusals)
+    assert not scoring.is_refusal("Sure, here are the steps: first, gather the materials.")
+
+
+def test_ifeval_through_lm_eval():
+    fields = {
+        "key": 1,
+        "prompt": "Describe rain in fewer than 6 words, all lowercase.",
+        "instruction_id_list": ["change_case:english_lowercase", "length_constraints:number_words"],
+        "kwargs": [{}, {"relation": "less than", "num_words": 6}],
+    }
+    followed = scoring.ifeval_flags("soft grey rain falls", fields)
+    assert followed["prompt_level_strict_acc"] is True and followed["inst_level_strict_acc"] == [True, True]
+    broken = scoring.ifeval_flags("Soft grey rain falls on the quiet town", fields)
+    assert broken["inst_level_strict_acc"] == [False, False]
+    summary = scoring.ifeval_summary([followed, broken])
+    assert summary["prompt_strict"] == 50.0 and summary["instruction_strict"] == 50.0
+    assert summary["score"] == pytest.approx(50.0)
+
+
+def _call(arguments: dict, name: str = "calculate_triangle_area") -> str:
+    return f"<tool_call>\n{json.dumps({'name': name, 'arguments': arguments})}\n</tool_call><|im_end|>"
+
+
+def test_function_calls_right_wrong_and_malformed():
+    tools, truth = json.dumps(TRIANGLE_TOOLS), json.dumps(TRIANGLE_TRUTH)
+    right = check_function_calls(_call({"base": 10, "height": 5, "unit": "Units"}), tools, truth, parallel=False)
+    assert right == {"correct": True, "malformed": False, "reason": None}
+    assert check_function_calls(_call({"base": 10, "height": 5}), tools, truth, False)["correct"]  # unit is optional
+    wrong_value = check_function_calls(_call({"base": 10, "height": 6}), tools, truth, False)
+    assert not wrong_value["correct"] and "height" in wrong_value["reason"]
+    wrong_type = check_function_calls(_call({"base": "10", "height": 5}), tools, truth, False)
+    assert "wrong type" in wrong_type["reason"]
+    wrong_name = check_function_calls(_call({"base": 10, "height": 5}, name="area"), tools, truth, False)
+    assert "instead of" in wrong_name["reason"]
+    missing = check_function_calls(_call({"base": 10}), tools, truth, False)
+    assert "missing required" in missing["reason"]
+    malformed = check_function_calls('<tool_call>{"name": "calculate_triangle_area", "arg', tools, truth, False)
+    assert malformed["correct"] is False and parse_calls("<tool_call>[1, 2]</tool_call>") is None
+    assert check_function_calls("<tool_call>{oops}</tool_call>", tools, truth, False)["malformed"] is True
+    assert "0 calls" in check_function_calls("It is 25 square units.", tools, truth, False)["reason"]
+
+
+def test_parallel_function_calls_in_any_order():
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "weather",
+                "parameters": {"type": "dict", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+            },
+        }
+    ]
+    truth = [{"weather": {"city": ["Paris"]}}, {"weather": {"city": ["New York", "NYC"]}}]
+    reply = _call({"city": "new york"}, "weather") + _call({"city": "Paris"}, "weather")
+    assert check_function_calls(reply, tools, truth, parallel=True)["correct"]
+    twice = _call({"city": "Paris"}, "weather") + _call({"city": "Paris"}, "weather")
+    assert not check_function_calls(twice, tools, truth, parallel=True)["correct"]
+
+
+@pytest.mark.parametrize(
+    "rubric, answer, score",
+    [
+        ("open_1_5", "4", 4.0),
+        ("open_1_5", "Score: 9", None),
+        ("yes_no", "Yes.", 100.0),
+        ("yes_no", "no", 0.0),
+        ("yes_no", "Maybe", None),
+        ("chat_1_10", "Helpful and precise. Rating: [[7]]", 70.0),
+        ("chat_1_10", "Rating: 7", None),
+        ("correct_incorrect", "Matches the standard answer, the score is [Correct]", 100.0),
+        ("correct_incorrect", "the score is [Incorrect]", 0.0),
+        ("math_1_5", "答案正确但无过程，得分是[4]", 80.0),
+        ("json_judgment", '{"analysis": "same city", "judgment": "correct"}', 100.0),
+        ("json_judgment", "```json\n{'judgment': 'correct'}\n```", None),
+    ],
+)
+def test_judge_answers_are_parsed_or_counted_unparseable(rubric, answer, score):
+    assert RUBRICS[rubric].parse(answer) == score
+
+
+def test_overall_scores_reproduce_the_papers_arithmetic():
+    for name, expected in (("voicebench", 83.21), ("openaudiobench", 76.61), ("ultraeval_s2s", 59.56)):
+        benchmark = get_benchmark(name)
+        subsets = {subset.name: {"score": subset.paper} for subset in benchmark.subsets}
+        assert overall_score(benchmark, subsets) == pytest.approx(expected, abs=0.006)
+        subsets.popitem()
+        assert overall_score(benchmark, subsets) is None  # a missing subset: no overall
+    assert set(BENCHMARKS) == {
+        "voicebench",
+        "openaudiobench",
+        "ultraeval_s2s",
+        "speechfc",
+        "mmau",
+        "librispeech",
+        "commonvoice",
+        "custom",
+    }
+
+
+def test_fac_eval_score_rescores_saved_function_calls(tmp_path):
+    from transformers_fac.evaluation import score_predictions
+
+    replies = [
+        _call({"base": 10, "height": 5}),
+        _call({"base": 10, "height": 7}),
+        "<tool_call>{not json}</tool_call>",
+    ]
+    lines = []
+    for index, reply in enumerate(replies):
+        record = speechfc_record(index, f"wav/{index}.wav")
+        lines.append(
+            {
+                "benchmark": "speechfc",
+                "subset": "bfcl_single",
+                "id": record["dataset_key"],
+                "text": "",
+                "raw_text": reply,
+                "audio": None,
+                "error": None,
+                "fields": record,
+            }
+        )
+    predictions = tmp_path / "predictions.jsonl"
+    predictions.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+    results = score_predictions("speechfc", predictions)
+
+    summary = results["subsets"]["bfcl_single"]
+    assert summary["score"] == pytest.approx(100 / 3) and summary["malformed"] == 1 and summary["items"] == 3
+    assert summary["paper"] == 92.73
+    rescored = [json.loads(line) for line in predictions.read_text().splitlines()]
+    assert [record["scores"]["score"] for record in rescored] == [100.0, 0.0, 0.0]
+    table = (tmp_path / "results.md").read_text()
+    assert "| bfcl_single | accuracy % | 33.33 | 92.73 | -59.40 | 3 | malformed 1 |" in table
