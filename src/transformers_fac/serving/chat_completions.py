@@ -17,12 +17,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..engine import (
+    AudioDelta,
+    EngineClosed,
+    QueueFull,
+    Reply,
+    ReplyDone,
+    ReplyFailed,
+    ReplyRequest,
+    RequestError,
+    TextDelta,
+)
 from ..prompts import parse_tool_calls
 from .audio_codec import OUTPUT_FORMATS, encode_audio, pcm16
-from .batching import EngineClosed, QueueFull, RequestError
 from .errors import APIError, invalid, queue_full, server_error, unavailable
 from .prompting import build_prompt
-from .replies import AudioDelta, Reply, ReplyDone, ReplyFailed, ReplyRequest, TextDelta
 from .runtime import ServerRuntime
 from .schemas import ChatCompletionRequest
 

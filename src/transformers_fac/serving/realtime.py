@@ -1,4 +1,4 @@
-"""`WS /v1/realtime`: the part of the OpenAI Realtime API a voice agent needs, over the batching engine.
+"""`WS /v1/realtime`: the part of the OpenAI Realtime API a voice agent needs, over the reply engine.
 
 Client events: `session.update` (instructions, voice, output modalities, audio formats, turn detection on or off,
 `max_output_tokens`), `input_audio_buffer.append` / `commit` / `clear`, `conversation.item.create` (user turns as text
@@ -40,14 +40,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..engine import (
+    AudioDelta,
+    EngineClosed,
+    QueueFull,
+    Reply,
+    ReplyDone,
+    ReplyFailed,
+    ReplyRequest,
+    RequestError,
+    TextDelta,
+)
 from ..prompts import AUDIO_TEMPLATE, MAX_HISTORY_TURNS
 from .audio_codec import checked_waveform, decode_pcm16, pcm16
-from .batching import EngineClosed, QueueFull, RequestError
 from .errors import APIError
 from .prompting import Prompt, system_prompt
 from .realtime_config import SessionConfig, SessionError, max_tokens_option, parse_session_update
 from .realtime_items import Item, parse_item
-from .replies import AudioDelta, Reply, ReplyDone, ReplyFailed, ReplyRequest, TextDelta
 from .runtime import ServerRuntime
 from .turn_detection import ServerVad
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .stream_batch import finish_together, step_together
+from ..token2wav.stream_batch import finish_together, step_together
 
 
 class StreamVocoder:

@@ -1,4 +1,4 @@
-"""What the batching engine takes and gives: a reply request, the events of its reply, and the handle a caller holds.
+"""What the reply engine takes and gives: a reply request, the events of its reply, and the handle a caller holds.
 
 The engine's thread emits events into the handle; the caller reads them with `for event in reply` (threads) or
 `async for event in reply` (asyncio; the handle is then bound to the caller's event loop). `cancel()` frees the
@@ -72,6 +72,9 @@ class ReplyDone:
         completion_tokens: LLM steps of the reply (one text token each).
         speech_codes: 25 Hz speech codes of the reply (five per LLM step while speaking).
         audio_samples: samples of reply audio emitted.
+        token_ids: the reply's text ids (as `generate` returns them after the prompt).
+        speech_ids: the reply's speech groups, 5 codes per speaking step (BOS / EOS groups included), as `generate`'s
+            `speech_ids` of this request alone.
     """
 
     text: str
@@ -82,6 +85,8 @@ class ReplyDone:
     completion_tokens: int
     speech_codes: int = 0
     audio_samples: int = 0
+    token_ids: list[int] = field(default_factory=list)
+    speech_ids: list[int] = field(default_factory=list)
 
 
 @dataclass
