@@ -47,13 +47,13 @@ def test_users_asking_together_share_a_batch(engine):
         thread.start()
     for thread in users:
         thread.join(300)
-    stats = engine.batched.engine.stats
+    stats = engine.replies.stats
     assert len(set(replies.values())) == 1 and replies[0][1] > 0  # the same greedy reply for all eight
     assert stats.largest_batch > 1 and stats.batches < 8
 
 
 def test_a_stopped_reply_frees_its_row_and_tools_are_written(engine):
-    stats = engine.batched.engine.stats
+    stats = engine.replies.stats
     cancelled = stats.cancelled
     stream = engine.speak(inputs(engine), spoken=True, voice="中文男")
     assert next(chunk for chunk in stream if chunk.text)  # the reply has started

@@ -87,6 +87,7 @@ class ReplyEngine:
         max_prompt_tokens: the longest prompt accepted (never more than the model's positions minus the reply).
         max_prefill_tokens: prompt tokens prefilled per step at most (the running rows wait for at most this much
             prefill; one request is always admitted when a row is free).
+        thread_name: the name of the engine's thread.
     """
 
     def __init__(
@@ -97,6 +98,7 @@ class ReplyEngine:
         max_queue: int = 64,
         max_prompt_tokens: int | None = None,
         max_prefill_tokens: int = 4096,
+        thread_name: str = "fac-engine",
     ):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}.")
@@ -113,6 +115,7 @@ class ReplyEngine:
         self._cond = threading.Condition()
         self._closing = False
         self._thread: threading.Thread | None = None
+        self._thread_name = thread_name
         config = model.generation_config
         eos = config.eos_token_id
         self._eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
@@ -125,17 +128,18 @@ class ReplyEngine:
     def start(self) -> "ReplyEngine":
         """Starts the scheduler thread (once)."""
         if self._thread is None:
-            self._thread = threading.Thread(target=self._serve, name="fac-engine", daemon=True)
+            self._thread = threading.Thread(target=self._serve, name=self._thread_name, daemon=True)
             self._thread.start()
         return self
 
     def close(self, timeout: float | None = None) -> bool:
         """Takes no new requests, finishes the waiting and running ones, and stops the thread. After `timeout`
-        seconds the rest is cancelled. Returns True when everything finished in time."""
+        seconds the rest is cancelled. Returns True when everything finished in time. Safe to call more than once;
+        from the engine's own thread (e.g. a garbage collection there) it only asks the thread to stop."""
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-        if self._thread is None:
+        if self._thread is None or self._thread is threading.current_thread():
             return True
         self._thread.join(timeout)
         finished = not self._thread.is_alive()
@@ -200,13 +204,14 @@ class ReplyEngine:
                 raise RequestError(f"Unknown voice: {error}", code="unknown_voice") from error
         return inputs
 
-    def submit(self, request: ReplyRequest, loop=None) -> Reply:
-        """Queues a request and returns its handle (events are delivered into `loop` when given).
+    def submit(self, request: ReplyRequest, loop=None, stop_event: threading.Event | None = None) -> Reply:
+        """Queues a request and returns its handle (events are delivered into `loop` when given; setting
+        `stop_event` is the handle's `stop()`).
 
         Raises `RequestError` (bad request), `QueueFull` or `EngineClosed`.
         """
         self._check_open()
-        reply = Reply(request, loop)
+        reply = Reply(request, loop, stop_event)
         reply.inputs = self.prepare(request)
         with self._cond:
             self._check_open()
@@ -223,8 +228,8 @@ class ReplyEngine:
             raise QueueFull(self.retry_after())
 
     def _settings(self, request: ReplyRequest) -> dict:
-        """`generate` arguments of a request's sampling (None: the checkpoint's)."""
-        settings = {"max_new_tokens": request.max_new_tokens}
+        """`generate` arguments of a request (its sampling: None keeps the checkpoint's)."""
+        settings = {**request.generate_kwargs, "max_new_tokens": request.max_new_tokens}
         if request.temperature == 0:
             settings["do_sample"] = False
         elif request.temperature is not None or request.top_p is not None:
@@ -251,6 +256,12 @@ class ReplyEngine:
 
     def _step(self) -> None:
         self._leave([index for index, row in enumerate(self._rows) if row.reply.cancelled])
+        stopped = [index for index, row in enumerate(self._rows) if row.reply.stopped]
+        if stopped:
+            for index in stopped:
+                self._rows[index].ending = "stop"
+            self._finish([self._rows[index] for index in stopped])
+            self._leave(stopped, finished=True)
         self._admit()
         if not self._rows:
             return
@@ -285,7 +296,7 @@ class ReplyEngine:
                 if admitted and tokens > budget:
                     return
                 reply = self._pending.popleft()
-            if reply.cancelled:
+            if reply.cancelled or reply.stopped:
                 self.stats.cancelled += 1
                 reply.emit(ReplyDone("", "", "cancelled", reply.inputs["input_ids"].shape[1], 0, completion_tokens=0))
                 continue
@@ -313,7 +324,7 @@ class ReplyEngine:
         if start.state.chooser is not None:
             start.state.chooser.generator = generator
         if spoken:
-            self._vocoder.open(reply.id, request.speaker)
+            self._vocoder.open(reply.id, request.speaker, exact=request.exact)
         prompt = reply.inputs["input_ids"]
         return Row(
             reply=reply,
@@ -357,6 +368,7 @@ class ReplyEngine:
             self._appended_last = torch.cat([self._appended_last, torch.zeros_like(speaking)])
             self._last_group = torch.cat([self._last_group, pad_group])
         self._rows.append(row)
+        row.reply.joined_step = self.stats.batches + 1  # the step about to run
         self.stats.rows += 1
         self.stats.running = len(self._rows)
 
@@ -366,6 +378,7 @@ class ReplyEngine:
             return
         for index in indices:
             row = self._rows[index]
+            row.reply.left_step = self.stats.batches + 1  # the first step without it
             if not finished:
                 self._vocoder_drop(row)
                 self.stats.cancelled += 1

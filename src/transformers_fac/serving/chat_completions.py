@@ -174,7 +174,7 @@ async def complete(job: ChatJob, runtime: ServerRuntime, http_request) -> dict |
         if isinstance(event, TextDelta):
             text.append(event.text)
         elif isinstance(event, AudioDelta):
-            audio.append(event.samples)
+            audio.append(event.audio)
         elif isinstance(event, ReplyFailed):
             raise server_error(event.message)
         else:
@@ -235,7 +235,7 @@ async def stream(job: ChatJob, http_request) -> AsyncIterator[str]:
             else:
                 yield chunk({"content": event.text})
         elif isinstance(event, AudioDelta):
-            data = base64.b64encode(pcm16(event.samples)).decode("ascii")
+            data = base64.b64encode(pcm16(event.audio)).decode("ascii")
             yield chunk({"audio": {"id": job.audio_id, "data": data}})
         elif isinstance(event, ReplyFailed):
             yield _sse(server_error(event.message).body())

@@ -371,7 +371,7 @@ class RealtimeSession:
                     if active.cancel_reason is None:
                         await self.send({"type": f"{text_event}.delta", **where, "delta": event.text})
                 elif isinstance(event, AudioDelta) and active.cancel_reason is None:
-                    delta = base64.b64encode(pcm16(event.samples)).decode("ascii")
+                    delta = base64.b64encode(pcm16(event.audio)).decode("ascii")
                     await self.send({"type": "response.output_audio.delta", **where, "delta": delta})
                 elif isinstance(event, ReplyDone):
                     done = event
