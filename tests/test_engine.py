@@ -45,7 +45,7 @@ def finish(reply) -> tuple[str, list, ReplyDone | ReplyFailed]:
         if isinstance(event, TextDelta):
             text += event.text
         elif isinstance(event, AudioDelta):
-            audio.append(event.samples)
+            audio.append(event.audio)
         else:
             final = event
     return text, audio, final

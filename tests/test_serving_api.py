@@ -371,7 +371,8 @@ def test_concurrent_requests_are_batched_and_equal_unbatched(server, client):
         ours, theirs = (sf.read(io.BytesIO(base64.b64decode(a.data)))[0] for a in (audio, reference))
         assert ours.shape == theirs.shape and snr_db(theirs, ours) > 40  # the same codes, vocoded in a batch
     assert after["fac_batch_rows_total"] - before["fac_batch_rows_total"] == 32
-    assert after["fac_batches_total"] - before["fac_batches_total"] < 32  # some requests shared a batch
+    # decoding steps (each one batch): fewer than the 32 × 5 steps of the replies one after the other
+    assert after["fac_batches_total"] - before["fac_batches_total"] < 32 * 5
     assert after["fac_batch_rows_max"] > 1
 
 
