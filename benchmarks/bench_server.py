@@ -1,38 +1,45 @@
-"""Throughput and latency of `fac-serve` under concurrent load: batched serving against one request at a time.
+"""Serving under open-loop load: continuous batching (the reply engine) against today's static batches, side by side.
 
-How to run (prints a markdown table; no assertions):
+How to run (prints markdown tables; no assertions):
 
-    python benchmarks/bench_server.py                                   # tiny and mid presets, CPU
-    python benchmarks/bench_server.py --preset tiny --requests 32 --concurrency 8 --tokens 13
+    python benchmarks/bench_server.py                                 # tiny and mid presets, CPU
+    python benchmarks/bench_server.py --preset tiny --requests 24 --tokens 20
     python benchmarks/bench_server.py --preset mid --token2wav full
-    python benchmarks/bench_server.py --preset 8b --device cuda         # the real model (GPU, downloads it)
-    python benchmarks/bench_server.py --space --users 8                 # the Gradio Space's replies (tiny)
+    python benchmarks/bench_server.py --space --users 8 --turns 3     # the Gradio Space's users (tiny)
 
-Each configuration starts a real `fac-serve` process on 127.0.0.1 (`--max-batch-size 8`, or `1` for one at a time)
-and sends `--requests` streamed requests for spoken replies (the 5 s English question, or with `--question text` a
-written one, which skips the audio front end; greedy, `--tokens` LLM steps, 5 steps per second of speech) from
-`--concurrency` clients with the official `openai` client. Per request it records the time to
-the first audio chunk and to the end; overall the requests and seconds of audio served per second of wall time.
+Requests arrive as a Poisson process (`--requests` of them, seeded) at three rates: 30 %, 70 % and 100 % of the
+saturation rate, measured first as `--rows` requests arriving together divided by the time they take. Every request is
+the same spoken question (the 5 s English clip, `--tokens` greedy LLM steps, 5 per second of speech). Both schedulers
+run on the same engine code in this process, so only the scheduling differs:
 
-`--space` measures the Gradio Space instead (`spaces_demo/engine.py`, in-process): `--users` users ask at the same
-moment and each waits for its spoken reply; with the Space's batching engine (`FAC_BATCH_SIZE=8`) and as before,
-one reply at a time (`FAC_BATCH_SIZE=1`, Gradio's concurrency limit 1, emulated by a lock).
+- `continuous`: `transformers_fac.engine.ReplyEngine`: a request is prefilled and joins the running batch at the next
+  decoding step; a finished row leaves at once.
+- `static`: the scheduler the package had before (reconstructed here, it is not in the package): a batch forms from
+  the requests that arrive within `--max-wait-ms` of the first, up to `--rows`, and runs until its longest reply ends;
+  requests arriving meanwhile wait for the whole batch.
+
+Per request: the time from its arrival to its first audio chunk and to its last event; overall the seconds of audio
+served per second of wall time (first arrival to last reply done). The idle first-audio time (one request alone) is
+the reference of the target "first-audio p90 at 70 % load ≤ 2× idle".
+
+`--space` measures the Space instead (`spaces_demo/engine.py`, in-process, tiny): `--users` users talk at once, each
+for `--turns` turns (a turn starts when the user's previous reply has ended), with the Space's shared engine
+(`FAC_BATCH_SIZE=8`) and with one reply at a time (Gradio's concurrency limit 1, emulated by a lock).
 
 Presets:
 - `tiny`: the built-in tiny random end-to-end checkpoint.
 - `mid`: the generation benchmark's mid-size LLM (`bench_generate.MID_SIZE`, random weights) on the tiny
   checkpoint's processor, with a random CosyVoice3 decoder of the real size (`--token2wav full`) or a small one.
-- `8b`: FunAudioLLM/Fun-Audio-Chat-8B and its decoder (needs a GPU).
 """
 
 import argparse
-import base64
-import concurrent.futures
 import json
+import random
 import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -40,7 +47,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from tests.serving_utils import MODEL, question, running_server  # noqa: E402
+from transformers_fac.engine import AudioDelta, ReplyDone, ReplyEngine, ReplyRequest  # noqa: E402
+
+QUESTION = REPO / "tests" / "fixtures" / "audio" / "question_en.wav"
 
 
 def mid_checkpoint(folder: Path, token2wav: str) -> Path:
@@ -78,28 +87,27 @@ def mid_checkpoint(folder: Path, token2wav: str) -> Path:
     return folder
 
 
-TEXT_QUESTION = [{"role": "user", "content": "Hello! What is the weather like in Hangzhou in spring?"}]
+class StaticBatchEngine(ReplyEngine):
+    """Today's scheduler before the reply engine, on the engine's own decoding: requests join only an empty batch, a
+    batch forms from those arriving within `max_wait_ms` of the first (up to `max_batch_size`), and nothing joins it
+    until its last row has finished."""
 
+    def __init__(self, *args, max_wait_ms: float = 20.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.max_wait = max_wait_ms / 1000
 
-def one_request(client, tokens: int, spoken_question: bool) -> dict:
-    start = time.perf_counter()
-    first_audio, samples = None, 0
-    stream = client.chat.completions.create(
-        model=MODEL,
-        messages=question() if spoken_question else TEXT_QUESTION,
-        modalities=["text", "audio"],
-        audio={"voice": "中文女", "format": "pcm16"},
-        max_completion_tokens=tokens,
-        temperature=0,
-        stream=True,
-    )
-    for chunk in stream:
-        for choice in chunk.choices:
-            audio = choice.delta.audio
-            if audio is not None and audio.data:
-                first_audio = first_audio or time.perf_counter() - start
-                samples += len(base64.b64decode(audio.data)) // 2
-    return {"first_audio": first_audio, "total": time.perf_counter() - start, "audio_s": samples / 24000}
+    def _admit(self) -> None:
+        if self._rows:
+            return  # the batch runs to its longest reply
+        with self._cond:
+            if not self._pending:
+                return
+            wait = self._pending[0].arrived + self.max_wait - time.monotonic()
+            full = len(self._pending) >= self.max_batch_size
+        if wait > 0 and not full and not self._closing:
+            time.sleep(min(wait, 0.005))
+            return
+        super()._admit()
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -107,33 +115,104 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def measure(url: str, requests: int, concurrency: int, tokens: int, spoken_question: bool) -> dict:
-    import openai
+def request(loaded, tokens: int) -> ReplyRequest:
+    from transformers_fac.audio_io import load_audio
+    from transformers_fac.conversation import FunAudioChatConversation
+    from transformers_fac.prompts import S2M_SYSTEM_PROMPT
 
-    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=3600)
-    one_request(client, tokens, spoken_question)  # warm-up
+    chat = FunAudioChatConversation(system_prompt=S2M_SYSTEM_PROMPT)
+    chat.add_user_audio(load_audio(QUESTION))
+    inputs = chat.model_inputs(loaded.processor)
+    return ReplyRequest(inputs=dict(inputs), speaker="中文女", max_new_tokens=tokens, temperature=0)
+
+
+def follow(reply, arrived: float, runs: list) -> None:
+    """Reads a reply to its end, recording when its first audio came and when it ended (from its arrival)."""
+    first, audio = None, 0
+    for event in reply:
+        if isinstance(event, AudioDelta):
+            first = first if first is not None else time.perf_counter() - arrived
+            audio += event.audio.size
+        elif isinstance(event, ReplyDone):
+            runs.append({"first_audio": first, "done": time.perf_counter() - arrived, "audio_s": audio / 24000,
+                         "ended": time.perf_counter()})  # fmt: skip
+
+
+def open_loop(engine: ReplyEngine, template: ReplyRequest, arrivals: list[float]) -> dict:
+    """Submits one request at each arrival time (seconds from now) and follows every reply to its end."""
+    runs, readers = [], []
     start = time.perf_counter()
-    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
-        runs = list(pool.map(lambda _: one_request(client, tokens, spoken_question), range(requests)))
-    wall = time.perf_counter() - start
-    totals = [run["total"] for run in runs]
+    for at in arrivals:
+        delay = start + at - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        arrived = time.perf_counter()
+        reply = engine.submit(ReplyRequest(**{**template.__dict__}))
+        reader = threading.Thread(target=follow, args=(reply, arrived, runs))
+        reader.start()
+        readers.append(reader)
+    for reader in readers:
+        reader.join()
     firsts = [run["first_audio"] for run in runs]
+    dones = [run["done"] for run in runs]
+    wall = max(run["ended"] for run in runs) - start
     return {
-        "wall": wall,
-        "req_per_s": requests / wall,
-        "audio_per_s": sum(run["audio_s"] for run in runs) / wall,
-        "p50": statistics.median(totals),
-        "p90": percentile(totals, 0.9),
-        "p99": percentile(totals, 0.99),
         "first_p50": statistics.median(firsts),
-        "first_max": max(firsts),
+        "first_p90": percentile(firsts, 0.9),
+        "first_p99": percentile(firsts, 0.99),
+        "done_p50": statistics.median(dones),
+        "done_p90": percentile(dones, 0.9),
+        "audio_per_s": sum(run["audio_s"] for run in runs) / wall,
     }
 
 
-def space_run(batch_size: int, users: int, tokens: int) -> dict:
-    """`users` users of the Space ask at once; time to each one's first audio chunk and to the end of its reply."""
-    import threading
+def engines(loaded, rows: int, max_wait_ms: float) -> dict:
+    return {
+        "static": StaticBatchEngine(loaded.model, loaded.processor, max_batch_size=rows, max_queue=10_000,
+                                    max_wait_ms=max_wait_ms),
+        "continuous": ReplyEngine(loaded.model, loaded.processor, max_batch_size=rows, max_queue=10_000),
+    }  # fmt: skip
 
+
+def run_preset(loaded, label: str, args) -> list[str]:
+    template = request(loaded, args.tokens)
+    solo = ReplyEngine(loaded.model, loaded.processor).start()
+    open_loop(solo, template, [0.0])  # warm-up
+    idle = open_loop(solo, template, [0.0])
+    solo.close()
+    burst_engine = ReplyEngine(loaded.model, loaded.processor, max_batch_size=args.rows, max_queue=10_000).start()
+    burst_start = time.perf_counter()
+    open_loop(burst_engine, template, [0.0] * args.rows)
+    saturation = args.rows / (time.perf_counter() - burst_start)
+    burst_engine.close()
+    lines = [
+        f"\n{label}: idle first audio {idle['first_p50']:.2f} s, reply {idle['done_p50']:.2f} s; saturation "
+        f"≈ {saturation:.2f} requests/s ({args.rows} arriving together); {args.requests} Poisson arrivals per rate, "
+        f"{args.tokens} LLM steps ({args.tokens / 5:.1f} s of speech), up to {args.rows} rows\n",
+        "| load | scheduler | first audio p50 / p90 / p99 (s) | reply done p50 / p90 (s) | audio s/s | p90 / idle |",
+        "|---|---|---|---|---|---|",
+    ]
+    generator = random.Random(args.seed)
+    for fraction in (0.3, 0.7, 1.0):
+        rate = fraction * saturation
+        gaps = [generator.expovariate(rate) for _ in range(args.requests)]
+        arrivals = [sum(gaps[: index + 1]) - gaps[0] for index in range(len(gaps))]
+        for name, engine in engines(loaded, args.rows, args.max_wait_ms).items():
+            engine.start()
+            try:
+                m = open_loop(engine, template, arrivals)
+            finally:
+                engine.close()
+            lines.append(
+                f"| {fraction:.0%} ({rate:.2f} req/s) | {name} | {m['first_p50']:.2f} / {m['first_p90']:.2f} / "
+                f"{m['first_p99']:.2f} | {m['done_p50']:.2f} / {m['done_p90']:.2f} | {m['audio_per_s']:.2f} | "
+                f"{m['first_p90'] / idle['first_p50']:.1f}× |"
+            )
+    return lines
+
+
+def space_run(batch_size: int, users: int, turns: int, tokens: int) -> dict:
+    """`users` users of the Space talk at once, `turns` turns each; first audio and reply time of every turn."""
     sys.path.insert(0, str(REPO / "spaces_demo"))
     from engine import Engine, Settings
 
@@ -142,22 +221,28 @@ def space_run(batch_size: int, users: int, tokens: int) -> dict:
     from transformers_fac.prompts import S2M_SYSTEM_PROMPT
 
     engine = Engine.load(Settings(model="tiny", max_new_tokens=tokens, batch_size=batch_size, concurrency=batch_size))
-    chat = FunAudioChatConversation(system_prompt=S2M_SYSTEM_PROMPT)
-    chat.add_user_audio(load_audio(REPO / "tests" / "fixtures" / "audio" / "question_en.wav"))
+    question = load_audio(QUESTION)
     gate = threading.Semaphore(batch_size)  # Gradio's concurrency limit on the reply event
     barrier, runs = threading.Barrier(users), []
 
     def user():
-        inputs = chat.model_inputs(engine.processor)
+        chat = FunAudioChatConversation(system_prompt=S2M_SYSTEM_PROMPT)
         barrier.wait()
-        start, first = time.perf_counter(), None
-        with gate:
-            for chunk in engine.speak(inputs, spoken=True, voice="中文女"):
-                if chunk.audio is not None and first is None:
-                    first = time.perf_counter() - start
-        runs.append({"first_audio": first, "total": time.perf_counter() - start})
+        for _ in range(turns):
+            chat.add_user_audio(question)
+            inputs = chat.model_inputs(engine.processor)
+            start, first, text = time.perf_counter(), None, ""
+            with gate:
+                for event in engine.speak(inputs, spoken=True, voice="中文女"):
+                    if event.audio is not None and first is None:
+                        first = time.perf_counter() - start
+                    text += event.text
+            chat.add_assistant_reply(text)
+            runs.append({"first_audio": first, "total": time.perf_counter() - start})
 
-    list(engine.speak(chat.model_inputs(engine.processor), spoken=True, voice="中文女"))  # warm-up
+    warm = FunAudioChatConversation(system_prompt=S2M_SYSTEM_PROMPT)
+    warm.add_user_audio(question)
+    list(engine.speak(warm.model_inputs(engine.processor), spoken=True, voice="中文女"))
     threads = [threading.Thread(target=user) for _ in range(users)]
     start = time.perf_counter()
     for thread in threads:
@@ -171,12 +256,12 @@ def space_run(batch_size: int, users: int, tokens: int) -> dict:
             "first_p50": statistics.median(firsts), "first_max": max(firsts)}  # fmt: skip
 
 
-def space_main(users: int, tokens: int) -> None:
-    rows = [(label, space_run(batch, users, tokens)) for label, batch in (("batched (8)", 8), ("one at a time", 1))]
+def space_main(users: int, turns: int, tokens: int) -> None:
+    rows = [(label, space_run(batch, users, turns, tokens)) for label, batch in (("engine (8 rows)", 8), ("one at a time", 1))]  # fmt: skip
     print(
-        f"\nSpace (tiny, in-process), {users} users asking at once, {tokens} LLM steps ({tokens / 5:.1f} s of speech)\n"
+        f"\nSpace (tiny, in-process): {users} users × {turns} turns, {tokens} LLM steps ({tokens / 5:.1f} s of speech)\n"
     )
-    print("| serving | wall (s) | reply done p50 / max (s) | first audio p50 / max (s) |")
+    print("| serving | wall (s) | turn p50 / max (s) | first audio p50 / max (s) |")
     print("|---|---|---|---|")
     for label, m in rows:
         print(
@@ -186,51 +271,33 @@ def space_main(users: int, tokens: int) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", choices=["tiny", "mid", "8b", "both"], default="both", help="both = tiny + mid")
+    parser.add_argument("--preset", choices=["tiny", "mid", "both"], default="both", help="both = tiny + mid")
     parser.add_argument("--token2wav", choices=["full", "small"], default="small", help="decoder size of `mid`")
-    parser.add_argument("--requests", type=int, default=32)
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--tokens", type=int, default=13, help="LLM steps per reply (13 = 2.6 s of speech)")
+    parser.add_argument("--requests", type=int, default=24, help="Poisson arrivals per rate")
+    parser.add_argument("--rows", type=int, default=8, help="the engines' max batch size")
+    parser.add_argument("--tokens", type=int, default=20, help="LLM steps per reply (20 = 4 s of speech)")
+    parser.add_argument("--max-wait-ms", type=float, default=20.0, help="static scheduler's batching wait")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument(
-        "--question", choices=["audio", "text"], default="audio", help="spoken question (5 s) or a written one"
-    )
-    parser.add_argument("--space", action="store_true", help="measure the Gradio Space's replies (tiny) instead")
-    parser.add_argument("--users", type=int, default=8, help="--space: users asking at once")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--space", action="store_true", help="measure the Gradio Space's users (tiny) instead")
+    parser.add_argument("--users", type=int, default=8, help="--space: users talking at once")
+    parser.add_argument("--turns", type=int, default=3, help="--space: turns per user")
     args = parser.parse_args(argv)
     if args.space:
-        return space_main(args.users, args.tokens)
+        return space_main(args.users, args.turns, args.tokens)
+
+    from transformers_fac.serving import ServerSettings
+    from transformers_fac.serving.loading import load
 
     presets = ["tiny", "mid"] if args.preset == "both" else [args.preset]
-    rows = []
+    lines = []
     with tempfile.TemporaryDirectory() as scratch:
         for preset in presets:
-            model = {"tiny": "tiny", "8b": "FunAudioLLM/Fun-Audio-Chat-8B"}.get(preset)
-            if preset == "mid":
-                model = str(mid_checkpoint(Path(scratch) / "mid", args.token2wav))
-            for label, batch in (("batched (8)", 8), ("one at a time", 1)):
-                server_args = ["--model", model, "--device", args.device, "--max-batch-size", str(batch)]
-                server_args += ["--max-queue", str(args.requests), "--max-new-tokens", str(args.tokens)]
-                with running_server(server_args, Path(scratch) / f"{preset}-{batch}.log", timeout=1800) as server:
-                    result = measure(
-                        server.url, args.requests, args.concurrency, args.tokens, args.question == "audio"
-                    )
-                    rows.append((preset, label, result))
-
-    name = {"mid": f"mid + {args.token2wav} token2wav"}
-    print(
-        f"\nfac-serve, {args.requests} streamed spoken requests from {args.concurrency} clients, {args.tokens} LLM "
-        f"steps each ({args.tokens / 5:.1f} s of speech), {args.question} question, greedy, {args.device}\n"
-    )
-    print(
-        "| model | serving | wall (s) | requests/s | audio s/s | latency p50 / p90 / p99 (s) | first audio p50 / max (s) |"
-    )
-    print("|---|---|---|---|---|---|---|")
-    for preset, label, m in rows:
-        print(
-            f"| {name.get(preset, preset)} | {label} | {m['wall']:.1f} | {m['req_per_s']:.2f} | {m['audio_per_s']:.2f} "
-            f"| {m['p50']:.2f} / {m['p90']:.2f} / {m['p99']:.2f} | {m['first_p50']:.2f} / {m['first_max']:.2f} |"
-        )
+            model = "tiny" if preset == "tiny" else str(mid_checkpoint(Path(scratch) / "mid", args.token2wav))
+            loaded = load(ServerSettings(model=model, device=args.device))
+            label = {"mid": f"mid + {args.token2wav} token2wav"}.get(preset, preset)
+            lines += run_preset(loaded, f"{label} ({args.device})", args)
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

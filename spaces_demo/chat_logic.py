@@ -18,8 +18,8 @@ import soundfile as sf
 from session_files import SessionFiles
 
 from transformers_fac.audio_io import SAMPLING_RATE, AudioInputError, is_silent, load_audio, validate_waveform
-from transformers_fac.audio_streaming import ReplyChunk
 from transformers_fac.conversation import FunAudioChatConversation
+from transformers_fac.engine import AudioDelta, TextDelta
 from transformers_fac.prompts import (
     S2M_SYSTEM_PROMPT,
     S2T_SYSTEM_PROMPT,
@@ -222,7 +222,7 @@ def _audio_path(message: dict) -> str | None:
 
 def respond(
     session: DemoSession,
-    speak: Callable[..., Iterator[ReplyChunk]],
+    speak: Callable[..., Iterator[TextDelta | AudioDelta]],
     processor,
     audio: Any,
     mode: str,
@@ -233,7 +233,7 @@ def respond(
 ) -> Iterator[Update]:
     """One turn: checks the question, then streams the reply (text growing in the chat, audio chunks) as `Update`s.
 
-    `speak(inputs, spoken, voice)` yields `ReplyChunk`s (see `engine.Engine.speak`). Bad input, a stop and a model
+    `speak(inputs, spoken, voice)` yields the engine's `TextDelta` / `AudioDelta` events (see `engine.Engine.speak`). Bad input, a stop and a model
     error all end the turn with a message in `notice`; the session stays usable.
     """
     try:

@@ -8,11 +8,11 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from batched_replies import BatchedReplies
 from session_files import DEFAULT_ROOT
 
 import transformers_fac  # noqa: F401  (registers the Auto classes)
-from transformers_fac.audio_streaming import ReplyChunk, stream_reply
+from transformers_fac.engine import AudioDelta, ReplyEngine, ReplyFailed, ReplyRequest, TextDelta
+from transformers_fac.engine.reply_stream import stream_reply
 
 REAL_MODEL = "FunAudioLLM/Fun-Audio-Chat-8B"
 DEFAULT_VOICE = "中文女"
@@ -39,9 +39,9 @@ class Settings:
         dtype: `"bfloat16"` or `"float32"`; default bf16 on cuda [FAC_DTYPE].
         max_new_tokens: the longest reply in LLM steps (5 per second of speech) [FAC_MAX_NEW_TOKENS].
         max_seconds: the longest question accepted, in seconds (the model itself takes up to 300 s) [FAC_MAX_SECONDS].
-        batch_size: users' turns generated together as one batch by the server's batching engine (1: one reply at a
-            time, each on its own; always 1 on ZeroGPU, where each reply runs in a GPU worker of its own)
-            [FAC_BATCH_SIZE].
+        batch_size: users' replies decoded together by the shared reply engine, a new turn joining the running
+            batch at the next decoding step (1: each reply on an engine of its own; always 1 on ZeroGPU, where each
+            reply runs in a GPU worker of its own) [FAC_BATCH_SIZE].
         concurrency: replies in progress at the same time, over all users (default: `batch_size`) [FAC_CONCURRENCY].
         gpu_duration: seconds of GPU one reply may take on ZeroGPU [FAC_GPU_DURATION].
         files_dir: where the chats' audio files are kept, one folder per browser session, deleted when the session
@@ -104,7 +104,7 @@ class Engine:
     processor: object
     settings: Settings
     voices: list[str] = field(default_factory=list)
-    batched: BatchedReplies | None = None
+    replies: ReplyEngine | None = None  # the shared engine (None: each reply on a private one, as on ZeroGPU)
 
     @classmethod
     def load(cls, settings: Settings) -> "Engine":
@@ -129,15 +129,15 @@ class Engine:
             raise ValueError(f"{settings.model} names no speech decoder: set FAC_TOKEN2WAV to a decoder.")
         voices = model.token2wav.voice_names  # loads the voices now
         print(f"Ready: voices {', '.join(voices)}.", flush=True)
-        batched = None
+        replies = None
         if settings.batch_size > 1:
-            batched = BatchedReplies(model, processor, settings.batch_size)
-        return cls(model=model, processor=processor, settings=settings, voices=voices, batched=batched)
+            replies = ReplyEngine(model, processor, max_batch_size=settings.batch_size).start()
+        return cls(model=model, processor=processor, settings=settings, voices=voices, replies=replies)
 
     def close(self) -> None:
-        """Stops the batching engine's thread (after the replies in progress)."""
-        if self.batched is not None:
-            self.batched.close()
+        """Stops the shared engine's thread (after the replies in progress, at most 30 s)."""
+        if self.replies is not None:
+            self.replies.close(30.0)
 
     @property
     def default_voice(self) -> str:
@@ -145,37 +145,52 @@ class Engine:
             return self.voices[0]
         return DEFAULT_VOICE if DEFAULT_VOICE in self.voices else self.voices[0]
 
-    def _on_device(self, inputs):
-        inputs = inputs.to(self.model.device)
-        inputs["input_features"] = inputs["input_features"].to(self.model.dtype)
-        return inputs
+    def speak(self, inputs, spoken: bool, voice: str | None) -> Iterator[TextDelta | AudioDelta]:
+        """Streams a reply to processor outputs (CPU tensors): text and, if `spoken`, 24 kHz audio events.
 
-    def speak(self, inputs, spoken: bool, voice: str | None) -> Iterator[ReplyChunk]:
-        """Streams a reply to processor outputs (CPU tensors): text pieces and, if `spoken`, 24 kHz audio pieces.
-
-        Closing the generator stops generating at the next decoding step (the stop button and barge-in close it).
+        Closing the generator stops generating at the next decoding step (the stop button and barge-in close it),
+        which frees the reply's row in the shared engine.
         """
-        if self.batched is not None:
-            yield from self.batched.speak(inputs, spoken, voice, self.settings.max_new_tokens)
+        if self.replies is None:
+            with stream_reply(
+                self.model,
+                self.processor,
+                inputs,
+                speaker=voice if spoken else None,
+                generation_mode="audio" if spoken else "text",
+                max_new_tokens=self.settings.max_new_tokens,
+            ) as stream:
+                yield from stream
             return
-        with stream_reply(
-            self.model,
-            self.processor,
-            self._on_device(inputs),
+        request = ReplyRequest(
+            inputs=inputs,
+            spoken=spoken,
             speaker=voice if spoken else None,
-            generation_mode="audio" if spoken else "text",
             max_new_tokens=self.settings.max_new_tokens,
-        ) as stream:
-            yield from stream
+        )
+        reply = self.replies.submit(request)
+        try:
+            for event in reply:
+                if isinstance(event, ReplyFailed):
+                    raise RuntimeError(event.message)
+                if isinstance(event, TextDelta | AudioDelta):
+                    yield event
+        finally:
+            reply.cancel()  # a stopped reply frees its row (no effect once it is done)
 
     def write(self, inputs) -> str:
         """A whole text reply (function calling); tool-call tags are kept, end-of-turn tokens removed."""
-        if self.batched is not None:
-            return self.batched.write(inputs, self.settings.max_new_tokens)
-        inputs = self._on_device(inputs)
-        sequences = self.model.generate(**inputs, generation_mode="text", max_new_tokens=self.settings.max_new_tokens)
-        tokenizer = self.processor.tokenizer
-        text = tokenizer.decode(sequences[0, inputs["input_ids"].shape[1] :], skip_special_tokens=False)
-        for token in ("<|im_end|>", "<|endoftext|>"):
-            text = text.replace(token, "")
-        return text.strip()
+        request = ReplyRequest(inputs=inputs, spoken=False, max_new_tokens=self.settings.max_new_tokens)
+        if self.replies is None:
+            tokens = self.settings.max_new_tokens
+            with stream_reply(
+                self.model, self.processor, inputs, generation_mode="text", max_new_tokens=tokens
+            ) as stream:
+                for _ in stream:
+                    pass
+            done = stream.done
+        else:
+            *_, done = self.replies.submit(request)
+            if isinstance(done, ReplyFailed):
+                raise RuntimeError(done.message)
+        return done.raw_text.strip()

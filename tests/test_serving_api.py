@@ -3,6 +3,7 @@ HTTP: spoken and streamed replies, text and tool calls, batching under load, dis
 
 import base64
 import concurrent.futures
+import contextlib
 import io
 import json
 import re
@@ -30,6 +31,7 @@ from tests.serving_utils import (
 API_KEY = "test-key-3f9a"
 SAMPLES_PER_CODE = 960
 MAX_QUEUE = 8
+MAX_ROWS = 2
 pytestmark = pytest.mark.filterwarnings(  # raised inside the openai package's realtime client
     "ignore:connect\\(\\) must be used as a context manager:DeprecationWarning"
 )
@@ -40,7 +42,7 @@ def server(tmp_path_factory):
     checkpoint = build_tool_calling_checkpoint(tmp_path_factory.mktemp("serving") / "tiny-tools")
     voices = tmp_path_factory.mktemp("voices")
     save_test_voice(voices)
-    args = ["--model", str(checkpoint), "--max-batch-size", "8", "--max-wait-ms", "100", "--max-queue", str(MAX_QUEUE)]
+    args = ["--model", str(checkpoint), "--max-batch-size", str(MAX_ROWS), "--max-queue", str(MAX_QUEUE)]
     args += ["--voice-dir", str(voices)]
     args += ["--max-body-mb", "1", "--max-new-tokens", "80"]
     log = tmp_path_factory.mktemp("serving-log") / "server.log"
@@ -461,7 +463,8 @@ def test_concurrent_requests_are_batched_and_equal_unbatched(server, client):
         ours, theirs = (sf.read(io.BytesIO(base64.b64decode(a.data)))[0] for a in (audio, reference))
         assert ours.shape == theirs.shape and snr_db(theirs, ours) > 40  # the same codes, vocoded in a batch
     assert after["fac_batch_rows_total"] - before["fac_batch_rows_total"] == 32
-    assert after["fac_batches_total"] - before["fac_batches_total"] < 32  # some requests shared a batch
+    # decoding steps (each one batch): fewer than the 32 × 5 steps of the replies one after the other
+    assert after["fac_batches_total"] - before["fac_batches_total"] < 32 * 5
     assert after["fac_batch_rows_max"] > 1
 
 
@@ -478,9 +481,9 @@ def metrics(server) -> dict[str, float]:
 
 
 def test_full_queue_and_disconnect(server, client):
-    """A long streamed reply occupies the engine; short text requests (quick to prepare) fill the queue and the ones
-    beyond are refused with 429 and Retry-After; the long reply's client disconnects, its row is freed and the queued
-    requests are served."""
+    """Long streamed replies occupy every row of the engine; short text requests (quick to prepare) fill the queue
+    and the ones beyond are refused with 429 and Retry-After; the long replies' clients disconnect, their rows are
+    freed and the queued requests are served."""
     before = metrics(server)
     headers = {"Authorization": f"Bearer {API_KEY}"}
     body = {"model": MODEL, "messages": question(), "modalities": ["text", "audio"], "temperature": 0}
@@ -490,25 +493,75 @@ def test_full_queue_and_disconnect(server, client):
     def short():
         return httpx.post(f"{server.url}/v1/chat/completions", json=short_body, headers=headers, timeout=180)
 
-    with httpx.stream(
-        "POST", f"{server.url}/v1/chat/completions", json=long_body, headers=headers, timeout=180
-    ) as long:
-        lines = long.iter_lines()  # (keep it: closing this iterator closes the connection)
-        assert next(lines).startswith("data:")  # the reply is being generated
+    with contextlib.ExitStack() as stack:
+        longs = []
+        for _ in range(MAX_ROWS):
+            long = stack.enter_context(
+                httpx.stream("POST", f"{server.url}/v1/chat/completions", json=long_body, headers=headers, timeout=180)
+            )
+            lines = long.iter_lines()  # (keep it: closing this iterator closes the connection)
+            assert next(lines).startswith("data:")  # the reply is being generated
+            longs.append((long, lines))
         with concurrent.futures.ThreadPoolExecutor(MAX_QUEUE + 4) as pool:
             futures = [pool.submit(short) for _ in range(MAX_QUEUE + 4)]
             first = next(concurrent.futures.as_completed(futures, timeout=180)).result()
-            assert (
-                first.status_code == 429
-            )  # nothing can finish while the engine is busy: the first answer is a refusal
+            assert first.status_code == 429  # no row is free: the first answer is a refusal
             assert int(first.headers["retry-after"]) >= 1 and first.json()["error"]["code"] == "queue_full"
-            long.close()  # the client of the long reply goes away
+            for long, _ in longs:
+                long.close()  # the clients of the long replies go away
             statuses = sorted(future.result().status_code for future in futures)
     assert set(statuses) == {200, 429} and statuses.count(200) >= MAX_QUEUE
     after = metrics(server)
-    assert after["fac_replies_cancelled_total"] == before["fac_replies_cancelled_total"] + 1
+    assert after["fac_replies_cancelled_total"] == before["fac_replies_cancelled_total"] + MAX_ROWS
     assert after["fac_requests_rejected_total"] == before["fac_requests_rejected_total"] + statuses.count(429)
     assert spoken(client, question(), max_completion_tokens=2).choices[0].finish_reason == "length"
+
+
+def test_a_request_during_a_long_reply_speaks_before_it_ends(client):
+    """While a 60-step spoken reply streams, a second question gets its first audio before that reply ends (it joins
+    the running batch at the next step), and the same words and audio as when asked alone."""
+    alone = spoken(client, question(path=QUESTION.with_name("question_zh.wav")), max_completion_tokens=6)
+    long = spoken(
+        client,
+        question(),
+        max_completion_tokens=60,
+        audio={"voice": "中文男", "format": "pcm16"},
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = iter(long)
+    while not any(choice.delta.audio and choice.delta.audio.data for choice in next(chunks).choices):
+        pass  # the long reply is speaking
+    events, done = [], threading.Event()
+
+    def ask_second():
+        stream = spoken(
+            client,
+            question(path=QUESTION.with_name("question_zh.wav")),
+            max_completion_tokens=6,
+            audio={"voice": "中文女", "format": "pcm16"},
+            stream=True,
+        )
+        transcript = ""
+        for chunk in stream:
+            for choice in chunk.choices:
+                audio = choice.delta.audio
+                if audio is not None and audio.data:
+                    events.append(("second audio", done.is_set()))
+                transcript += (audio.transcript or "") if audio is not None else ""
+        events.append(("second transcript", transcript))
+
+    second = threading.Thread(target=ask_second)
+    second.start()
+    usage = None
+    for chunk in chunks:
+        usage = chunk.usage or usage
+    done.set()
+    second.join(180)
+    assert usage.completion_tokens == 60
+    first_audio = next(event for event in events if event[0] == "second audio")
+    assert first_audio == ("second audio", False)  # it spoke while the long reply was still streaming
+    assert events[-1] == ("second transcript", alone.choices[0].message.audio.transcript)
 
 
 def long_silence_flac() -> str:

@@ -1,5 +1,5 @@
-"""The batching engine in-process on the tiny checkpoint: batches assembled from single requests, per-row stops,
-failure isolation, the bounded queue, reproducible seeds; and a server process drained by SIGTERM."""
+"""A server process drained by SIGTERM, the server's configuration and Ray options, and the batched bounded streams
+of the decoder that the reply engine uses."""
 
 import base64
 import signal
@@ -7,154 +7,17 @@ import threading
 import time
 
 import httpx
-import numpy as np
 import pytest
 import torch
 
-from tests.serving_utils import AUDIO, MODEL, QUESTION, question, running_server
-from transformers_fac.audio_io import load_audio
-from transformers_fac.prompts import AUDIO_TEMPLATE, S2M_SYSTEM_PROMPT, S2T_SYSTEM_PROMPT
-from transformers_fac.serving import (
-    AudioDelta,
-    BatchingEngine,
-    EngineClosed,
-    QueueFull,
-    ReplyDone,
-    ReplyFailed,
-    ReplyRequest,
-    RequestError,
-    ServerSettings,
-    TextDelta,
-)
-from transformers_fac.serving.collate import collate
+from tests.serving_utils import AUDIO, MODEL, question, running_server
+from transformers_fac.serving import ServerSettings
 from transformers_fac.serving.loading import load
 
 
 @pytest.fixture(scope="module")
 def loaded():
     return load(ServerSettings(model="tiny"))
-
-
-def prompt(processor, system: str = S2T_SYSTEM_PROMPT, audios: int = 1, text: str = "") -> str:
-    content = "\n".join([AUDIO_TEMPLATE] * audios + ([text] if text else []))
-    messages = [{"role": "system", "content": system}, {"role": "user", "content": content}]
-    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-
-
-def finish(reply) -> tuple[str, list, ReplyDone | ReplyFailed]:
-    text, audio, final = "", [], None
-    for event in reply:
-        if isinstance(event, TextDelta):
-            text += event.text
-        elif isinstance(event, AudioDelta):
-            audio.append(event.samples)
-        else:
-            final = event
-    return text, audio, final
-
-
-def test_collated_batch_gives_the_processor_batch_outputs(loaded):
-    """Single-request outputs joined by `collate` give the same logits as the processor's own batch, also with a
-    text-only row and audio longer than 30 s (whose features are padded differently)."""
-    processor, model = loaded.processor, loaded.model
-    short = load_audio(QUESTION)
-    long = np.concatenate([load_audio(AUDIO / "real_zh_6s.wav")] * 6)  # 36 s
-    rows = [
-        (prompt(processor), [short]),
-        (prompt(processor, audios=0, text="hello"), []),
-        (prompt(processor, audios=2), [long, short]),
-    ]
-    singles = [processor(text=text, audio=audios or None, return_tensors="pt") for text, audios in rows]
-    ours = collate(singles, processor.tokenizer.pad_token_id, processor.speech_tokenizer.pad_token_id)
-    theirs = processor(
-        text=[text for text, _ in rows], audio=[a for _, audios in rows for a in audios], return_tensors="pt"
-    )
-    assert torch.equal(ours["input_ids"], theirs["input_ids"]) and torch.equal(
-        ours["speech_ids"], theirs["speech_ids"]
-    )
-    assert ours["input_features"].shape == theirs["input_features"].shape  # 60 s windows for all
-    with torch.no_grad():
-        logits = [model(**batch, output_speech_logits=False).logits for batch in (ours, theirs)]
-    mask = ours["attention_mask"].bool()
-    torch.testing.assert_close(logits[0][mask], logits[1][mask], rtol=1e-4, atol=1e-4)
-
-
-def test_cancel_stops_one_row_and_the_other_goes_on(loaded):
-    engine = BatchingEngine(loaded.model, loaded.processor, max_batch_size=2, max_wait_ms=2000).start()
-    try:
-        text = prompt(loaded.processor, system=S2M_SYSTEM_PROMPT)
-        request = ReplyRequest(text, [load_audio(QUESTION)], speaker="中文男", max_new_tokens=40, temperature=0)
-        first, second = engine.submit(request), engine.submit(request)
-        for event in first:
-            if isinstance(event, TextDelta):
-                first.cancel()
-                break
-        done = [event for event in first if isinstance(event, ReplyDone)]
-        _, audio, other = finish(second)
-    finally:
-        assert engine.close(timeout=120)
-    assert engine.stats.batches == 1 and engine.stats.largest_batch == 2
-    assert done[0].finish_reason == "cancelled" and done[0].completion_tokens < 40
-    assert other.finish_reason == "length" and other.completion_tokens == 40
-    assert sum(piece.size for piece in audio) == other.speech_codes * 960 == other.audio_samples
-    assert engine.stats.cancelled == 1 and engine.stats.completed == 1
-
-
-class BrokenPromptEngine(BatchingEngine):
-    """Corrupts the prompt of requests asking for 'break': generating their batch fails at the first step."""
-
-    def prepare(self, request):
-        inputs = super().prepare(request)
-        if "break" in request.prompt:
-            inputs["input_ids"][0, -1] = 10**6  # no such token: the embedding lookup fails
-        return inputs
-
-
-def test_a_failing_request_fails_alone(loaded):
-    engine = BrokenPromptEngine(loaded.model, loaded.processor, max_batch_size=3, max_wait_ms=2000).start()
-    try:
-        good = ReplyRequest(prompt(loaded.processor, audios=0, text="hi"), spoken=False, max_new_tokens=3)
-        bad = ReplyRequest(prompt(loaded.processor, audios=0, text="break"), spoken=False, max_new_tokens=3)
-        replies = [engine.submit(good), engine.submit(bad), engine.submit(good)]
-        finals = [finish(reply)[2] for reply in replies]
-        after = finish(engine.submit(good))[2]
-    finally:
-        engine.close(timeout=60)
-    assert isinstance(finals[1], ReplyFailed) and "model failed" in finals[1].message
-    assert [final.completion_tokens for final in (finals[0], finals[2], after)] == [3, 3, 3]
-    assert engine.stats.failed == 1
-
-
-def test_queue_limit_bad_requests_and_closing(loaded):
-    engine = BatchingEngine(loaded.model, loaded.processor, max_queue=1)  # not started: nothing leaves the queue
-    request = ReplyRequest(prompt(loaded.processor, audios=0, text="hi"), spoken=False, max_new_tokens=2)
-    engine.submit(request)
-    with pytest.raises(QueueFull) as full:
-        engine.submit(request)
-    assert full.value.retry_after >= 1 and engine.stats.rejected == 1
-    with pytest.raises(RequestError, match="at most"):
-        too_long = ReplyRequest(prompt(loaded.processor, audios=0, text="x" * 5000), spoken=False)
-        BatchingEngine(loaded.model, loaded.processor, max_prompt_tokens=1000).submit(too_long)
-    with pytest.raises(RequestError, match="speaker|voice"):
-        engine.prepare(ReplyRequest(prompt(loaded.processor, audios=0), speaker="nobody"))
-    engine.start()
-    assert engine.close(timeout=60)  # the queued request is finished first
-    with pytest.raises(EngineClosed):
-        engine.submit(request)
-
-
-def test_seeded_sampling_is_reproducible_and_unbatched(loaded):
-    engine = BatchingEngine(loaded.model, loaded.processor, max_batch_size=4, max_wait_ms=500).start()
-    try:
-        text = prompt(loaded.processor, audios=0, text="hi")
-        seeded = ReplyRequest(text, spoken=False, max_new_tokens=12, temperature=1.0, seed=7)
-        replies = [engine.submit(seeded) for _ in range(2)]
-        texts = [finish(reply)[0] for reply in replies]
-        other = finish(engine.submit(ReplyRequest(text, spoken=False, max_new_tokens=12, temperature=1.0, seed=8)))[0]
-    finally:
-        engine.close(timeout=60)
-    assert texts[0] == texts[1] != other
-    assert engine.stats.largest_batch == 1
 
 
 def test_sigterm_drains_in_flight_requests(tmp_path):
@@ -232,7 +95,7 @@ def test_streams_decoded_together_equal_streams_decoded_alone(loaded):
     """Four streams (two voices, an embedding, a cloned voice with its prompt; replies of different lengths) fed 5
     codes per step, then finished together: one flow call per step for the three without a prompt, one vocoder call
     per step for all four, and the audio of each stream decoded alone (to float rounding)."""
-    from transformers_fac.serving.stream_batch import finish_together, step_together
+    from transformers_fac.token2wav.stream_batch import finish_together, step_together
 
     decoder = loaded.model.token2wav
     generator = torch.Generator().manual_seed(0)
@@ -271,27 +134,3 @@ def test_streams_decoded_together_equal_streams_decoded_alone(loaded):
         assert ours.shape == reference.shape
         error = (ours - reference).pow(2).mean()
         assert error == 0 or 10 * torch.log10(reference.pow(2).mean() / error) > 40
-
-
-def test_compiled_engine_answers_a_batch_like_the_eager_one(loaded):
-    """`fac-serve --compile`: the model decodes with static caches and the compiled step (warmed up while loading);
-    a batch of two different spoken questions gets the same words, codes and audio as from the eager engine."""
-    compiled = load(ServerSettings(model="tiny", compile=True, max_new_tokens=20))
-    assert compiled.model.generation_config.cache_implementation == "static"
-    assert loaded.model.generation_config.cache_implementation is None  # the default model stays eager
-    text = prompt(loaded.processor, system=S2M_SYSTEM_PROMPT)
-    questions = [load_audio(QUESTION), load_audio(AUDIO / "real_zh_6s.wav")]
-    answers = []
-    for model in (loaded.model, compiled.model):
-        engine = BatchingEngine(model, loaded.processor, max_batch_size=2, max_wait_ms=2000).start()
-        try:
-            replies = [
-                engine.submit(ReplyRequest(text, [audio], max_new_tokens=15, temperature=0)) for audio in questions
-            ]
-            answers.append([finish(reply) for reply in replies])
-        finally:
-            assert engine.close(timeout=120)
-        assert engine.stats.largest_batch == 2
-    for (eager_text, eager_audio, eager_done), (text_, audio, done) in zip(*answers):
-        assert text_ == eager_text and done.speech_codes == eager_done.speech_codes > 0
-        torch.testing.assert_close(np.concatenate(audio), np.concatenate(eager_audio), rtol=1e-4, atol=1e-5)

@@ -29,7 +29,7 @@ from session_files import session_folder  # noqa: E402
 from space_testing import app_process, free_port  # noqa: E402
 from your_voice import YourVoices  # noqa: E402
 
-from transformers_fac.audio_streaming import ReplyChunk  # noqa: E402
+from transformers_fac.engine import AudioDelta, TextDelta  # noqa: E402
 from transformers_fac.prompts import S2T_SYSTEM_PROMPT, SPOKEN_S2M_PROMPT  # noqa: E402
 
 QUESTION_EN = DEMO / "examples" / "question_en.wav"
@@ -74,7 +74,7 @@ def fake_speak(pieces):
         for piece in pieces:
             if isinstance(piece, Exception):
                 raise piece
-            yield ReplyChunk(text=piece) if isinstance(piece, str) else ReplyChunk(audio=piece)
+            yield TextDelta(piece) if isinstance(piece, str) else AudioDelta(piece, 24000)
 
     return speak
 
@@ -142,7 +142,7 @@ def test_a_chat_keeps_the_audio_of_its_last_turns_only(engine, tmp_path):
 
 
 def test_stream_reply_text_mode_streams_words_only(engine):
-    from transformers_fac.audio_streaming import stream_reply
+    from transformers_fac import stream_reply
 
     chat = logic.FunAudioChatConversation(system_prompt=S2T_SYSTEM_PROMPT)
     chat.add_user_audio(str(QUESTION_EN))

@@ -8,9 +8,10 @@ from ._compat import hide_broken_torchaudio, quiet_torchao_import_noise
 hide_broken_torchaudio()  # must run before anything imports transformers.audio_utils
 quiet_torchao_import_noise()  # before transformers imports torchao (when installed)
 
-from .audio_streaming import ReplyChunk, ReplyStream, stream_reply  # noqa: E402
 from .configuration_fun_audio_chat import FunAudioChatAudioEncoderConfig, FunAudioChatConfig  # noqa: E402
 from .conversation import FunAudioChatConversation  # noqa: E402
+from .engine import AudioDelta, ReplyDone, ReplyEngine, ReplyRequest, TextDelta  # noqa: E402
+from .engine.reply_stream import ReplyStream, stream_reply  # noqa: E402
 from .generation_fun_audio_chat import (  # noqa: E402
     FunAudioChatGenerateOutput,
     SpeechReply,
@@ -42,6 +43,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AUDIO_TEMPLATE",
+    "AudioDelta",
     "FunAudioChatAudioEncoderConfig",
     "FunAudioChatConfig",
     "FunAudioChatConversation",
@@ -59,11 +61,14 @@ __all__ = [
     "S2S_SYSTEM_PROMPT",
     "S2T_SYSTEM_PROMPT",
     "SPOKEN_S2M_PROMPT",
-    "ReplyChunk",
+    "ReplyDone",
+    "ReplyEngine",
+    "ReplyRequest",
     "ReplyStream",
     "SpeechReply",
     "SpeechSamplingConfig",
     "StreamChunk",
+    "TextDelta",
     "register",
     "stream_reply",
     "tiny_checkpoint",

@@ -251,6 +251,41 @@ class FunAudioChatGenerationMixin(GenerationMixin):
         # On the CPU, like the waveforms: the codes tensor then survives pipelines' moves to the CPU (see SpeechReply).
         return SpeechReply(sequences, speech_ids.cpu(), audio, vocoder.config.sampling_rate)
 
+    @torch.no_grad()
+    def start_reply(
+        self,
+        inputs: torch.Tensor | None = None,
+        generation_mode: str = "audio",
+        speech_overrides: dict | None = None,
+        **kwargs,
+    ) -> "ReplyStart":
+        """Prefills one reply and returns where its decoding starts ([`ReplyStart`]), with the settings `generate`
+        takes (`do_sample`, `temperature`, `max_new_tokens`, ...; eager caches only): `generate`'s own preparation
+        and prefill, without the decoding loop. The reply engine (`transformers_fac.engine`) continues it step by
+        step inside a running batch.
+
+        Example:
+
+        ```python
+        >>> start = model.start_reply(**inputs, generation_mode="audio", max_new_tokens=60)
+        >>> start.logits.shape, start.step_group.shape  # ([1, vocab], [1, 5])
+        ```
+        """
+        if generation_mode not in GENERATION_MODES:
+            raise ValueError(f"generation_mode must be one of {GENERATION_MODES}, got {generation_mode!r}.")
+        speech = generation_mode == "audio"
+        if speech and not getattr(self, "has_speech_head", False):
+            raise ValueError("generation_mode='audio' needs a speech head, but this checkpoint has none.")
+        self._check_new_tokens(None, kwargs)
+        return super().generate(
+            inputs,
+            custom_generate=prefill_reply,
+            speech_overrides=speech_overrides or {},
+            speech=speech,
+            output_speech_logits=False,
+            **kwargs,
+        )
+
     def warm_up(
         self, batch_size: int = 1, max_length: int = 256, generation_mode: str = "audio", **generate_kwargs
     ) -> None:
@@ -321,6 +356,61 @@ class _StopAfter(StoppingCriteria):
         return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
 
 
+@dataclass
+class ReplyStart:
+    """A reply after its prefill (what [`prefill_reply`] returns): the decoding state, the logits of the prompt's last
+    position [B, vocab], its speech group [B, 5] (None in text mode), and what `generate` prepared for the call (the
+    prompt ids, the logits processors, the stopping criteria and the generation config of these settings)."""
+
+    state: DecodingState
+    logits: torch.Tensor
+    step_group: torch.Tensor | None
+    input_ids: torch.LongTensor
+    logits_processor: LogitsProcessorList
+    stopping_criteria: StoppingCriteriaList
+    generation_config: GenerationConfig
+
+
+def prefill_reply(
+    model,
+    input_ids: torch.LongTensor,
+    logits_processor: LogitsProcessorList,
+    stopping_criteria: StoppingCriteriaList,
+    generation_config: GenerationConfig,
+    synced_gpus: bool = False,
+    speech_overrides: dict | None = None,
+    speech: bool = True,
+    **model_kwargs,
+) -> ReplyStart:
+    """The prefill of a reply (`custom_generate` of [`~FunAudioChatGenerationMixin.start_reply`], and the start of
+    [`joint_sample`]): the standard prefill, the decoding state, and (`speech`) the prompt's speech group."""
+    static = isinstance(model_kwargs.get("cache"), StaticCache)
+    prompt_mask = model_kwargs.get("attention_mask")
+    prompt_positions = model_kwargs.get("position_ids")
+    outputs = model._prefill(input_ids, generation_config, model_kwargs)
+    state = start_decoding(
+        model,
+        input_ids,
+        outputs,
+        prompt_mask,
+        prompt_positions,
+        static,
+        speech,
+        generation_config,
+        speech_overrides or {},
+    )
+    step_group = first_speech_group(model, input_ids, outputs, prompt_mask, state) if speech else None
+    return ReplyStart(
+        state,
+        outputs.logits[:, -1],
+        step_group,
+        input_ids,
+        logits_processor,
+        stopping_criteria,
+        generation_config,
+    )
+
+
 def joint_sample(
     model,
     input_ids: torch.LongTensor,
@@ -354,20 +444,6 @@ def joint_sample(
     streamer = step_streamer
     put_speech: Callable | None = getattr(streamer, "put_speech", None) if speech else None
 
-    prompt_mask = model_kwargs.get("attention_mask")
-    prompt_positions = model_kwargs.get("position_ids")
-    outputs = model._prefill(input_ids, generation_config, model_kwargs)
-    state = _start_decoding(
-        model,
-        input_ids,
-        outputs,
-        prompt_mask,
-        prompt_positions,
-        static,
-        speech,
-        generation_config,
-        speech_overrides or {},
-    )
     step = decode_step
     if static and not generation_config.disable_compile:
         step = compiled_decode_step(generation_config.compile_config, device)
@@ -375,18 +451,18 @@ def joint_sample(
 
     # Static decoding: attention without copying grouped keys/values (see `decode_attention`).
     with decode_attention(model) if static else nullcontext():
-        step_group = None
-        if speech:
-            hidden = outputs.last_hidden_state
-            head_input = hidden + model.get_input_embeddings()(input_ids[:, -hidden.shape[1] :]).to(hidden.dtype)
-            valid = None
-            if prompt_mask is not None and not bool(prompt_mask.all()):  # padded rows: the speech head needs a mask
-                valid = prompt_mask[:, -hidden.shape[1] :].repeat_interleave(audio_config.group_size, dim=1)
-                valid = valid[:, : valid.shape[1] - (audio_config.group_size - 1)]
-                head_input = torch.where(prompt_mask[:, -hidden.shape[1] :, None].bool(), head_input, 0.0)
-            step_group = model.audio_invert_tower.generate_group(head_input, state.head, state.chooser, valid)
-        logits = outputs.logits[:, -1]
-        del outputs
+        start = prefill_reply(
+            model,
+            input_ids,
+            logits_processor,
+            stopping_criteria,
+            generation_config,
+            speech_overrides=speech_overrides,
+            speech=speech,
+            **model_kwargs,
+        )
+        state, logits, step_group = start.state, start.logits, start.step_group
+        del start
 
         unfinished = torch.ones(batch, dtype=torch.bool, device=device)
         speaking = input_ids[:, -1] == text_config.audio_bos_index
@@ -414,15 +490,9 @@ def joint_sample(
 
             flags = [unfinished]
             if speech:
-                kept = speaking & was_unfinished
-                if step_group is None:
-                    kept = torch.zeros_like(kept)
-                    step_group = last_group
-                finished = kept & (step_group == audio_config.eos_token_id).any(dim=-1)
-                appended = torch.where(finished[:, None], audio_config.eos_token_id, step_group)
-                appended = torch.where(kept[:, None], appended, audio_config.pad_token_id)
-                input_ids[:, -1] = torch.where(finished, text_config.audio_eos_index, input_ids[:, -1])
-                speaking = speaking & ~finished
+                kept, finished, appended, input_ids[:, -1], speaking = append_speech(
+                    config, step_group, last_group, speaking, was_unfinished, input_ids[:, -1]
+                )
                 flags += [kept, finished, appended]
             # The step's one host read: per row the text id, the flags and the appended group, as Python values.
             rows = torch.cat([input_ids[:, -1:], *[flag.view(batch, -1).long() for flag in flags]], dim=1).tolist()
@@ -475,7 +545,49 @@ def joint_sample(
     return input_ids, speech_ids
 
 
-def _start_decoding(
+def first_speech_group(
+    model, input_ids: torch.Tensor, outputs, prompt_mask: torch.Tensor | None, state
+) -> torch.Tensor:
+    """The speech group [B, 5] of the prompt's last position, from the prefill's hidden states (the whole prompt goes
+    through the speech head; left-padded rows get a mask there)."""
+    group_size = model.config.audio_config.group_size
+    hidden = outputs.last_hidden_state
+    head_input = hidden + model.get_input_embeddings()(input_ids[:, -hidden.shape[1] :]).to(hidden.dtype)
+    valid = None
+    if prompt_mask is not None and not bool(prompt_mask.all()):  # padded rows: the speech head needs a mask
+        valid = prompt_mask[:, -hidden.shape[1] :].repeat_interleave(group_size, dim=1)
+        valid = valid[:, : valid.shape[1] - (group_size - 1)]
+        head_input = torch.where(prompt_mask[:, -hidden.shape[1] :, None].bool(), head_input, 0.0)
+    return model.audio_invert_tower.generate_group(head_input, state.head, state.chooser, valid)
+
+
+def append_speech(
+    config,
+    step_group: torch.Tensor | None,
+    last_group: torch.Tensor,
+    speaking: torch.Tensor,
+    going: torch.Tensor,
+    tokens: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One step's speech bookkeeping, per row: which rows append the step's group (those `speaking` [B] and `going`
+    [B], still decoding; a None `step_group`: the head did not run, nothing is appended), and which of them end their
+    speech (an EOS code: the group becomes 5 × EOS and the text token [B] `<|audio_eos|>`).
+
+    Returns `(kept, finished, appended [B, 5] (pad where not kept), tokens, speaking)`.
+    """
+    audio_config, text_config = config.audio_config, config.text_config
+    kept = speaking & going
+    if step_group is None:
+        kept = torch.zeros_like(kept)
+        step_group = last_group
+    finished = kept & (step_group == audio_config.eos_token_id).any(dim=-1)
+    appended = torch.where(finished[:, None], audio_config.eos_token_id, step_group)
+    appended = torch.where(kept[:, None], appended, audio_config.pad_token_id)
+    tokens = torch.where(finished, text_config.audio_eos_index, tokens)
+    return kept, finished, appended, tokens, speaking & ~finished
+
+
+def start_decoding(
     model,
     input_ids: torch.Tensor,
     outputs,
@@ -519,6 +631,8 @@ __all__ = [
     "FunAudioChatGenerationMixin",
     "SpeechReply",
     "SpeechSamplingConfig",
+    "ReplyStart",
     "joint_sample",
+    "prefill_reply",
     "valid_speech_codes",
 ]

@@ -72,10 +72,12 @@ class SpeechSamplingConfig:
         return processors
 
 
-def choose(scores: torch.Tensor, do_sample: bool) -> torch.Tensor:
-    """Multinomial draw from `softmax(scores)` when sampling, else argmax: [B, V] -> [B]."""
+def choose(scores: torch.Tensor, do_sample: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Multinomial draw from `softmax(scores)` when sampling (from `generator`, default: torch's global one), else
+    argmax: [B, V] -> [B]."""
     if do_sample:
-        return torch.multinomial(nn.functional.softmax(scores, dim=-1), num_samples=1).squeeze(1)
+        probs = nn.functional.softmax(scores, dim=-1)
+        return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
     return torch.argmax(scores, dim=-1)
 
 
@@ -83,19 +85,21 @@ class ProcessorChooser:
     """Chooses codes with transformers' logits processors over the code history (the eager path).
 
     `history` [B, T] holds every code appended so far; rows that did not speak at a step hold `sentinel` there (an
-    id outside the logits, which the repetition penalty ignores).
+    id outside the logits, which the repetition penalty ignores). `generator` (settable) draws the sampled codes
+    (default: torch's global random generator).
     """
 
     def __init__(self, config: SpeechSamplingConfig, batch_size: int, sentinel: int, device: torch.device):
         self.processors, self.do_sample, self.sentinel = config.processors(), config.do_sample, sentinel
         self.history = torch.empty(batch_size, 0, dtype=torch.long, device=device)
+        self.generator: torch.Generator | None = None
 
     def __call__(self, logits: torch.Tensor, group: list[torch.Tensor]) -> torch.Tensor:
         """The next code [B] from its logits [B, V], `group` holding the codes already chosen in this group."""
         if self.processors:
             seen = torch.cat([self.history, *[code[:, None] for code in group]], dim=1)
             logits = self.processors(seen, logits)
-        return choose(logits, self.do_sample)
+        return choose(logits, self.do_sample, self.generator)
 
     def commit(self, appended: torch.Tensor, kept: torch.Tensor) -> None:
         """Adds the group [B, 5] appended at this step to the history of the rows in `kept` [B]."""

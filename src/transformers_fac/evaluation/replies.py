@@ -1,7 +1,8 @@
 """Generating benchmark replies in batches through the package's reply engine.
 
-This is the evaluation's only contact with the engine (`serving.BatchingEngine` today: `submit(ReplyRequest) ->
-Reply`, whose events are `TextDelta`, `AudioDelta`, then `ReplyDone` or `ReplyFailed`); retarget the engine here.
+This is the evaluation's only contact with the reply engine (`transformers_fac.engine.ReplyEngine`: `submit(ReplyRequest)
+-> Reply`, whose events are `TextDelta`, `AudioDelta`, then `ReplyDone` or `ReplyFailed`): the jobs of a batch are
+submitted together and decoded per step, a short reply's row going to the next job at once.
 
 Example:
 
@@ -60,7 +61,7 @@ class ReplyGenerator:
         speaker: Any = None,
         temperature: float | None = None,
     ):
-        from ..serving.batching import BatchingEngine
+        from ..engine import ReplyEngine
 
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
@@ -68,9 +69,7 @@ class ReplyGenerator:
         self.max_new_tokens = max_new_tokens
         self.speaker = speaker
         self.temperature = temperature
-        self.engine = BatchingEngine(
-            model, processor, max_batch_size=batch_size, max_wait_ms=50.0, max_queue=max(64, 2 * batch_size)
-        )
+        self.engine = ReplyEngine(model, processor, max_batch_size=batch_size, max_queue=max(64, 2 * batch_size))
 
     def __enter__(self) -> "ReplyGenerator":
         self.engine.start()
@@ -85,8 +84,7 @@ class ReplyGenerator:
 
     def generate(self, jobs: list[ReplyJob]) -> list[GeneratedReply]:
         """The replies of `jobs` in order; a job the engine refuses or fails gets a reply with `error` set."""
-        from ..serving.batching import RequestError
-        from ..serving.replies import ReplyRequest
+        from ..engine import ReplyRequest, RequestError
 
         handles: list[Any] = []
         for job in jobs:
@@ -112,14 +110,14 @@ class ReplyGenerator:
 
     @staticmethod
     def _collect(handle: Any) -> GeneratedReply:
-        from ..serving.replies import AudioDelta, ReplyDone, ReplyFailed
+        from ..engine import AudioDelta, ReplyDone, ReplyFailed
 
         if isinstance(handle, GeneratedReply):
             return handle
         chunks, reply = [], GeneratedReply()
         for event in handle:
             if isinstance(event, AudioDelta):
-                chunks.append(np.asarray(event.samples, dtype=np.float32).reshape(-1))
+                chunks.append(np.asarray(event.audio, dtype=np.float32).reshape(-1))
                 reply.sampling_rate = event.sampling_rate
             elif isinstance(event, ReplyDone):
                 reply.text, reply.raw_text, reply.finish_reason = event.text, event.raw_text, event.finish_reason

@@ -1,4 +1,4 @@
-"""One reply of a live conversation: a pump thread moves the chunks of its [`ReplyStream`] into a queue, and the
+"""One reply of a live conversation: a pump thread moves the events of its [`ReplyStream`] into a queue, and the
 session hands them out; the reply keeps the playback clock and knows how much of it the user has heard.
 
 "Playing" is defined on the session's clock (seconds of input audio fed): an audio chunk handed out at clock `t`
@@ -10,7 +10,7 @@ import threading
 import time
 from queue import Empty, Queue
 
-from ..audio_streaming import ReplyChunk, ReplyStream
+from ..engine.reply_stream import ReplyStream
 from ..streaming import close_at_exit, join_through_interrupts
 
 END = object()
@@ -27,7 +27,7 @@ class LiveReply:
         self.cancelled_wall: float | None = None
         self.texts: list[tuple[str, int]] = []  # (text, reply audio samples handed out before it)
         self.audio_samples = 0
-        self.sampling_rate = ReplyChunk.sampling_rate
+        self.sampling_rate = 24000  # until its first audio event says
         self.play_end: float | None = None
         self.first_audio_latency: float | None = None
         self.finished = False  # the whole reply was handed out
@@ -49,7 +49,7 @@ class LiveReply:
             self._items.put((END, self.stopped_wall))
 
     def take(self, wait: bool):
-        """The next `(item, wall time it was produced)`: a `ReplyChunk`, an exception, or `END`; None if none is ready
+        """The next `(item, wall time it was produced)`: a `TextDelta` / `AudioDelta`, an exception, or `END`; None if none is ready
         and `wait` is False."""
         try:
             return self._items.get(block=wait)
@@ -96,7 +96,7 @@ class LiveReply:
     @property
     def stop_latency(self) -> float | None:
         """Wall seconds from `cancel()` to the end of generation (0 if it had already ended), once known."""
-        ended = self.stream.generation.ended_at
+        ended = self.stream.ended_at
         if self.cancelled_wall is None or ended is None:
             return None
         return max(0.0, ended - self.cancelled_wall)

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..audio_io import SAMPLING_RATE
-from ..audio_streaming import ReplyChunk, stream_reply
 from ..conversation import FunAudioChatConversation
+from ..engine import AudioDelta, TextDelta
+from ..engine.reply_stream import stream_reply
 from ..prompts import S2M_SYSTEM_PROMPT, S2T_SYSTEM_PROMPT
 from .reply import END, LiveReply
 from .turns import TurnAudio, TurnDetector, TurnSettings
@@ -310,13 +311,13 @@ class VoiceSession:
             self._handle(reply, *item)
 
     def _handle(self, reply: LiveReply, item, produced: float) -> None:
-        if isinstance(item, ReplyChunk) and item.audio is not None:
+        if isinstance(item, AudioDelta):
             latency = None
             if reply.first_audio_latency is None:
                 latency = reply.first_audio_latency = produced - reply.turn_ended_wall
             reply.play(len(item.audio), item.sampling_rate, self.time)
             self._event("audio", turn=reply.turn, audio=item.audio, rate=item.sampling_rate, latency=latency)
-        elif isinstance(item, ReplyChunk):
+        elif isinstance(item, TextDelta):
             reply.texts.append((item.text, reply.audio_samples))
             self._event("text", turn=reply.turn, text=item.text)
         elif isinstance(item, BaseException):

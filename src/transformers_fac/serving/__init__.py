@@ -1,24 +1,11 @@
-"""An OpenAI-compatible Fun-Audio-Chat server with request batching, and its Ray Serve deployment.
+"""An OpenAI-compatible Fun-Audio-Chat server, and its Ray Serve deployment: the HTTP / WebSocket protocol over the
+reply engine (`transformers_fac.engine`).
 
 `fac-serve` (see `cli.py`) runs the FastAPI app of `app.py` under uvicorn, or on Ray Serve with `--ray`
-(`ray_serve.py`). The batching engine (`batching.py`) is usable on its own, e.g. by the Gradio Space. FastAPI,
-uvicorn and Ray are imported only when a server starts (`pip install "transformers-fac[serve]"` / `[ray]`).
+(`ray_serve.py`). FastAPI, uvicorn and Ray are imported only when a server starts (`pip install
+"transformers-fac[serve]"` / `[ray]`).
 """
 
-from .batching import BatchingEngine, EngineClosed, QueueFull, RequestError
-from .replies import AudioDelta, Reply, ReplyDone, ReplyFailed, ReplyRequest, TextDelta
 from .settings import ServerSettings
 
-__all__ = [
-    "AudioDelta",
-    "BatchingEngine",
-    "EngineClosed",
-    "QueueFull",
-    "Reply",
-    "ReplyDone",
-    "ReplyFailed",
-    "ReplyRequest",
-    "RequestError",
-    "ServerSettings",
-    "TextDelta",
-]
+__all__ = ["ServerSettings"]

@@ -1,4 +1,4 @@
-"""The FastAPI app of `fac-serve`: OpenAI-compatible routes over the batching engine.
+"""The FastAPI app of `fac-serve`: OpenAI-compatible routes over the reply engine.
 
 Routes: `GET /health` (the process is up), `GET /ready` (it takes requests: 503 while draining), `GET /v1/models`,
 `POST /v1/chat/completions`, `WS /v1/realtime`, `GET /metrics` (Prometheus text). With an API key, every `/v1` route

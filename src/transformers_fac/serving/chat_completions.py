@@ -16,11 +16,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..engine import (
+    AudioDelta,
+    EngineClosed,
+    QueueFull,
+    Reply,
+    ReplyDone,
+    ReplyFailed,
+    ReplyRequest,
+    RequestError,
+    TextDelta,
+)
 from .audio_codec import OUTPUT_FORMATS, encode_audio, pcm16
-from .batching import EngineClosed, QueueFull, RequestError
 from .errors import APIError, invalid, queue_full, server_error, too_much_text, unavailable
 from .prompting import build_prompt, split_tool_calls
-from .replies import AudioDelta, Reply, ReplyDone, ReplyFailed, ReplyRequest, TextDelta
 from .runtime import ServerRuntime
 from .schemas import ChatCompletionRequest
 
@@ -160,7 +169,7 @@ async def complete(job: ChatJob, runtime: ServerRuntime, http_request) -> dict |
         if isinstance(event, TextDelta):
             text.append(event.text)
         elif isinstance(event, AudioDelta):
-            audio.append(event.samples)
+            audio.append(event.audio)
         elif isinstance(event, ReplyFailed):
             raise server_error(event.message)
         else:
@@ -230,7 +239,7 @@ async def _chunks(job: ChatJob, runtime: ServerRuntime, http_request) -> AsyncIt
             else:
                 yield chunk({"content": event.text})
         elif isinstance(event, AudioDelta):
-            data = base64.b64encode(pcm16(event.samples)).decode("ascii")
+            data = base64.b64encode(pcm16(event.audio)).decode("ascii")
             yield chunk({"audio": {"id": job.audio_id, "data": data}})
         elif isinstance(event, ReplyFailed):
             yield _sse(server_error(event.message).body())

@@ -1,7 +1,7 @@
 """The server as a Ray Serve deployment: the same app and routes, one replica per GPU, behind Ray's HTTP proxy.
 
 Each replica builds the app of `transformers_fac.serving.app` on its own worker (its lifespan loads the model and
-starts a batching engine; stopping a replica drains it), so everything `fac-serve` does, every replica does. Ray
+starts a reply engine; stopping a replica drains it), so everything `fac-serve` does, every replica does. Ray
 routes each request to a replica and scales the number of replicas.
 
     fac-serve --ray --replicas 4                       # a local Ray instance (or the cluster in RAY_ADDRESS)

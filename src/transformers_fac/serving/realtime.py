@@ -1,4 +1,4 @@
-"""`WS /v1/realtime`: the part of the OpenAI Realtime API a voice agent needs, over the batching engine.
+"""`WS /v1/realtime`: the part of the OpenAI Realtime API a voice agent needs, over the reply engine.
 
 Client events: `session.update` (instructions, voice, output modalities, audio formats, turn detection on or off,
 `max_output_tokens`, function `tools`, input audio transcription), `input_audio_buffer.append` / `commit` / `clear`,
@@ -51,9 +51,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..engine import (
+    AudioDelta,
+    EngineClosed,
+    QueueFull,
+    Reply,
+    ReplyDone,
+    ReplyFailed,
+    ReplyRequest,
+    RequestError,
+    TextDelta,
+)
 from ..prompts import MAX_HISTORY_TURNS
 from .audio_codec import checked_waveform, decode_pcm16, pcm16
-from .batching import EngineClosed, QueueFull, RequestError
 from .errors import APIError
 from .json_limits import JSONLimitError, loads_bounded
 from .prompting import Prompt, split_tool_calls, system_prompt
@@ -67,7 +77,6 @@ from .realtime_config import (
 )
 from .realtime_items import Item, Limits, function_call_item, parse_item, pcm16_seconds
 from .realtime_transcription import transcribe
-from .replies import AudioDelta, Reply, ReplyDone, ReplyFailed, ReplyRequest, TextDelta
 from .runtime import ServerRuntime
 from .turn_detection import ServerVad
 
@@ -519,8 +528,8 @@ class RealtimeSession:
                 if active.cancel_reason is None:
                     await self.send({"type": f"{text_event}.delta", **where, "delta": event.text})
             elif isinstance(event, AudioDelta) and active.cancel_reason is None:
-                audio_samples += event.samples.size
-                delta = base64.b64encode(pcm16(event.samples)).decode("ascii")
+                audio_samples += event.audio.size
+                delta = base64.b64encode(pcm16(event.audio)).decode("ascii")
                 await self.send({"type": "response.output_audio.delta", **where, "delta": delta})
             elif isinstance(event, ReplyDone):
                 done = event

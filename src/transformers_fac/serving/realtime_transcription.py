@@ -7,10 +7,9 @@ from collections.abc import Awaitable, Callable
 
 import numpy as np
 
+from ..engine import EngineClosed, QueueFull, ReplyDone, ReplyFailed, ReplyRequest, RequestError, TextDelta
 from ..prompts import ASR_INSTRUCTION, AUDIO_TEMPLATE
-from .batching import EngineClosed, QueueFull, RequestError
 from .prompting import Prompt, system_prompt
-from .replies import ReplyDone, ReplyFailed, ReplyRequest, TextDelta
 from .runtime import ServerRuntime
 
 

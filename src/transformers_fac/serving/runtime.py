@@ -1,4 +1,4 @@
-"""What a running server holds: its settings, the loaded model, the batching engine, its voices and counters.
+"""What a running server holds: its settings, the loaded model, the reply engine, its voices and counters.
 
 One `ServerRuntime` per process (or per Ray replica) is started by the app's lifespan and stopped (drained) at its end.
 """
@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from .batching import BatchingEngine
+from ..engine import ReplyEngine
 from .errors import APIError, invalid, unavailable
 from .loading import LoadedModel, load
 from .settings import ServerSettings
@@ -34,7 +34,7 @@ class ServerRuntime:
     Args:
         settings: what it serves and its limits.
         loaded: the model, processor and stock voices.
-        engine: the batching engine (started).
+        engine: the reply engine (started).
         voices: voice name -> what is passed to the decoder as `speaker`.
         replica: an id of this process (host and pid), sent back in the `x-fac-replica` header.
         draining: set when the process was asked to stop: new requests are refused with 503.
@@ -46,7 +46,7 @@ class ServerRuntime:
 
     settings: ServerSettings
     loaded: LoadedModel
-    engine: BatchingEngine
+    engine: ReplyEngine
     voices: dict[str, Any]
     replica: str = field(default_factory=replica_id)
     draining: bool = False
@@ -60,11 +60,11 @@ class ServerRuntime:
     def start(cls, settings: ServerSettings, loaded: LoadedModel | None = None) -> "ServerRuntime":
         """Loads the model (unless given) and starts the engine."""
         loaded = loaded or load(settings)
-        engine = BatchingEngine(
+        engine = ReplyEngine(
             loaded.model,
             loaded.processor,
             max_batch_size=settings.max_batch_size,
-            max_wait_ms=settings.max_wait_ms,
+            max_prefill_tokens=settings.max_prefill_tokens,
             max_queue=settings.max_queue,
             max_prompt_tokens=settings.max_prompt_tokens,
         ).start()

@@ -22,8 +22,8 @@ class ServerSettings:
         api_key: when set, every `/v1` request needs `Authorization: Bearer <api_key>`.
         voice_dirs: saved voices to offer besides the decoder's stock voices (voice directories or files, or folders
             of them; cloned with `fac-chat --save-voice` or `FunAudioChatVoice.save`).
-        max_batch_size: requests generated together in one batch.
-        max_wait_ms: how long the first request of a batch waits for others to join it.
+        max_batch_size: replies decoded together (the engine's rows; a new request joins at the next step).
+        max_prefill_tokens: prompt tokens prefilled per decoding step at most (the running replies wait for no more).
         max_queue: requests waiting for a batch; more are refused with 429 and `Retry-After`.
         max_body_mb: the largest request body (MiB), 413 above.
         max_audio_seconds: the longest input audio per request (all its audio parts together).
@@ -53,7 +53,7 @@ class ServerSettings:
     api_key: str | None = None
     voice_dirs: list[str] = field(default_factory=list)
     max_batch_size: int = 8
-    max_wait_ms: float = 20.0
+    max_prefill_tokens: int = 4096
     max_queue: int = 64
     max_body_mb: float = 32.0
     max_audio_seconds: float = 120.0
@@ -67,12 +67,11 @@ class ServerSettings:
     compile: bool = False
 
     def __post_init__(self):
-        for name in ("max_batch_size", "max_queue"):
+        for name in ("max_batch_size", "max_queue", "max_prefill_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
-        for name in ("max_wait_ms", "drain_seconds"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        if self.drain_seconds < 0:
+            raise ValueError(f"drain_seconds must be >= 0, got {self.drain_seconds}.")
         for name in ("max_body_mb", "max_audio_seconds", "realtime_idle_seconds", "header_timeout_seconds"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}.")
@@ -115,8 +114,8 @@ SETTING_FLAGS = {
     "threads": (int, "torch CPU threads (default on CPU: half the cores)"),
     "served_model_name": (str, "the model id clients send (default: fun-audio-chat)"),
     "voice_dirs": (str, "a saved (cloned) voice, or a folder of them, to offer; repeat for more"),
-    "max_batch_size": (int, "requests generated together (default: 8)"),
-    "max_wait_ms": (float, "how long a request waits for others to join its batch (default: 20)"),
+    "max_batch_size": (int, "replies decoded together; a new request joins at the next step (default: 8)"),
+    "max_prefill_tokens": (int, "prompt tokens prefilled per decoding step at most (default: 4096)"),
     "max_queue": (int, "waiting requests before answering 429 (default: 64)"),
     "max_body_mb": (float, "largest request body in MiB (default: 32)"),
     "max_audio_seconds": (float, "longest input audio per request (default: 120)"),

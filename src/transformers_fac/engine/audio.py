@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .stream_batch import finish_together, step_together
+from ..token2wav.stream_batch import finish_together, step_together
 
 
 class StreamVocoder:
@@ -32,9 +32,9 @@ class StreamVocoder:
         self.vocab_size = token2wav.config.vocab_size
         self._decoders: dict[Hashable, Any] = {}
 
-    def open(self, key: Hashable, speaker: Any) -> None:
-        """Starts the stream of a row (an unknown voice raises here)."""
-        self._decoders[key] = self.token2wav.stream_decoder(speaker)
+    def open(self, key: Hashable, speaker: Any, exact: bool = False) -> None:
+        """Starts the stream of a row (an unknown voice raises here); `exact`: the official web-demo schedule."""
+        self._decoders[key] = self.token2wav.stream_decoder(speaker, exact=exact)
 
     def push(self, key: Hashable, codes: list[int]) -> int:
         """Hands a row's new codes to its stream (decoded by the next `step`); returns how many are vocoder codes."""

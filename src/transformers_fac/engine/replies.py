@@ -1,8 +1,13 @@
-"""What the batching engine takes and gives: a reply request, the events of its reply, and the handle a caller holds.
+"""What the reply engine takes and gives: a reply request, the events of its reply, and the handle a caller holds.
 
 The engine's thread emits events into the handle; the caller reads them with `for event in reply` (threads) or
 `async for event in reply` (asyncio; the handle is then bound to the caller's event loop). `cancel()` frees the
-request's batch row at the next decoding step.
+request's batch row at the next decoding step; `stop()` ends the reply there too but still delivers the audio of what
+was said.
+
+The events are the package's one kind of reply event, whatever the path (server, Space, live mode, `stream_reply`):
+`TextDelta` and `AudioDelta` (each has `text` and `audio`, one of them empty, so a consumer may read either), then
+`ReplyDone` (with its finish reason) or `ReplyFailed`.
 """
 
 import asyncio
@@ -11,7 +16,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -29,9 +34,14 @@ class ReplyRequest:
         speaker: the voice (anything the decoder's `speaker` accepts).
         max_new_tokens: the longest reply in LLM steps.
         temperature / top_p: sampling; `temperature=0` is greedy; None keeps the checkpoint's settings.
-        seed: makes a sampled reply reproducible (the request is then generated in a batch of its own).
+        seed: makes a sampled reply reproducible: it draws from a random generator of its own, so its neighbours
+            in the batch change nothing.
         inputs: the processor outputs of this prompt alone, when the caller has them already (then `prompt` and
             `audios` are not processed again).
+        exact: stream the audio with the official web-demo schedule (whole-history recomputation; decoded alone)
+            instead of bounded cost per chunk.
+        generate_kwargs: more `generate` settings of this reply (`top_k`, `repetition_penalty`,
+            `stopping_criteria`, ...), applied to this row only.
     """
 
     prompt: str = ""
@@ -43,6 +53,8 @@ class ReplyRequest:
     top_p: float | None = None
     seed: int | None = None
     inputs: Any = None
+    exact: bool = False
+    generate_kwargs: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -50,14 +62,16 @@ class TextDelta:
     """New reply text (special tokens removed)."""
 
     text: str
+    audio: ClassVar[None] = None
 
 
 @dataclass
 class AudioDelta:
     """New reply audio: float32 samples at `sampling_rate` (24 kHz)."""
 
-    samples: np.ndarray
+    audio: np.ndarray
     sampling_rate: int
+    text: ClassVar[str] = ""
 
 
 @dataclass
@@ -72,6 +86,9 @@ class ReplyDone:
         completion_tokens: LLM steps of the reply (one text token each).
         speech_codes: 25 Hz speech codes of the reply (five per LLM step while speaking).
         audio_samples: samples of reply audio emitted.
+        token_ids: the reply's text ids (as `generate` returns them after the prompt).
+        speech_ids: the reply's speech groups, 5 codes per speaking step (BOS / EOS groups included), as `generate`'s
+            `speech_ids` of this request alone.
     """
 
     text: str
@@ -82,6 +99,8 @@ class ReplyDone:
     completion_tokens: int
     speech_codes: int = 0
     audio_samples: int = 0
+    token_ids: list[int] = field(default_factory=list)
+    speech_ids: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -96,7 +115,7 @@ FINAL_EVENTS = (ReplyDone, ReplyFailed)
 
 
 class Reply:
-    """The handle of a submitted request: its events, and `cancel()`.
+    """The handle of a submitted request: its events, `cancel()` and `stop()`.
 
     Example:
 
@@ -104,16 +123,26 @@ class Reply:
     >>> reply = engine.submit(ReplyRequest(prompt, [waveform]))
     >>> for event in reply:
     ...     if isinstance(event, AudioDelta):
-    ...         player.write(event.samples)
+    ...         player.write(event.audio)
     ```
     """
 
-    def __init__(self, request: ReplyRequest, loop: asyncio.AbstractEventLoop | None = None):
+    def __init__(
+        self,
+        request: ReplyRequest,
+        loop: asyncio.AbstractEventLoop | None = None,
+        stop_event: threading.Event | None = None,
+    ):
         self.request = request
         self.id = next(_ids)
         self.arrived = time.monotonic()
         self.inputs: Any = None  # the processor outputs of this request alone (set by the engine)
+        # Engine steps (`stats.batches` numbering): the first step this reply ran in, and the first without it.
+        self.joined_step: int | None = None
+        self.left_step: int | None = None
+        self.ended_at: float | None = None  # `time.perf_counter()` when the final event was emitted
         self._cancelled = threading.Event()
+        self._stopped = stop_event if stop_event is not None else threading.Event()
         self._loop = loop
         self._events: asyncio.Queue | queue.Queue = asyncio.Queue() if loop is not None else queue.Queue()
         self._closed = False
@@ -127,15 +156,27 @@ class Reply:
         """Whether the final event (done or failed) has been emitted."""
         return self._closed
 
+    @property
+    def stopped(self) -> bool:
+        return self._stopped.is_set()
+
     def cancel(self) -> None:
-        """Stops generating this reply at the next step (its batch row is freed); no more events arrive."""
+        """Stops generating this reply at the next step (its batch row is freed); no more events arrive but the
+        final `ReplyDone` (finish reason `"cancelled"`). Thread-safe."""
         self._cancelled.set()
+
+    def stop(self) -> None:
+        """Ends this reply at the next step like `cancel()`, but delivers the rest of the audio of what was said
+        before `ReplyDone` (finish reason `"stop"`): a graceful stop. Thread-safe."""
+        self._stopped.set()
 
     def emit(self, event: ReplyEvent) -> None:
         """Called by the engine's thread."""
         if self._closed:
             return
         self._closed = isinstance(event, FINAL_EVENTS)
+        if self._closed:
+            self.ended_at = time.perf_counter()
         if self._loop is None:
             self._events.put(event)
             return
@@ -161,6 +202,15 @@ class Reply:
             yield event
             if isinstance(event, FINAL_EVENTS):
                 return
+
+    def next_blocking(self, timeout: float | None = None) -> ReplyEvent:
+        """The next event (threads), or `TimeoutError` after `timeout` seconds."""
+        if self._loop is not None:
+            raise TypeError("This reply belongs to an event loop: use `await reply.next_event()`.")
+        try:
+            return self._events.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError(f"No reply event within {timeout} s.") from None
 
     async def next_event(self, timeout: float | None = None) -> ReplyEvent:
         """The next event (asyncio), or `TimeoutError` after `timeout` seconds."""

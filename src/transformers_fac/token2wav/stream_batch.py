@@ -24,7 +24,7 @@ from collections import defaultdict
 
 import torch
 
-from ..token2wav.streaming import BoundedStreamDecoder
+from .streaming import BoundedStreamDecoder
 
 
 def _groups(items: list, key) -> list[list]:
