@@ -18,6 +18,7 @@ import soundfile as sf
 
 from . import cli_live
 from .cli_voice import add_voice_arguments, check_voice_arguments, speaker_from_args
+from .quantization import QUANTIZATIONS
 
 DEFAULT_MODEL = "FunAudioLLM/Fun-Audio-Chat-8B"
 OUTPUT_FILES = """\
@@ -51,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda when available")
     parser.add_argument("--dtype", default=None, choices=["bfloat16", "float32"], help="default: bf16 on cuda")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="LLM steps (5 per second of speech)")
+    parser.add_argument(
+        "--quantize",
+        default=None,
+        choices=QUANTIZATIONS,
+        help="quantize the LLM backbone's weights: int8, fp8 (torchao), nf4 (bitsandbytes), int4 (torchao, CUDA)",
+    )
     parser.add_argument("--interactive", action="store_true", help="ask for an audio file at each turn")
     add_voice_arguments(parser)
     cli_live.add_arguments(parser)
@@ -62,18 +69,21 @@ def load_model(args: argparse.Namespace):
     import torch
     from transformers import AutoModelForMultimodalLM, AutoProcessor
 
+    from .quantization import quantization_config
     from .tiny import tiny_checkpoint
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cpu":
         torch.set_flush_denormal(True)  # float32 denormals make CPU matrix products up to ~60x slower
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device == "cuda" else torch.float32)
+    quantization = quantization_config(args.quantize, device) if args.quantize else None
     model_path = tiny_checkpoint() if args.model == "tiny" else args.model
-    status(f"Loading {args.model} on {device} ({str(dtype).removeprefix('torch.')})...")
+    backbone = f", {args.quantize} backbone" if args.quantize else ""
+    status(f"Loading {args.model} on {device} ({str(dtype).removeprefix('torch.')}{backbone})...")
     processor = AutoProcessor.from_pretrained(model_path)
     token2wav = None if args.text_only else (args.token2wav or "auto")
     model = AutoModelForMultimodalLM.from_pretrained(
-        model_path, dtype=dtype, device_map=device, token2wav=token2wav
+        model_path, dtype=dtype, device_map=device, token2wav=token2wav, quantization_config=quantization
     ).eval()
     if not args.text_only:
         status("Loading the speech decoder...")

@@ -230,14 +230,16 @@ class FunAudioChatForConditionalGeneration(FunAudioChatGenerationMixin, FunAudio
                 "save_pretrained(push_to_hub=True) would not upload the token2wav/ subfolder; use "
                 "model.push_to_hub(repo_id), which uploads the model with its decoder."
             )
-        if state_dict is None:
-            state_dict = {key: value for key, value in self.state_dict().items() if not key.startswith("token2wav.")}
         source = self.config.token2wav_source
         if decoder is not None:
             self.config.token2wav_source = TOKEN2WAV_FOLDER
+        # Detached while the LLM checkpoint is written, so that no state dict holds its keys (a quantizer's own
+        # state dict, of a quantized model, included).
+        self.token2wav = None
         try:
             super().save_pretrained(save_directory, *args, state_dict=state_dict, **kwargs)
         finally:
+            self.token2wav = decoder
             self.config.token2wav_source = source
         if decoder is not None:
             save_token2wav(decoder, Path(save_directory) / TOKEN2WAV_FOLDER)
