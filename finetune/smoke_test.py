@@ -7,8 +7,12 @@
 4. merges it (`merge_and_unload`), checks that the merged model gives the adapter model's logits and greedy
    tokens, saves the merged checkpoint (official key names) and reloads it.
 
+With `--quantize nf4` (QLoRA, bitsandbytes 4-bit, which runs on a CPU) the backbone trains in 4 bits; step 3 reloads
+the adapter on a 4-bit base (same logits as the trained model) and on the float32 base, and step 4 is skipped
+(merging re-quantizes the 4-bit weights).
+
 Usage:
-    python finetune/smoke_test.py --output-dir /tmp/fac-smoke [--steps 20]
+    python finetune/smoke_test.py --output-dir /tmp/fac-smoke [--steps 20] [--quantize nf4]
 """
 
 import argparse
@@ -23,6 +27,7 @@ from safetensors import safe_open
 from transformers import AutoModelForMultimodalLM
 
 import transformers_fac  # noqa: F401  (registers the model with the Auto classes)
+from transformers_fac.quantization import quantization_config
 from transformers_fac.training import FunAudioChatDataCollator, loss_history, merge_lora
 from transformers_fac.training.recipe import load_recipe, train_from_recipe
 
@@ -62,7 +67,9 @@ def checkpoint_keys(directory: Path) -> set[str]:
     return keys
 
 
-def run_smoke(output_dir: str | Path, steps: int = 20, rows: int = 12, new_tokens: int = 8) -> dict:
+def run_smoke(
+    output_dir: str | Path, steps: int = 20, rows: int = 12, new_tokens: int = 8, quantize: str | None = None
+) -> dict:
     """Run the whole smoke fine-tune; returns the measured numbers (raises `AssertionError` on a failed check).
 
     Runs single-threaded: the tiny model's matrices are far too small for threads to help, and on a shared CPU
@@ -71,12 +78,12 @@ def run_smoke(output_dir: str | Path, steps: int = 20, rows: int = 12, new_token
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _run_smoke(Path(output_dir), steps, rows, new_tokens)
+        return _run_smoke(Path(output_dir), steps, rows, new_tokens, quantize)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run_smoke(output_dir: Path, steps: int, rows: int, new_tokens: int) -> dict:
+def _run_smoke(output_dir: Path, steps: int, rows: int, new_tokens: int, quantize: str | None) -> dict:
     shutil.rmtree(output_dir, ignore_errors=True)
     start = time.time()
     build_smoke_dataset(output_dir / "data", rows=rows)
@@ -87,6 +94,7 @@ def _run_smoke(output_dir: Path, steps: int, rows: int, new_tokens: int) -> dict
                 f"data.load_from_disk={output_dir / 'data' / 'dataset'}",
                 f"training.output_dir={output_dir / 'run'}",
                 f"training.max_steps={steps}",
+                f"model.quantize={quantize or 'null'}",
             ],
         )
     )
@@ -103,7 +111,8 @@ def _run_smoke(output_dir: Path, steps: int, rows: int, new_tokens: int) -> dict
 
     from peft import PeftModel
 
-    base = AutoModelForMultimodalLM.from_pretrained(base_path).eval()
+    quantized = {"quantization_config": quantization_config(quantize, "cpu")} if quantize else {}
+    base = AutoModelForMultimodalLM.from_pretrained(base_path, **quantized).eval()
     adapted = PeftModel.from_pretrained(base, adapter_dir).eval()
     collator = FunAudioChatDataCollator(run.processor)
     held_out = [run.eval_dataset[0]]
@@ -114,6 +123,8 @@ def _run_smoke(output_dir: Path, steps: int, rows: int, new_tokens: int) -> dict
     sequences, speech = speech_greedy(adapted, prompt, new_tokens)
     reply = run.processor.decode(sequences[0, prompt["input_ids"].shape[1] :], skip_special_tokens=False)
     print(f"generated with the adapter: text {reply!r}, speech codes {speech[0].tolist()}")
+    if quantize:
+        return _quantized_checks(run, adapter_out, batch, losses, adapter_dir, base_path, start)
 
     merged = merge_lora(adapted).eval()
     with torch.no_grad():
@@ -152,13 +163,48 @@ def _run_smoke(output_dir: Path, steps: int, rows: int, new_tokens: int) -> dict
     }
 
 
+def _quantized_checks(run, adapter_out, batch, losses, adapter_dir: Path, base_path: str, start: float) -> dict:
+    """QLoRA: the adapter reloaded on a quantized base gives the trained model's logits; on the float32 base it
+    loads and runs too (the usual deployment: no merge into 4-bit weights)."""
+    from peft import PeftModel
+
+    with torch.no_grad():
+        trained_out = run.trainer.model.eval()(**batch)
+        float_out = PeftModel.from_pretrained(AutoModelForMultimodalLM.from_pretrained(base_path), adapter_dir)(
+            **batch
+        )
+    text_diff = relative_difference(adapter_out.text_logits, trained_out.text_logits)
+    speech_diff = relative_difference(adapter_out.speech_logits, trained_out.speech_logits)
+    print(
+        f"reloaded adapter on the quantized base vs the trained model: text {text_diff:.1e}, speech {speech_diff:.1e}"
+    )
+    assert text_diff < 1e-5 and speech_diff < 1e-5, "the reloaded QLoRA adapter differs from the trained model"
+    float_diff = relative_difference(float_out.text_logits, trained_out.text_logits)
+    print(f"the adapter on the float32 base vs on the quantized base: text {float_diff:.1e}")
+    quantized_layers = [  # the quantized linear layers (their LoRA wrappers excluded)
+        module
+        for module in run.trainer.model.modules()
+        if not hasattr(module, "base_layer") and not getattr(module, "weight", torch.ones(1)).is_floating_point()
+    ]
+    return {
+        "losses": losses,
+        "adapter_dir": str(adapter_dir),
+        "quantized_layers": len(quantized_layers),
+        "text_logit_diff": text_diff,
+        "speech_logit_diff": speech_diff,
+        "float_base_text_diff": float_diff,
+        "seconds": time.time() - start,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="CPU smoke fine-tune on the tiny checkpoint.")
     parser.add_argument("--output-dir", default="/tmp/fac-smoke")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--rows", type=int, default=12)
+    parser.add_argument("--quantize", default=None, help="QLoRA on a quantized backbone: nf4 (runs on a CPU)")
     args = parser.parse_args()
-    run_smoke(args.output_dir, steps=args.steps, rows=args.rows)
+    run_smoke(args.output_dir, steps=args.steps, rows=args.rows, quantize=args.quantize)
     print("smoke fine-tune OK")
 
 

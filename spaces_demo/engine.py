@@ -37,6 +37,8 @@ class Settings:
         token2wav: the speech decoder: `"auto"` (the one the checkpoint names), a directory or a Hub id [FAC_TOKEN2WAV].
         device: `"cuda"` or `"cpu"`; default cuda when available (or on ZeroGPU) [FAC_DEVICE].
         dtype: `"bfloat16"` or `"float32"`; default bf16 on cuda [FAC_DTYPE].
+        quantize: quantize the LLM backbone's weights: `"int8"`, `"fp8"`, `"nf4"` or `"int4"` (CUDA); default none
+            [FAC_QUANTIZE].
         max_new_tokens: the longest reply in LLM steps (5 per second of speech) [FAC_MAX_NEW_TOKENS].
         max_seconds: the longest question accepted, in seconds (the model itself takes up to 300 s) [FAC_MAX_SECONDS].
         batch_size: users' replies decoded together by the shared reply engine, a new turn joining the running
@@ -55,6 +57,7 @@ class Settings:
     token2wav: str = "auto"
     device: str | None = None
     dtype: str | None = None
+    quantize: str | None = None
     max_new_tokens: int = 600
     max_seconds: int = 60
     batch_size: int = 8
@@ -74,6 +77,7 @@ class Settings:
             token2wav=environ.get("FAC_TOKEN2WAV", "").strip() or "auto",
             device=environ.get("FAC_DEVICE", "").strip() or None,
             dtype=environ.get("FAC_DTYPE", "").strip() or None,
+            quantize=environ.get("FAC_QUANTIZE", "").strip() or None,
             # the tiny model speaks gibberish: keep its replies short on CPU
             max_new_tokens=_env_int(environ, "FAC_MAX_NEW_TOKENS", 40 if model == "tiny" else 600),
             max_seconds=_env_int(environ, "FAC_MAX_SECONDS", 60),
@@ -112,18 +116,24 @@ class Engine:
         import torch
         from transformers import AutoModelForMultimodalLM, AutoProcessor
 
+        from transformers_fac.quantization import quantization_config
         from transformers_fac.tiny import tiny_checkpoint
 
         on_gpu = torch.cuda.is_available() or bool(os.environ.get("SPACES_ZERO_GPU"))
         device = settings.device or ("cuda" if on_gpu else "cpu")
         dtype = getattr(torch, settings.dtype) if settings.dtype else (torch.bfloat16 if device == "cuda" else None)
+        quantization = quantization_config(settings.quantize, device) if settings.quantize else None
         path = tiny_checkpoint() if settings.model == "tiny" else settings.model
         if device == "cpu":
             torch.set_flush_denormal(True)  # float32 denormals make CPU matrix products up to ~60x slower
         print(f"Loading {settings.model} on {device}...", flush=True)
         processor = AutoProcessor.from_pretrained(path)
         model = AutoModelForMultimodalLM.from_pretrained(
-            path, dtype=dtype or torch.float32, device_map=device, token2wav=settings.token2wav
+            path,
+            dtype=dtype or torch.float32,
+            device_map=device,
+            token2wav=settings.token2wav,
+            quantization_config=quantization,
         ).eval()
         if model.token2wav is None:  # loads the decoder now rather than at the first reply
             raise ValueError(f"{settings.model} names no speech decoder: set FAC_TOKEN2WAV to a decoder.")

@@ -157,3 +157,10 @@ def test_a_turn_continued_by_the_next_is_said_on_both_outputs(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert "turn 1  nothing of the reply was heard: the next speech continues this turn" in out
     assert "note: 1 turn(s) were continued by the next one" in err and "--fast" in err
+
+
+def test_quantize_choices_are_the_package_names():
+    from transformers_fac.quantization import QUANTIZATIONS
+    from transformers_fac_cli.chat_arguments import QUANTIZATIONS as CHOICES
+
+    assert CHOICES == QUANTIZATIONS

@@ -37,19 +37,22 @@ def load_model(args: argparse.Namespace):
     from transformers import AutoModelForMultimodalLM, AutoProcessor
 
     from .hub_access import hub_loading_kwargs
+    from .quantization import quantization_config
     from .tiny import tiny_checkpoint
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cpu":
         torch.set_flush_denormal(True)  # float32 denormals make CPU matrix products up to ~60x slower
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device == "cuda" else torch.float32)
+    quantization = quantization_config(args.quantize, device) if args.quantize else None
     model_path = tiny_checkpoint() if args.model == "tiny" else args.model
     hub = hub_loading_kwargs(model_path, "the model", MODEL_HINT)  # seconds, not minutes of retries, when offline
-    status(f"Loading {args.model} on {device} ({str(dtype).removeprefix('torch.')})...")
+    backbone = f", {args.quantize} backbone" if args.quantize else ""
+    status(f"Loading {args.model} on {device} ({str(dtype).removeprefix('torch.')}{backbone})...")
     processor = AutoProcessor.from_pretrained(model_path, **hub)
     token2wav = None if args.text_only else (args.token2wav or "auto")
     model = AutoModelForMultimodalLM.from_pretrained(
-        model_path, dtype=dtype, device_map=device, token2wav=token2wav, **hub
+        model_path, dtype=dtype, device_map=device, token2wav=token2wav, quantization_config=quantization, **hub
     ).eval()
     if not args.text_only:
         status("Loading the speech decoder...")

@@ -35,6 +35,7 @@ from .modeling_audio_encoders import (
     sinusoid_table,
 )
 from .modeling_speech_head import FunAudioChatSpeechHead
+from .quantization import with_skip_modules
 from .vocoder import TOKEN2WAV_FOLDER, VOICE_DIR, default_token2wav_source, load_token2wav, save_token2wav, saved_voice
 
 
@@ -120,6 +121,25 @@ class FunAudioChatForConditionalGeneration(FunAudioChatGenerationMixin, FunAudio
     """
 
     output_modalities = ("audio", "text")
+    # Left in their dtype by a `quantization_config` (torchao, bitsandbytes, ...) that names no modules of its own:
+    # only the Qwen3 backbone's linear layers are quantized; the audio encoders, the speech head, the embeddings, the
+    # output heads and the decoder (attached after loading, never quantized) keep their precision.
+    quantization_skip_modules = (
+        "continuous_audio_tower",
+        "audio_tower",
+        "audio_invert_tower",
+        "language_model.model.embed_tokens",
+        "language_model.lm_head",
+        "token2wav",
+    )
+    # With `quantize_speech_head=True`: the speech head's CRQ transformer is quantized too, its projections and code
+    # head are not.
+    speech_head_skip_modules = (
+        "audio_invert_tower.pre_matching",
+        "audio_invert_tower.input_matching",
+        "audio_invert_tower.output_matching",
+        "audio_invert_tower.lm_head",
+    )
     _tied_weights_keys = {"audio_invert_tower.lm_head.weight": "audio_tower.embed_tokens.weight"}
 
     def __init__(self, config: FunAudioChatConfig):
@@ -139,7 +159,12 @@ class FunAudioChatForConditionalGeneration(FunAudioChatGenerationMixin, FunAudio
 
     @classmethod
     def from_pretrained(
-        cls, pretrained_model_name_or_path: str | os.PathLike, *model_args, token2wav: Any = "auto", **kwargs
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        *model_args,
+        token2wav: Any = "auto",
+        quantize_speech_head: bool = False,
+        **kwargs,
     ):
         r"""Loads the checkpoint and its token-to-waveform decoder (for `generate(..., generation_mode="audio")` audio).
 
@@ -148,7 +173,23 @@ class FunAudioChatForConditionalGeneration(FunAudioChatGenerationMixin, FunAudio
                 subfolder of a saved model) or the one known for the official repo; a directory, a Hub repo id or a
                 [`FunAudioChatToken2Wav`]; None: no audio output. It is loaded now, with its voices (downloads, if
                 any, happen here, never in `generate`).
+            quantize_speech_head: with a `quantization_config` that names no modules to skip, quantize the speech
+                head's CRQ transformer too (default: only the backbone's linear layers; see
+                `quantization_skip_modules`).
+
+        Example:
+
+        ```python
+        >>> from transformers_fac.quantization import quantization_config
+        >>> model = FunAudioChatForConditionalGeneration.from_pretrained(
+        ...     "FunAudioLLM/Fun-Audio-Chat-8B", dtype="bfloat16", quantization_config=quantization_config("int8", "cuda")
+        ... )
+        ```
         """
+        if kwargs.get("quantization_config") is not None:
+            kwargs["quantization_config"] = with_skip_modules(
+                kwargs["quantization_config"], cls.modules_not_quantized(quantize_speech_head)
+            )
         loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         model = loaded[0] if isinstance(loaded, tuple) else loaded  # (model, loading_info) on request
         if token2wav == "auto":
@@ -157,6 +198,19 @@ class FunAudioChatForConditionalGeneration(FunAudioChatGenerationMixin, FunAudio
             voice = saved_voice(pretrained_model_name_or_path, kwargs.get("adapter_kwargs"))
             model.attach_token2wav(token2wav, checkpoint=pretrained_model_name_or_path, default_voice=voice)
         return loaded
+
+    @classmethod
+    def modules_not_quantized(cls, quantize_speech_head: bool = False) -> list[str]:
+        """The modules a quantized load leaves in their dtype (see `quantization_skip_modules`).
+
+        Example:
+            >>> "language_model.lm_head" in FunAudioChatForConditionalGeneration.modules_not_quantized()
+            True
+        """
+        if not quantize_speech_head:
+            return list(cls.quantization_skip_modules)
+        kept = [name for name in cls.quantization_skip_modules if name != "audio_invert_tower"]
+        return kept + list(cls.speech_head_skip_modules)
 
     def attach_token2wav(self, source: Any, checkpoint: str | os.PathLike | None = None, default_voice: Any = None):
         """Loads `source` (instance, directory or Hub id; a relative directory is first looked up in `checkpoint`)
@@ -176,14 +230,16 @@ class FunAudioChatForConditionalGeneration(FunAudioChatGenerationMixin, FunAudio
                 "save_pretrained(push_to_hub=True) would not upload the token2wav/ subfolder; use "
                 "model.push_to_hub(repo_id), which uploads the model with its decoder."
             )
-        if state_dict is None:
-            state_dict = {key: value for key, value in self.state_dict().items() if not key.startswith("token2wav.")}
         source = self.config.token2wav_source
         if decoder is not None:
             self.config.token2wav_source = TOKEN2WAV_FOLDER
+        # Detached while the LLM checkpoint is written, so that no state dict holds its keys (a quantizer's own
+        # state dict, of a quantized model, included).
+        self.token2wav = None
         try:
             super().save_pretrained(save_directory, *args, state_dict=state_dict, **kwargs)
         finally:
+            self.token2wav = decoder
             self.config.token2wav_source = source
         if decoder is not None:
             save_token2wav(decoder, Path(save_directory) / TOKEN2WAV_FOLDER)

@@ -19,6 +19,7 @@ PRIVATE_IMPORTS: tuple[str, ...] = (
     "transformers.pipelines.audio_utils:ffmpeg_read",  # audio_io: decoding bytes without a file
     "transformers.processing_utils:_UNMARKED",  # processing_fun_audio_chat: the chat template's unmarked text
     "transformers.utils.chat_template_utils:Chat",  # pipeline_speech_to_speech: chat inputs
+    "transformers.quantizers:AutoHfQuantizer",  # quantization: which parameters a config quantizes (no kernels run)
 )
 
 # `module.Class.attribute`: private methods and attributes of transformers classes that the package calls, reads or

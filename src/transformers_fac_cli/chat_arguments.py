@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 
 DEFAULT_MODEL = "FunAudioLLM/Fun-Audio-Chat-8B"
+QUANTIZATIONS = ("int8", "int4", "nf4", "fp8")
+"""`--quantize` names: `transformers_fac.quantization.QUANTIZATIONS` (not imported here: it would load torch)."""
 OUTPUT_FILES = """\
 output files:
   The reply text goes to stdout; progress and the path of every file written go to stderr.
@@ -39,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda when available")
     parser.add_argument("--dtype", default=None, choices=["bfloat16", "float32"], help="default: bf16 on cuda")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="LLM steps (5 per second of speech)")
+    parser.add_argument(
+        "--quantize",
+        default=None,
+        choices=QUANTIZATIONS,
+        help="quantize the LLM backbone's weights: int8, fp8 (torchao), nf4 (bitsandbytes), int4 (torchao, CUDA)",
+    )
     parser.add_argument("--interactive", action="store_true", help="ask for an audio file at each turn")
     add_voice_arguments(parser)
     add_live_arguments(parser)

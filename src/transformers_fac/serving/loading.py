@@ -37,6 +37,7 @@ def load(settings: ServerSettings) -> LoadedModel:
     from transformers import AutoModelForMultimodalLM, AutoProcessor
 
     import transformers_fac  # noqa: F401  (registers the Auto classes)
+    from transformers_fac.quantization import quantization_config
     from transformers_fac.tiny import tiny_checkpoint
 
     device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -48,11 +49,12 @@ def load(settings: ServerSettings) -> LoadedModel:
     dtype = (
         getattr(torch, settings.dtype) if settings.dtype else (torch.bfloat16 if device == "cuda" else torch.float32)
     )
+    quantization = quantization_config(settings.quantize, device) if settings.quantize else None
     path = tiny_checkpoint() if settings.model == "tiny" else settings.model
     logger.info("Loading %s on %s (%s)", settings.model, device, str(dtype).removeprefix("torch."))
     processor = AutoProcessor.from_pretrained(path)
     model = AutoModelForMultimodalLM.from_pretrained(
-        path, dtype=dtype, device_map=device, token2wav=settings.token2wav
+        path, dtype=dtype, device_map=device, token2wav=settings.token2wav, quantization_config=quantization
     ).eval()
     if settings.compile:
         compile_decoding(model, settings.max_new_tokens)

@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass, field, fields
 
+from ..quantization import QUANTIZATIONS
+
 REAL_MODEL = "FunAudioLLM/Fun-Audio-Chat-8B"
 SERVED_MODEL_NAME = "fun-audio-chat"
 CHARS_PER_TOKEN = 16  # more characters than any token of the model's tokenizer holds in real text
@@ -16,6 +18,8 @@ class ServerSettings:
         token2wav: the speech decoder: `"auto"` (the one the checkpoint names), a directory or a Hub id.
         device: `"cuda"`, `"cpu"`, ...; default cuda when available.
         dtype: `"bfloat16"` or `"float32"`; default bf16 on cuda.
+        quantize: quantize the LLM backbone's weights when loading: `"int8"`, `"fp8"` (torchao), `"nf4"`
+            (bitsandbytes) or `"int4"` (torchao, CUDA only); see `transformers_fac.quantization`.
         threads: torch's CPU threads (default on CPU: half the cores, as generation and vocoding run side by side;
             more threads than cores make both many times slower).
         served_model_name: the model id clients send (`model=`); the `model` value is accepted too.
@@ -48,6 +52,7 @@ class ServerSettings:
     token2wav: str = "auto"
     device: str | None = None
     dtype: str | None = None
+    quantize: str | None = None
     threads: int | None = None
     served_model_name: str = SERVED_MODEL_NAME
     api_key: str | None = None
@@ -81,6 +86,8 @@ class ServerSettings:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}.")
+        if self.quantize is not None and self.quantize not in QUANTIZATIONS:
+            raise ValueError(f"quantize must be one of {', '.join(QUANTIZATIONS)}, got {self.quantize!r}.")
         if self.max_new_tokens is None:  # the tiny model speaks gibberish: keep its replies short on CPU
             self.max_new_tokens = 60 if self.model == "tiny" else 600
         if self.max_text_chars is None:
@@ -111,6 +118,7 @@ SETTING_FLAGS = {
     "token2wav": (str, "the speech decoder: 'auto' (the checkpoint's), a directory or a Hub id"),
     "device": (str, "cuda, cpu, ... (default: cuda when available)"),
     "dtype": (str, "bfloat16 or float32 (default: bf16 on cuda)"),
+    "quantize": (str, "quantize the LLM backbone: int8, fp8 (torchao), nf4 (bitsandbytes), int4 (torchao, CUDA)"),
     "threads": (int, "torch CPU threads (default on CPU: half the cores)"),
     "served_model_name": (str, "the model id clients send (default: fun-audio-chat)"),
     "voice_dirs": (str, "a saved (cloned) voice, or a folder of them, to offer; repeat for more"),

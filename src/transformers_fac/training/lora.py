@@ -66,12 +66,17 @@ def lora_config(
 def apply_lora(model, config=None, **config_kwargs):
     """Wrap `model` in a `peft.PeftModel` with `config` (default `lora_config(**config_kwargs)`).
 
-    Only the adapters train; every base weight is frozen. The adapter records the base checkpoint as an absolute
+    Only the adapters train; every base weight is frozen. A quantized model (QLoRA: `from_pretrained(...,
+    quantization_config=...)`, e.g. nf4) first gets peft's usual k-bit preparation (`prepare_model_for_kbit_training`:
+    the weights that were not quantized are kept in float32 for a stable training; gradient checkpointing is left to
+    the `Trainer`'s arguments). The adapter records the base checkpoint as an absolute
     path when it was loaded from a local folder, so that `AutoModelForMultimodalLM.from_pretrained(adapter_dir)`
     (and a pipeline given the adapter folder) finds the base model from anywhere.
     """
-    from peft import get_peft_model
+    from peft import get_peft_model, prepare_model_for_kbit_training
 
+    if getattr(model, "is_quantized", False):
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     name = getattr(model, "name_or_path", None) or ""
     if name and os.path.isdir(name):
         model.name_or_path = os.path.abspath(name)

@@ -7,6 +7,7 @@ model:            # from_pretrained arguments
   name_or_path: FunAudioLLM/Fun-Audio-Chat-8B
   dtype: bfloat16
   attn_implementation: sdpa
+  quantize: null  # QLoRA: nf4 (or int8, ...) loads the backbone quantized (`transformers_fac.quantization`)
 data:
   load: {path: my-org/my-voice-data, split: train}   # datasets.load_dataset(**load); or load_from_disk: <dir>
   prepare: {task: s2s, user_audio_column: question, reply_column: answer, assistant_audio_column: answer_audio}
@@ -137,6 +138,7 @@ def train_from_recipe(recipe: dict, callbacks: list | None = None) -> TrainingRu
     `<output_dir>/adapter`. Returns the [`TrainingRun`]."""
     from transformers import AutoModelForMultimodalLM, AutoProcessor, set_seed
 
+    from ..quantization import quantization_config
     from .collator import FunAudioChatDataCollator
     from .lora import apply_lora
     from .trainer import FunAudioChatTrainer
@@ -146,6 +148,9 @@ def train_from_recipe(recipe: dict, callbacks: list | None = None) -> TrainingRu
     arguments = build_training_arguments(recipe)
     model_section = dict(recipe["model"])
     name_or_path = model_section.pop("name_or_path")
+    quantize = model_section.pop("quantize", None)
+    if quantize:
+        model_section["quantization_config"] = quantization_config(quantize, arguments.device)
     processor = AutoProcessor.from_pretrained(name_or_path)
     with arguments.main_process_first(desc="dataset preparation"):
         train_dataset, eval_dataset = prepare_recipe_data(recipe, processor)
