@@ -15,11 +15,10 @@ import urllib.request
 
 import httpx
 import jsonschema
-import openai
 import pytest
 from websockets.sync.client import connect
 
-from tests.serving_utils import MODEL, QUESTION, pcm16_24k, question, running_server
+from tests.serving_utils import MODEL, QUESTION, openai_client, pcm16_24k, question, running_server
 
 API_KEY = "hostile-key-7c1d"
 MAX_AUDIO_S = 20
@@ -39,7 +38,7 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(server):
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=API_KEY, max_retries=0, timeout=180)
+    return openai_client(server, API_KEY)
 
 
 def normal_reply_works(client) -> None:

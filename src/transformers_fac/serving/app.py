@@ -32,8 +32,12 @@ from .settings import ServerSettings
 logger = logging.getLogger("transformers_fac.serving")
 
 
-class ReplicaHeader:
-    """ASGI middleware: adds `x-fac-replica: <host>-<pid>` to every HTTP response (which process answered)."""
+ROUTES = ("/health", "/ready", "/metrics", "/v1/models", "/v1/chat/completions", "/openapi.json")
+
+
+class StampResponses:
+    """ASGI middleware: adds `x-fac-replica: <host>-<pid>` to every HTTP response (which process answered) and counts
+    it by route (others as `other`) and status, for `/metrics`."""
 
     def __init__(self, app):
         self.app = app
@@ -42,37 +46,17 @@ class ReplicaHeader:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         header = (b"x-fac-replica", replica_id().encode())
-
-        async def send_with_header(message):
-            if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", []), header]}
-            await send(message)
-
-        return await self.app(scope, receive, send_with_header)
-
-
-ROUTES = ("/health", "/ready", "/metrics", "/v1/models", "/v1/chat/completions", "/openapi.json")
-
-
-class CountResponses:
-    """ASGI middleware: counts every HTTP response by route (others as `other`) and status, for `/metrics`."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
         route = scope["path"] if scope["path"] in ROUTES else "other"
 
-        async def counting_send(message):
+        async def stamping_send(message):
             if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), header]}
                 runtime = getattr(scope["app"].state, "runtime", None)
                 if runtime is not None:
                     runtime.responses[(route, message["status"])] += 1
             await send(message)
 
-        return await self.app(scope, receive, counting_send)
+        return await self.app(scope, receive, stamping_send)
 
 
 async def read_json(request, limit: int, timeout: float):
@@ -203,8 +187,7 @@ def create_app(settings: ServerSettings, loaded: LoadedModel | None = None):
         await realtime.serve(websocket, websocket.app.state.runtime)
 
     app.openapi = lambda: openapi_schema(app, ChatCompletionRequest)
-    app.add_middleware(CountResponses)
-    app.add_middleware(ReplicaHeader)
+    app.add_middleware(StampResponses)
     return app
 
 
