@@ -9,6 +9,8 @@ import json
 import re
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -284,6 +286,29 @@ def test_metrics_count_refusals_apart_from_successes(server, client):
     httpx.post(f"{server.url}/v1/chat/completions", json=body(), headers={"Authorization": "Bearer no"}, timeout=60)
     after = metrics(server)
     assert [responses_of(after, status) - responses_of(before, status) for status in (200, 400, 401)] == [1, 1, 1]
+
+
+def test_fuzzing_the_published_schema_finds_no_server_error(server, client):
+    """schemathesis, a bounded seeded run from `/openapi.json`: no 5xx, and every answer has a documented status,
+    content type and body shape (valid and invalid requests alike)."""
+    checks = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
+    command = [sys.executable, "-m", "schemathesis.cli", "run", f"{server.url}/openapi.json", "--checks", checks]
+    command += [
+        "-n",
+        "60",
+        "-w",
+        "1",
+        "--seed",
+        "20261207",
+        "--request-timeout",
+        "60",
+        "-H",
+        f"Authorization: Bearer {API_KEY}",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert re.search(r"\b([1-9]\d+) generated", result.stdout), result.stdout[-2000:]
+    normal_reply_works(client)
 
 
 # ------------------------------------------------------------------------------------------------ shutdown

@@ -130,7 +130,8 @@ def create_app(settings: ServerSettings, loaded: LoadedModel | None = None):
     @app.exception_handler(HTTPException)
     async def http_error(request, error: HTTPException):
         code = "not_found" if error.status_code == 404 else None
-        return JSONResponse(APIError(error.status_code, str(error.detail), code=code).body(), error.status_code)
+        body = APIError(error.status_code, str(error.detail), code=code).body()
+        return JSONResponse(body, error.status_code, headers=getattr(error, "headers", None))  # e.g. 405's Allow
 
     @app.get("/health", response_model=Health)
     async def health():
@@ -162,7 +163,7 @@ def create_app(settings: ServerSettings, loaded: LoadedModel | None = None):
             "model": ChatCompletion,
             "description": "The reply (`stream: false`), or server-sent `chat.completion.chunk` events then "
             '`data: [DONE]` (`stream: true`; an `{"error": ...}` event when the reply fails or is cut).',
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": {"text/event-stream": {}},
         },
         **errors,
     }
@@ -186,7 +187,7 @@ def create_app(settings: ServerSettings, loaded: LoadedModel | None = None):
     async def realtime_session(websocket: fastapi.WebSocket):
         await realtime.serve(websocket, websocket.app.state.runtime)
 
-    app.openapi = lambda: openapi_schema(app, ChatCompletionRequest)
+    app.openapi = lambda: openapi_schema(app, ChatCompletionRequest, settings)
     app.add_middleware(StampResponses)
     return app
 
@@ -194,9 +195,10 @@ def create_app(settings: ServerSettings, loaded: LoadedModel | None = None):
 REQUEST_SCHEMA = "#/components/schemas/ChatCompletionRequest"
 
 
-def openapi_schema(app, request_model) -> dict:
+def openapi_schema(app, request_model, settings: ServerSettings) -> dict:
     """FastAPI's schema of the routes, with the request body model of `/v1/chat/completions` among its components
-    (the route reads its body itself, to refuse oversized, slow or too deeply nested bodies before parsing)."""
+    (the route reads its body itself, to refuse oversized, slow or too deeply nested bodies before parsing); its
+    `model` lists the ids this server answers to, the token limits are this server's."""
     if app.openapi_schema is None:
         from fastapi.openapi.utils import get_openapi
 
@@ -204,6 +206,10 @@ def openapi_schema(app, request_model) -> dict:
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         body = request_model.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(body.pop("$defs", {}))
+        properties = body["properties"]
+        properties["model"]["enum"] = settings.model_ids
+        for name in ("max_completion_tokens", "max_tokens"):
+            properties[name]["anyOf"][0]["maximum"] = settings.max_new_tokens
         components[request_model.__name__] = body
         app.openapi_schema = schema
     return app.openapi_schema

@@ -475,6 +475,8 @@ class RealtimeSession:
             else:
                 done, failure = await self._message_reply(active)
             status, details = self._outcome(active, done, failure)
+            if status == "failed":
+                await self.send_error(details["error"]["message"], details["error"]["code"], kind="server_error")
             await self.send({"type": "response.done", "response": self.response_object(active, status, done, details)})
         except Exception:  # noqa: BLE001 - the client went away while we were sending
             active.reply.cancel()
@@ -485,10 +487,11 @@ class RealtimeSession:
 
     def _outcome(self, active: ActiveResponse, done: ReplyDone | None, failure: str | None) -> tuple[str, dict | None]:
         """The response's status and status details."""
+        code = "server_error"
         if done is not None and done.finish_reason == "cancelled" and self.runtime.cut:
-            failure = "The server shut down before this response was finished."
+            failure, code = "The server shut down before this response was finished.", "server_shutting_down"
         if failure is not None or done is None:
-            error = {"type": "server_error", "code": "server_error", "message": failure or "The response failed."}
+            error = {"type": "server_error", "code": code, "message": failure or "The response failed."}
             return "failed", {"type": "failed", "error": error}
         if active.cancel_reason is not None or done.finish_reason == "cancelled":
             return "cancelled", {"type": "cancelled", "reason": active.cancel_reason or "client_cancelled"}
