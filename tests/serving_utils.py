@@ -118,6 +118,13 @@ def running_server(args: list[str], log: Path, timeout: float = 240, env: dict |
         server.stop()
 
 
+def openai_client(server: ServerProcess, api_key: str = "unused", timeout: float = 180):
+    """The official client for `server` (no retries: the tests see every answer)."""
+    import openai
+
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=api_key, max_retries=0, timeout=timeout)
+
+
 def save_test_voice(folder: Path, name: str = "my-voice") -> Path:
     """A saved voice with a 2 s prompt (random speaker vector, prompt codes and mel, like the tiny model itself)."""
     import torch

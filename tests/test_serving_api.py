@@ -22,6 +22,7 @@ from tests.serving_utils import (
     TOOLS,
     audio_b64,
     build_tool_calling_checkpoint,
+    openai_client,
     pcm16_24k,
     question,
     running_server,
@@ -52,7 +53,7 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(server):
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=API_KEY, max_retries=0, timeout=180)
+    return openai_client(server, API_KEY)
 
 
 def spoken(client, messages, **kwargs):

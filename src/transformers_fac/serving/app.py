@@ -32,8 +32,12 @@ from .settings import ServerSettings
 logger = logging.getLogger("transformers_fac.serving")
 
 
-class ReplicaHeader:
-    """ASGI middleware: adds `x-fac-replica: <host>-<pid>` to every HTTP response (which process answered)."""
+ROUTES = ("/health", "/ready", "/metrics", "/v1/models", "/v1/chat/completions", "/openapi.json")
+
+
+class StampResponses:
+    """ASGI middleware: adds `x-fac-replica: <host>-<pid>` to every HTTP response (which process answered) and counts
+    it by route (others as `other`) and status, for `/metrics`."""
 
     def __init__(self, app):
         self.app = app
@@ -42,37 +46,17 @@ class ReplicaHeader:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         header = (b"x-fac-replica", replica_id().encode())
-
-        async def send_with_header(message):
-            if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", []), header]}
-            await send(message)
-
-        return await self.app(scope, receive, send_with_header)
-
-
-ROUTES = ("/health", "/ready", "/metrics", "/v1/models", "/v1/chat/completions", "/openapi.json")
-
-
-class CountResponses:
-    """ASGI middleware: counts every HTTP response by route (others as `other`) and status, for `/metrics`."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
         route = scope["path"] if scope["path"] in ROUTES else "other"
 
-        async def counting_send(message):
+        async def stamping_send(message):
             if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), header]}
                 runtime = getattr(scope["app"].state, "runtime", None)
                 if runtime is not None:
                     runtime.responses[(route, message["status"])] += 1
             await send(message)
 
-        return await self.app(scope, receive, counting_send)
+        return await self.app(scope, receive, stamping_send)
 
 
 async def read_json(request, limit: int, timeout: float):
@@ -146,7 +130,8 @@ def create_app(settings: ServerSettings, loaded: LoadedModel | None = None):
     @app.exception_handler(HTTPException)
     async def http_error(request, error: HTTPException):
         code = "not_found" if error.status_code == 404 else None
-        return JSONResponse(APIError(error.status_code, str(error.detail), code=code).body(), error.status_code)
+        body = APIError(error.status_code, str(error.detail), code=code).body()
+        return JSONResponse(body, error.status_code, headers=getattr(error, "headers", None))  # e.g. 405's Allow
 
     @app.get("/health", response_model=Health)
     async def health():
@@ -178,7 +163,7 @@ def create_app(settings: ServerSettings, loaded: LoadedModel | None = None):
             "model": ChatCompletion,
             "description": "The reply (`stream: false`), or server-sent `chat.completion.chunk` events then "
             '`data: [DONE]` (`stream: true`; an `{"error": ...}` event when the reply fails or is cut).',
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": {"text/event-stream": {}},
         },
         **errors,
     }
@@ -202,18 +187,18 @@ def create_app(settings: ServerSettings, loaded: LoadedModel | None = None):
     async def realtime_session(websocket: fastapi.WebSocket):
         await realtime.serve(websocket, websocket.app.state.runtime)
 
-    app.openapi = lambda: openapi_schema(app, ChatCompletionRequest)
-    app.add_middleware(CountResponses)
-    app.add_middleware(ReplicaHeader)
+    app.openapi = lambda: openapi_schema(app, ChatCompletionRequest, settings)
+    app.add_middleware(StampResponses)
     return app
 
 
 REQUEST_SCHEMA = "#/components/schemas/ChatCompletionRequest"
 
 
-def openapi_schema(app, request_model) -> dict:
+def openapi_schema(app, request_model, settings: ServerSettings) -> dict:
     """FastAPI's schema of the routes, with the request body model of `/v1/chat/completions` among its components
-    (the route reads its body itself, to refuse oversized, slow or too deeply nested bodies before parsing)."""
+    (the route reads its body itself, to refuse oversized, slow or too deeply nested bodies before parsing); its
+    `model` lists the ids this server answers to, the token limits are this server's."""
     if app.openapi_schema is None:
         from fastapi.openapi.utils import get_openapi
 
@@ -221,6 +206,10 @@ def openapi_schema(app, request_model) -> dict:
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         body = request_model.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(body.pop("$defs", {}))
+        properties = body["properties"]
+        properties["model"]["enum"] = settings.model_ids
+        for name in ("max_completion_tokens", "max_tokens"):
+            properties[name]["anyOf"][0]["maximum"] = settings.max_new_tokens
         components[request_model.__name__] = body
         app.openapi_schema = schema
     return app.openapi_schema

@@ -8,9 +8,10 @@ routes each request to a replica and scales the number of replicas.
     fac-serve --ray --config serve.yaml                # server settings and deployment options from a file
     serve run transformers_fac.serving.ray_serve:build_app model=FunAudioLLM/Fun-Audio-Chat-8B   # Ray's own CLI
 
-Exposure: a local Ray instance started for a loopback `--host` (the default 127.0.0.1) is a single-machine one: every
-service it starts (GCS, raylet, object manager, workers and replicas, the dashboard agent, the runtime-env agent)
-listens on 127.0.0.1 only, as does Serve's HTTP proxy; the dashboard is off. (Ray binds its services to its node
+Exposure: a local Ray instance started for a loopback `--host` (the default 127.0.0.1) is a single-machine one: the
+services it starts (GCS, raylet, object manager, workers, the dashboard agent, the runtime-env agent) listen on
+127.0.0.1 only, as does Serve's HTTP proxy; the dashboard is off. The exception is each Serve replica's
+inter-deployment gRPC server, which Ray Serve binds to all interfaces with no option to change it. (Ray binds its services to its node
 address; `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`, set for that instance, makes that address 127.0.0.1 - Ray's own switch
 for single-machine instances.) With a non-loopback `--host`, or when joining a cluster (`--ray-address`,
 `RAY_ADDRESS`), Ray's services listen on the node's address (all interfaces for some of them): keep such a cluster on

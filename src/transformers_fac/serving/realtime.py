@@ -46,27 +46,20 @@ import base64
 import binascii
 import json
 import logging
-import uuid
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..engine import (
-    AudioDelta,
     EngineClosed,
     QueueFull,
-    Reply,
-    ReplyDone,
-    ReplyFailed,
     ReplyRequest,
     RequestError,
-    TextDelta,
 )
 from ..prompts import MAX_HISTORY_TURNS
-from .audio_codec import checked_waveform, decode_pcm16, pcm16
+from .audio_codec import checked_waveform, decode_pcm16
 from .errors import APIError
 from .json_limits import JSONLimitError, loads_bounded
-from .prompting import Prompt, split_tool_calls, system_prompt
+from .prompting import Prompt, system_prompt
 from .realtime_config import (
     SessionConfig,
     SessionError,
@@ -75,7 +68,8 @@ from .realtime_config import (
     max_tokens_option,
     parse_session_update,
 )
-from .realtime_items import Item, Limits, function_call_item, parse_item, pcm16_seconds
+from .realtime_items import Item, Limits, new_id, parse_item, pcm16_seconds
+from .realtime_responses import ActiveResponse, ResponseWriter
 from .realtime_transcription import transcribe
 from .runtime import ServerRuntime
 from .turn_detection import ServerVad
@@ -84,23 +78,6 @@ logger = logging.getLogger("transformers_fac.serving")
 
 MIN_COMMIT_MS = 100
 KEY_SUBPROTOCOL = "openai-insecure-api-key."
-
-
-def _id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:20]}"
-
-
-@dataclass
-class ActiveResponse:
-    """A response in progress: its reply, its output items so far, and why it was stopped (if it was)."""
-
-    id: str
-    reply: Reply
-    spoken: bool
-    tools: list | None
-    task: asyncio.Task | None = None
-    cancel_reason: str | None = None
-    output: list[dict] = field(default_factory=list)
 
 
 class RealtimeSession:
@@ -115,7 +92,7 @@ class RealtimeSession:
         if voice is None:
             self.config.output_modalities = ["text"]
         self.limits = Limits(audio_seconds=settings.max_audio_seconds, text_chars=settings.max_text_chars)
-        self.id = _id("sess")
+        self.id = new_id("sess")
         self.buffer = bytearray()
         self.vad: ServerVad | None = None  # server turn detection, when on
         self.speech_item: str | None = None  # the item id of the turn being spoken (server turn detection)
@@ -126,7 +103,7 @@ class RealtimeSession:
 
     # ------------------------------------------------------------------------------------------------ sending
     async def send(self, event: dict) -> None:
-        event = {"event_id": _id("event"), **event}
+        event = {"event_id": new_id("event"), **event}
         async with self._send_lock:
             await self.websocket.send_text(json.dumps(event, ensure_ascii=False))
 
@@ -262,7 +239,7 @@ class RealtimeSession:
         waveform = checked_waveform((samples, self.config.input_rate), "input_audio_buffer")
         self.buffer.clear()
         await self.cancel_response("turn_detected")  # a new user turn interrupts the reply in progress
-        await self.commit(_id("item"), waveform)
+        await self.commit(new_id("item"), waveform)
 
     async def commit(self, item_id: str, waveform: np.ndarray) -> None:
         """Adds a user turn (16 kHz audio) to the conversation, and transcribes it when the session asks for it."""
@@ -311,7 +288,7 @@ class RealtimeSession:
         options = self.config.turn_detection
         for decision in await asyncio.to_thread(self.vad.push, samples, self.config.input_rate):
             if decision.type == "speech_started":
-                self.speech_item = _id("item")
+                self.speech_item = new_id("item")
                 await self.send(
                     {
                         "type": "input_audio_buffer.speech_started",
@@ -322,7 +299,7 @@ class RealtimeSession:
                 if options["interrupt_response"]:
                     await self.cancel_response("turn_detected")
                 continue
-            item_id, self.speech_item = self.speech_item or _id("item"), None
+            item_id, self.speech_item = self.speech_item or new_id("item"), None
             await self.send(
                 {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": decision.ms, "item_id": item_id}
             )
@@ -346,7 +323,7 @@ class RealtimeSession:
                 "Items can only be appended: leave out `previous_item_id` or name the last item.",
                 param="previous_item_id",
             )
-        item = parse_item(event.get("item"), _id("item"), self.config.input_rate, self.limits)
+        item = parse_item(event.get("item"), new_id("item"), self.config.input_rate, self.limits)
         if any(existing.id == item.id for existing in self.items):
             raise SessionError(f"An item with id {item.id!r} exists already.", param="item.id")
         await self.add_item(item)
@@ -449,158 +426,19 @@ class RealtimeSession:
         except (QueueFull, EngineClosed) as error:
             raise SessionError(str(error), "server_busy") from None
         self.runtime.track(reply)
-        active = ActiveResponse(id=_id("resp"), reply=reply, spoken=spoken, tools=tools)
+        active = ActiveResponse(id=new_id("resp"), reply=reply, spoken=spoken, tools=tools)
         self.response = active
-        await self.send({"type": "response.created", "response": self.response_object(active, "in_progress")})
+        created = ResponseWriter(active, self).response_object("in_progress")
+        await self.send({"type": "response.created", "response": created})
         active.task = asyncio.create_task(self.stream(active))
 
-    def response_object(self, active: ActiveResponse, status: str, done=None, details=None) -> dict:
-        response = {
-            "id": active.id,
-            "object": "realtime.response",
-            "status": status,
-            "status_details": details,
-            "output": active.output,
-            "output_modalities": ["audio"] if active.spoken else ["text"],
-            "conversation_id": self.id,
-        }
-        if done is not None:
-            response["usage"] = {
-                "input_tokens": done.prompt_tokens,
-                "output_tokens": done.completion_tokens,
-                "total_tokens": done.prompt_tokens + done.completion_tokens,
-                "input_token_details": {"audio_tokens": done.prompt_audio_tokens},
-                "output_token_details": {"audio_tokens": done.speech_codes, "text_tokens": done.completion_tokens},
-            }
-        return response
-
     async def stream(self, active: ActiveResponse) -> None:
-        """Forwards the reply (streamed as a message, or with tools as its message and function calls once complete),
-        then `response.done`."""
-        done, failure = None, None
+        """Sends the response's events until its `response.done`; then the session takes new responses."""
         try:
-            if active.tools:
-                done, failure = await self._tool_reply(active)
-            else:
-                done, failure = await self._message_reply(active)
-            status, details = self._outcome(active, done, failure)
-            await self.send({"type": "response.done", "response": self.response_object(active, status, done, details)})
-        except Exception:  # noqa: BLE001 - the client went away while we were sending
-            active.reply.cancel()
+            await ResponseWriter(active, self).run()
         finally:
-            self.runtime.untrack(active.reply)
             if self.response is active:
                 self.response = None
-
-    def _outcome(self, active: ActiveResponse, done: ReplyDone | None, failure: str | None) -> tuple[str, dict | None]:
-        """The response's status and status details."""
-        if done is not None and done.finish_reason == "cancelled" and self.runtime.cut:
-            failure = "The server shut down before this response was finished."
-        if failure is not None or done is None:
-            error = {"type": "server_error", "code": "server_error", "message": failure or "The response failed."}
-            return "failed", {"type": "failed", "error": error}
-        if active.cancel_reason is not None or done.finish_reason == "cancelled":
-            return "cancelled", {"type": "cancelled", "reason": active.cancel_reason or "client_cancelled"}
-        if done.finish_reason == "length":
-            return "incomplete", {"type": "incomplete", "reason": "max_output_tokens"}
-        return "completed", None
-
-    async def _message_reply(self, active: ActiveResponse) -> tuple[ReplyDone | None, str | None]:
-        """Streams the reply as one assistant message (audio and transcript, or text); it joins the conversation."""
-        item_id = _id("item")
-        where = {"response_id": active.id, "item_id": item_id, "output_index": 0, "content_index": 0}
-        placed = {"response_id": active.id, "output_index": 0}
-        text_event = "response.output_audio_transcript" if active.spoken else "response.output_text"
-        part = {"type": "audio", "transcript": ""} if active.spoken else {"type": "text", "text": ""}
-        in_progress = {"id": item_id, "type": "message", "object": "realtime.item", "status": "in_progress"}
-        await self.send(
-            {
-                "type": "response.output_item.added",
-                **placed,
-                "item": {**in_progress, "role": "assistant", "content": []},
-            }
-        )
-        await self.send({"type": "response.content_part.added", **where, "part": part})
-        steps, audio_samples, done, failure = [], 0, None, None
-        async for event in active.reply:
-            if isinstance(event, TextDelta):
-                steps.append(event.text)
-                if active.cancel_reason is None:
-                    await self.send({"type": f"{text_event}.delta", **where, "delta": event.text})
-            elif isinstance(event, AudioDelta) and active.cancel_reason is None:
-                audio_samples += event.audio.size
-                delta = base64.b64encode(pcm16(event.audio)).decode("ascii")
-                await self.send({"type": "response.output_audio.delta", **where, "delta": delta})
-            elif isinstance(event, ReplyDone):
-                done = event
-            elif isinstance(event, ReplyFailed):
-                logger.warning("A realtime response failed: %s", event.message)
-                failure = event.message
-        transcript = "".join(steps)
-        if active.spoken:
-            await self.send({"type": "response.output_audio.done", **where})
-        final = "transcript" if active.spoken else "text"
-        await self.send({"type": f"{text_event}.done", **where, final: transcript})
-        await self.send({"type": "response.content_part.done", **where, "part": {**part, final: transcript}})
-        item = Item(id=item_id, role="assistant", text=transcript)
-        if active.spoken:  # what was heard of it can be truncated later
-            item.spoken_steps, item.audio_ms = steps, audio_samples * 1000 // 24000
-        status = "completed" if done is not None and done.finish_reason in ("stop", "length") else "incomplete"
-        active.output.append(item.item_object(status))
-        await self.send({"type": "response.output_item.done", **placed, "item": active.output[-1]})
-        if transcript.strip() or item.audio_ms:  # the reply joins the conversation as text (what the model reads back)
-            await self.add_item(item)
-        return done, failure
-
-    async def _tool_reply(self, active: ActiveResponse) -> tuple[ReplyDone | None, str | None]:
-        """A function-calling reply, once complete: its text (if any) as a message, then each call as a
-        `function_call` item (its arguments in one delta); calls join the conversation."""
-        done, failure = None, None
-        async for event in active.reply:
-            if isinstance(event, ReplyDone):
-                done = event
-            elif isinstance(event, ReplyFailed):
-                failure = event.message
-        if done is None or done.finish_reason == "cancelled" or active.cancel_reason is not None:
-            return done, failure
-        text, calls = split_tool_calls(done.raw_text)
-        text = text if calls else done.text.strip()
-        if text:
-            item = Item(id=_id("item"), role="assistant", text=text)
-            await self._written_message(active, item)
-        for call in calls:
-            item = function_call_item(_id("item"), call)
-            placed = {"response_id": active.id, "output_index": len(active.output)}
-            where = {**placed, "item_id": item.id, "call_id": item.call_id}
-            added = {**item.item_object("in_progress"), "arguments": ""}
-            await self.send({"type": "response.output_item.added", **placed, "item": added})
-            await self.send({"type": "response.function_call_arguments.delta", **where, "delta": item.arguments})
-            await self.send(
-                {
-                    "type": "response.function_call_arguments.done",
-                    **where,
-                    "name": item.name,
-                    "arguments": item.arguments,
-                }
-            )
-            active.output.append(item.item_object())
-            await self.send({"type": "response.output_item.done", **placed, "item": active.output[-1]})
-            await self.add_item(item)
-        return done, failure
-
-    async def _written_message(self, active: ActiveResponse, item: Item) -> None:
-        """A complete text message as one response output (added, its one text part and delta, done)."""
-        placed = {"response_id": active.id, "output_index": len(active.output)}
-        where = {**placed, "item_id": item.id, "content_index": 0}
-        empty = {**item.item_object("in_progress"), "content": []}
-        await self.send({"type": "response.output_item.added", **placed, "item": empty})
-        await self.send({"type": "response.content_part.added", **where, "part": {"type": "text", "text": ""}})
-        await self.send({"type": "response.output_text.delta", **where, "delta": item.text})
-        await self.send({"type": "response.output_text.done", **where, "text": item.text})
-        await self.send({"type": "response.content_part.done", **where, "part": {"type": "text", "text": item.text}})
-        active.output.append(item.item_object())
-        await self.send({"type": "response.output_item.done", **placed, "item": active.output[-1]})
-        await self.add_item(item)
 
     async def on_response_cancel(self, event: dict) -> None:
         active = self.response

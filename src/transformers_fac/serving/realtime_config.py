@@ -7,6 +7,7 @@ answers in its function-calling (text) mode, as Chat Completions does with `tool
 (0 to 2, 0 = greedy, as in Chat Completions; the beta Realtime API had it) sets how replies are sampled.
 """
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -118,7 +119,9 @@ def parse_session_update(session: Any, runtime: ServerRuntime, vad: ServerVad | 
     if "format" in audio_in:
         updates["input_rate"] = _input_rate(mapping(audio_in["format"], "session.audio.input.format"))
     if "turn_detection" in audio_in:
-        updates["turn_detection"], vad = _turn_detection(audio_in["turn_detection"])
+        updates["turn_detection"], vad = _turn_detection(
+            audio_in["turn_detection"], runtime.settings.max_audio_seconds
+        )
     if "transcription" in audio_in:
         transcription = audio_in["transcription"]
         if transcription is not None and not isinstance(transcription, dict):
@@ -200,8 +203,9 @@ def _input_rate(audio_format: dict) -> int:
     return rate
 
 
-def _turn_detection(value: Any) -> tuple[dict | None, ServerVad | None]:
-    """`turn_detection` of session.update -> (what the session reports, a fresh voice activity detector)."""
+def _turn_detection(value: Any, max_audio_seconds: float) -> tuple[dict | None, ServerVad | None]:
+    """`turn_detection` of session.update -> (what the session reports, a fresh voice activity detector whose turns
+    end within the server's audio limit, with their padding)."""
     param = "session.audio.input.turn_detection"
     if value is None:
         return None, None
@@ -210,6 +214,10 @@ def _turn_detection(value: Any) -> tuple[dict | None, ServerVad | None]:
         raise SessionError(f"turn_detection must be null or {{'type': 'server_vad', ...}}, got {kind!r}.", param=param)
     try:
         settings = turn_settings(value)
+        longest = max_audio_seconds - settings.pre_roll_s - settings.tail_s
+        settings = dataclasses.replace(
+            settings, max_turn_s=min(settings.max_turn_s, max(longest, settings.min_speech_s))
+        )
         vad = ServerVad(settings)
     except ValueError as error:
         raise SessionError(str(error), param=param) from None

@@ -13,6 +13,7 @@ Limits are checked before anything is decoded: an item's audio from its base64 l
 import base64
 import binascii
 import math
+import uuid
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +27,11 @@ from .realtime_config import SessionError
 USER_PARTS = ("input_text", "input_audio")
 ASSISTANT_PARTS = ("output_text", "text", "output_audio")
 STEP_MS = 200  # one LLM step of a spoken reply: one text token and 0.2 s of speech
+
+
+def new_id(prefix: str) -> str:
+    """A fresh id of a session, item, response or event (`item_...`)."""
+    return f"{prefix}_{uuid.uuid4().hex[:20]}"
 
 
 @dataclass
@@ -228,4 +234,4 @@ def _pcm16_part(data: str, input_rate: int, param: str) -> np.ndarray:
         raise SessionError(error.message, error.code or "invalid_audio", param) from None
 
 
-__all__ = ["Item", "Limits", "function_call_item", "parse_item", "pcm16_seconds"]
+__all__ = ["Item", "Limits", "function_call_item", "new_id", "parse_item", "pcm16_seconds"]

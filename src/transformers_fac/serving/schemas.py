@@ -2,14 +2,25 @@
 
 Fields the server does not use are ignored, as OpenAI clients send many; fields whose meaning the server cannot honour
 (`n > 1`, `stop`, `logprobs`, structured `response_format`, forced tool choices) are refused with a 400 that says so.
+Numbers and flags are taken as JSON types, not coerced from strings (`"stream": "yes"` is a 400).
 """
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, ValidationError
 
 from .errors import invalid
+
+
+def _integral(value: Any) -> Any:
+    """JSON's integers: `2` and `2.0` (JSON Schema counts both), never `"2"` or `true`."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def json_int(**bounds: int) -> Any:
+    """An integer field as JSON has them (see `_integral`), within `bounds` (`ge`, `lt`, ...)."""
+    return Annotated[StrictInt, Field(**bounds), BeforeValidator(_integral)]
 
 
 class _Body(BaseModel):
@@ -59,7 +70,22 @@ class AudioParams(_Body):
 
 
 class StreamOptions(_Body):
-    include_usage: bool = False
+    include_usage: StrictBool = False
+
+
+class FunctionDefinition(BaseModel):
+    """A tool's function; keys beyond these (e.g. `strict`) go into the prompt as sent."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(min_length=1)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class Tool(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["function"]
+    function: FunctionDefinition
 
 
 class ChatCompletionRequest(_Body):
@@ -69,19 +95,22 @@ class ChatCompletionRequest(_Body):
     messages: list[Message] = Field(min_length=1)
     modalities: list[Literal["text", "audio"]] | None = None
     audio: AudioParams | None = None
-    stream: bool = False
+    stream: StrictBool = False
     stream_options: StreamOptions | None = None
-    max_completion_tokens: int | None = Field(None, ge=1)
-    max_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    seed: int | None = Field(None, ge=-(2**63), lt=2**63)
-    n: int | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
-    stop: str | list[str] | None = None
-    logprobs: bool | None = None
-    response_format: dict[str, Any] | None = None
+    max_completion_tokens: json_int(ge=1) | None = None
+    max_tokens: json_int(ge=1) | None = None
+    temperature: StrictFloat | None = Field(None, ge=0, le=2)
+    top_p: StrictFloat | None = Field(None, gt=0, le=1)
+    seed: json_int(ge=-(2**63), lt=2**63) | None = None
+    n: json_int() | None = Field(None, json_schema_extra={"minimum": 1, "maximum": 1})  # checked with a clear message
+    tools: list[Tool] | None = None
+    # accepted in their OpenAI types and refused with a clear message below; the published schema names what passes
+    tool_choice: str | dict[str, Any] | None = Field(None, json_schema_extra={"enum": ["auto", "none", None]})
+    stop: str | list[str] | None = Field(None, json_schema_extra={"enum": [None, "", []]})
+    logprobs: StrictBool | None = Field(None, json_schema_extra={"enum": [False, None]})
+    response_format: dict[str, Any] | None = Field(
+        None, json_schema_extra={"properties": {"type": {"enum": ["text", None]}}}
+    )
 
     @property
     def spoken(self) -> bool:
@@ -89,12 +118,15 @@ class ChatCompletionRequest(_Body):
 
     @property
     def active_tools(self) -> list[dict[str, Any]] | None:
-        return None if self.tool_choice == "none" else self.tools or None
+        """The tools as the function-calling prompt lists them (None: no tools, or `tool_choice` "none")."""
+        if self.tool_choice == "none" or not self.tools:
+            return None
+        return [tool.model_dump(exclude_none=True) for tool in self.tools]
 
     def text_chars(self) -> int:
         """Characters of text the prompt would hold (messages, tool calls, tool definitions): a cheap bound checked
         before anything is decoded or tokenized."""
-        total = len(json.dumps(self.tools, ensure_ascii=False)) if self.tools else 0
+        total = len(json.dumps(self.active_tools, ensure_ascii=False)) if self.tools else 0
         for message in self.messages:
             if isinstance(message.content, str):
                 total += len(message.content)
@@ -122,13 +154,6 @@ class ChatCompletionRequest(_Body):
                 "tool_choice must be 'auto' or 'none': the model decides itself whether to call a tool.",
                 param="tool_choice",
             )
-        for index, tool in enumerate(self.tools or []):
-            function = tool.get("function")
-            if tool.get("type") != "function" or not isinstance(function, dict) or not function.get("name"):
-                raise invalid(
-                    f"tools[{index}] must be {{'type': 'function', 'function': {{'name': ..., 'parameters': ...}}}}.",
-                    param=f"tools[{index}]",
-                )
 
 
 def parse(model: type[BaseModel], body: Any) -> Any:
