@@ -202,7 +202,8 @@ def test_no_microphone_gets_a_clear_message(app, tmp_path):
 
 
 def test_unknown_voice_never_hides_the_conversation(app, tmp_path):
-    """A voice that is not in the list is refused with a notice; the conversation so far stays on the page."""
+    """A voice that is not in the list is refused with a notice (API) or a warning (page); the conversation so far
+    stays as it is."""
     from gradio_client import Client, handle_file
 
     client = Client(app.url, verbose=False, analytics_enabled=False, download_files=str(tmp_path))
@@ -217,6 +218,26 @@ def test_unknown_voice_never_hides_the_conversation(app, tmp_path):
             assert len(notice) < 200
     finally:
         client.close()
+    # on the page: a name typed into the voice list is refused with a warning, and the list goes back to a voice
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = browser(tmp_path / "profile", None)
+    try:
+        driver.get(app.url)
+        box = WebDriverWait(driver, 120).until(lambda d: d.find_element(By.CSS_SELECTOR, "input[aria-label=Voice]"))
+        box.click()
+        box.send_keys(Keys.CONTROL, "a")
+        box.send_keys("中文女x", Keys.ENTER, Keys.TAB)
+        toasts = WebDriverWait(driver, 60).until(
+            lambda d: [e.text for e in d.find_elements(By.CSS_SELECTOR, ".toast-body") if "Unknown voice" in e.text]
+        )
+        value, page = box.get_attribute("value"), driver.execute_script(STATE_SCRIPT)
+    finally:
+        driver.quit()
+    assert toasts[0].startswith("Warning") and "'中文女x'" in toasts[0], toasts
+    assert value == "中文女 (female)" and page["errors"] == 0, (value, page)
 
 
 def test_sigterm_leaves_no_temp_files(app, tmp_path):
