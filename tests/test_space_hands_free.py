@@ -185,6 +185,8 @@ def test_a_second_question_during_a_reply_interrupts_it(app, tmp_path):
     assert page["users"] == 2, (page, states)  # both questions, as two turns
     interrupted = [text for text in page["bots"] if text.endswith("(interrupted)")]
     assert len(interrupted) == 1, (page, states)
+    flaps = [i for i in range(1, len(states)) if (states[i - 1], states[i]) == ("Speaking", "Thinking…")]
+    assert not flaps and "Hearing" in states[states.index("Speaking") :], states  # talked over while it spoke
     last = page["bots"][-1]
     assert last and last != "…" and not last.endswith("(interrupted)"), (page, states)  # the second one answered
 
