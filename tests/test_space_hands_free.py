@@ -170,25 +170,38 @@ def test_hands_free_starts_on_every_first_visit_and_on_reopen(app, tmp_path):
 
 
 def test_a_second_question_during_a_reply_interrupts_it(app, tmp_path):
-    """The user talks over the reply: it stops (the chat marks it interrupted) and the new question is answered."""
+    """The user talks over the reply: it stops (the chat marks it interrupted) and the new question is answered.
+
+    The tiny model's replies end when it says so (sometimes before the second question comes): such a try must still
+    answer both questions, with nothing interrupted, and the test tries again (3 tries at most) until one of them is
+    a real barge-in (the status was Speaking or Thinking when the user's second question began)."""
     microphone = microphone_file(
         tmp_path / "two.wav", silence(1.0), clip("en"), silence(3.5), clip("zh"), silence(15.0)
     )
-    driver = browser(tmp_path / "profile", microphone)
-    try:
-        open_hands_free(driver, app.url)
-        page, states = watch(
-            driver, lambda page: page["users"] >= 2 and len([t for t in page["bots"] if t and t != "…"]) >= 3
-        )
-    finally:
-        driver.quit()
-    assert page["users"] == 2, (page, states)  # both questions, as two turns
-    interrupted = [text for text in page["bots"] if text.endswith("(interrupted)")]
-    assert len(interrupted) == 1, (page, states)
-    flaps = [i for i in range(1, len(states)) if (states[i - 1], states[i]) == ("Speaking", "Thinking…")]
-    assert not flaps and "Hearing" in states[states.index("Speaking") :], states  # talked over while it spoke
-    last = page["bots"][-1]
-    assert last and last != "…" and not last.endswith("(interrupted)"), (page, states)  # the second one answered
+    barge_ins = 0
+    for attempt in range(3):
+        driver = browser(tmp_path / f"profile-{attempt}", microphone)
+        try:
+            open_hands_free(driver, app.url)
+            page, states = watch(
+                driver, lambda page: page["users"] >= 2 and len([t for t in page["bots"] if t and t != "…"]) >= 3
+            )
+        finally:
+            driver.quit()
+        assert page["users"] == 2, (page, states)  # both questions, as two turns: none lost
+        last = page["bots"][-1]
+        assert last and last != "…" and not last.endswith("(interrupted)"), (page, states)  # the second answered
+        flaps = [i for i in range(1, len(states)) if (states[i - 1], states[i]) == ("Speaking", "Thinking…")]
+        assert not flaps, states
+        hearing = [i for i, state in enumerate(states) if state == "Hearing"]
+        assert len(hearing) >= 2, states
+        interrupted = [text for text in page["bots"] if text.endswith("(interrupted)")]
+        if states[hearing[1] - 1] in ("Speaking", "Thinking…"):  # the reply was still going: a barge-in
+            assert len(interrupted) == 1, (page, states)
+            barge_ins += 1
+            break
+        assert interrupted == [], (page, states)  # the first reply had ended: nothing to interrupt
+    assert barge_ins == 1, "no try had its second question come while the first reply was going"
 
 
 def test_no_microphone_gets_a_clear_message(app, tmp_path):
