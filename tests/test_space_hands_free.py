@@ -170,23 +170,38 @@ def test_hands_free_starts_on_every_first_visit_and_on_reopen(app, tmp_path):
 
 
 def test_a_second_question_during_a_reply_interrupts_it(app, tmp_path):
-    """The user talks over the reply: it stops (the chat marks it interrupted) and the new question is answered."""
+    """The user talks over the reply: it stops (the chat marks it interrupted) and the new question is answered.
+
+    The tiny model's replies end when it says so (sometimes before the second question comes): such a try must still
+    answer both questions, with nothing interrupted, and the test tries again (3 tries at most) until one of them is
+    a real barge-in (the status was Speaking or Thinking when the user's second question began)."""
     microphone = microphone_file(
         tmp_path / "two.wav", silence(1.0), clip("en"), silence(3.5), clip("zh"), silence(15.0)
     )
-    driver = browser(tmp_path / "profile", microphone)
-    try:
-        open_hands_free(driver, app.url)
-        page, states = watch(
-            driver, lambda page: page["users"] >= 2 and len([t for t in page["bots"] if t and t != "…"]) >= 3
-        )
-    finally:
-        driver.quit()
-    assert page["users"] == 2, (page, states)  # both questions, as two turns
-    interrupted = [text for text in page["bots"] if text.endswith("(interrupted)")]
-    assert len(interrupted) == 1, (page, states)
-    last = page["bots"][-1]
-    assert last and last != "…" and not last.endswith("(interrupted)"), (page, states)  # the second one answered
+    barge_ins = 0
+    for attempt in range(3):
+        driver = browser(tmp_path / f"profile-{attempt}", microphone)
+        try:
+            open_hands_free(driver, app.url)
+            page, states = watch(
+                driver, lambda page: page["users"] >= 2 and len([t for t in page["bots"] if t and t != "…"]) >= 3
+            )
+        finally:
+            driver.quit()
+        assert page["users"] == 2, (page, states)  # both questions, as two turns: none lost
+        last = page["bots"][-1]
+        assert last and last != "…" and not last.endswith("(interrupted)"), (page, states)  # the second answered
+        flaps = [i for i in range(1, len(states)) if (states[i - 1], states[i]) == ("Speaking", "Thinking…")]
+        assert not flaps, states
+        hearing = [i for i, state in enumerate(states) if state == "Hearing"]
+        assert len(hearing) >= 2, states
+        interrupted = [text for text in page["bots"] if text.endswith("(interrupted)")]
+        if states[hearing[1] - 1] in ("Speaking", "Thinking…"):  # the reply was still going: a barge-in
+            assert len(interrupted) == 1, (page, states)
+            barge_ins += 1
+            break
+        assert interrupted == [], (page, states)  # the first reply had ended: nothing to interrupt
+    assert barge_ins == 1, "no try had its second question come while the first reply was going"
 
 
 def test_no_microphone_gets_a_clear_message(app, tmp_path):
@@ -202,7 +217,8 @@ def test_no_microphone_gets_a_clear_message(app, tmp_path):
 
 
 def test_unknown_voice_never_hides_the_conversation(app, tmp_path):
-    """A voice that is not in the list is refused with a notice; the conversation so far stays on the page."""
+    """A voice that is not in the list is refused with a notice (API) or a warning (page); the conversation so far
+    stays as it is."""
     from gradio_client import Client, handle_file
 
     client = Client(app.url, verbose=False, analytics_enabled=False, download_files=str(tmp_path))
@@ -217,6 +233,26 @@ def test_unknown_voice_never_hides_the_conversation(app, tmp_path):
             assert len(notice) < 200
     finally:
         client.close()
+    # on the page: a name typed into the voice list is refused with a warning, and the list goes back to a voice
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = browser(tmp_path / "profile", None)
+    try:
+        driver.get(app.url)
+        box = WebDriverWait(driver, 120).until(lambda d: d.find_element(By.CSS_SELECTOR, "input[aria-label=Voice]"))
+        box.click()
+        box.send_keys(Keys.CONTROL, "a")
+        box.send_keys("中文女x", Keys.ENTER, Keys.TAB)
+        toasts = WebDriverWait(driver, 60).until(
+            lambda d: [e.text for e in d.find_elements(By.CSS_SELECTOR, ".toast-body") if "Unknown voice" in e.text]
+        )
+        value, page = box.get_attribute("value"), driver.execute_script(STATE_SCRIPT)
+    finally:
+        driver.quit()
+    assert toasts[0].startswith("Warning") and "'中文女x'" in toasts[0], toasts
+    assert value == "中文女 (female)" and page["errors"] == 0, (value, page)
 
 
 def test_sigterm_leaves_no_temp_files(app, tmp_path):
