@@ -175,3 +175,18 @@ def test_a_judged_subset_against_a_real_endpoint(tmp_path):
     records = _records(tmp_path)
     assert all(isinstance(record["scores"]["judgement"], str) for record in records)
     assert "unparseable 3" in (tmp_path / "results.md").read_text()
+
+
+def test_cheap_checks_fail_before_the_model_loads(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError, match=r"voicebench/mmsu could not be loaded from the Hub .*--data-dir"):
+        run_evaluation("tiny", "voicebench", tmp_path / "a", subset="mmsu", limit=2)
+    with pytest.raises(ValueError, match="say which with --subset"):
+        run_evaluation("tiny", "voicebench", tmp_path / "b", data_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="MMAU is not on the Hugging Face Hub"):
+        run_evaluation("tiny", "mmau", tmp_path / "c")
+    with pytest.raises(ValueError, match="Unknown benchmark 'voicebnech'"):
+        run_evaluation("tiny", "voicebnech", tmp_path / "d")
+    with pytest.raises(ValueError, match="has no subset 'sdqa'"):
+        run_evaluation("tiny", "voicebench", tmp_path / "e", subset="sdqa")
+    assert not (tmp_path / "a" / "predictions.jsonl").exists()
