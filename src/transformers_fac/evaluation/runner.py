@@ -55,8 +55,9 @@ def _generate(
     max_new_tokens: int,
     voice: Any,
     temperature: float | None,
-) -> None:
-    """Generates the replies of `pending` in batches through the reply engine, writing each record as it is done."""
+) -> float:
+    """Generates the replies of `pending` in batches through the reply engine, writing each record as it is done;
+    returns the seconds spent generating (the model's loading left out)."""
     import soundfile as sf
     from tqdm.auto import tqdm
 
@@ -70,6 +71,7 @@ def _generate(
     if spoken and model.token2wav is None:
         raise ValueError(f"{benchmark.name} needs spoken replies, but the model has no speech decoder (token2wav).")
     progress = tqdm(total=len(pending), desc=f"fac-eval {benchmark.name}", unit="reply")
+    started = time.monotonic()
     with ReplyGenerator(model, processor, batch_size, max_new_tokens, voice, temperature) as generator, progress:
         for start in range(0, len(pending), batch_size):
             batch = pending[start : start + batch_size]
@@ -106,6 +108,7 @@ def _generate(
                     }
                 )
                 progress.update(1)
+    return time.monotonic() - started
 
 
 def _score_and_report(
@@ -173,10 +176,10 @@ def run_evaluation(
         for item in items[entry.name]
         if (chosen.name, entry.name, item.id) not in done
     ]
-    started = time.monotonic()
+    seconds = 0.0
     if pending:
         with PredictionWriter(predictions_path) as writer:
-            _generate(
+            seconds = _generate(
                 chosen,
                 pending,
                 output_dir,
@@ -194,7 +197,7 @@ def run_evaluation(
         "limit": limit,
         "generated": len(pending),
         "resumed": sum(len(entries) for entries in items.values()) - len(pending),
-        "generation_seconds": round(time.monotonic() - started, 1),
+        "generation_seconds": round(seconds, 2),
         "batch_size": batch_size,
         "max_new_tokens": max_new_tokens,
     }
