@@ -190,3 +190,29 @@ def test_cheap_checks_fail_before_the_model_loads(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="has no subset 'sdqa'"):
         run_evaluation("tiny", "voicebench", tmp_path / "e", subset="sdqa")
     assert not (tmp_path / "a" / "predictions.jsonl").exists()
+
+
+def test_replies_in_a_saved_voice_get_a_speaker_similarity(tmp_path, monkeypatch):
+    from tests.serving_utils import save_test_voice
+    from transformers_fac.audio_io import load_audio
+    from transformers_fac.evaluation.voice_similarity import speaker_similarities
+    from transformers_fac.tiny import tiny_checkpoint
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    source = data.custom_jsonl(tmp_path / "mine", count=2)
+    voice = save_test_voice(tmp_path / "voices")
+    with pytest.raises(ValueError, match="--voice"):
+        run_evaluation("tiny", "custom", tmp_path / "bad", data_dir=str(source), voice="no-such-voice")
+
+    results = run_evaluation(
+        "tiny", "custom", tmp_path / "out", data_dir=str(source), voice=str(voice), max_new_tokens=30, batch_size=2
+    )
+
+    assert results["voice"] == str(voice)
+    speech = results["subsets"]["custom"]["speech"]
+    records = _records(tmp_path / "out")
+    clips = [load_audio(tmp_path / "out" / record["audio"]) for record in records]
+    expected = speaker_similarities(clips, str(voice), frontend_source=str(tiny_checkpoint() / "token2wav"))
+    assert [record["scores"]["speaker_similarity"] for record in records] == pytest.approx(expected["per_clip"])
+    assert speech["speaker_similarity"] == pytest.approx(expected["similarity"]) and -1 <= expected["similarity"] <= 1
+    assert "speaker similarity" in (tmp_path / "out" / "results.md").read_text()

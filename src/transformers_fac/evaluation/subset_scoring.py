@@ -26,13 +26,16 @@ logger = logging.getLogger("transformers_fac.evaluation")
 
 @dataclass
 class ScoringSettings:
-    """What scoring may use: a judge (None: judged subsets stay unscored), the ASR model for spoken replies, and
-    whether to try UTMOS (it needs its weights from torch.hub)."""
+    """What scoring may use: a judge (None: judged subsets stay unscored), the ASR model for spoken replies,
+    whether to try UTMOS (it needs its weights from torch.hub), and the target voice of the replies (a saved voice or
+    a clip) with the folder or repo of its CAM++ model, for speaker similarity."""
 
     judge: Any = None
     asr_model: str | None = None
     asr_device: str | None = None
     utmos: bool = True
+    reference_voice: Any = None
+    frontend_source: Any = None
     unavailable: dict[str, str] = field(default_factory=dict)
 
 
@@ -67,6 +70,17 @@ def _speech_quality(benchmark: Benchmark, subset: Subset, records: list[dict], o
     for (record, _), clip_scores in zip(spoken, dnsmos["per_clip"]):
         record["scores"]["dnsmos"] = clip_scores
     summary["dnsmos"] = {key: dnsmos[key] for key in ("ovrl_mos", "sig_mos", "bak_mos", "p808_mos")}
+    if settings.reference_voice is not None and "speaker_similarity" not in settings.unavailable:
+        from .voice_similarity import speaker_similarities
+
+        try:
+            similarity = speaker_similarities(clips, settings.reference_voice, settings.frontend_source)
+        except (OSError, ImportError) as error:  # no CAM++ model here (offline) or no `voice` extra
+            settings.unavailable["speaker_similarity"] = (str(error).splitlines() or [type(error).__name__])[0]
+        else:
+            for (record, _), value in zip(spoken, similarity["per_clip"]):
+                record["scores"]["speaker_similarity"] = value
+            summary["speaker_similarity"] = similarity["similarity"]
     if not benchmark.speech_metrics:
         return summary
     transcripts = _transcribe(clips, subset.language, settings)
