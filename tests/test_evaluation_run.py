@@ -121,7 +121,7 @@ def test_an_interrupted_run_resumes_without_redoing_items(tmp_path):
     source = data.custom_jsonl(tmp_path / "mine", count=4)
     output = tmp_path / "out"
     args = ["run", "--model", "tiny", "--benchmark", "custom", "--data-dir", str(source), "--batch-size", "1"]
-    args += ["--max-new-tokens", "40", "--output", str(output)]
+    args += ["--max-new-tokens", "20", "--output", str(output)]
     process = _fac_eval(args)
     predictions = output / "predictions.jsonl"
     deadline = time.monotonic() + 400
@@ -136,7 +136,7 @@ def test_an_interrupted_run_resumes_without_redoing_items(tmp_path):
     assert 1 <= len(before) < 4, "the run finished before it could be interrupted"
     assert not (output / "results.json").exists()
 
-    results = run_evaluation("tiny", "custom", output, data_dir=str(source), batch_size=1, max_new_tokens=40)
+    results = run_evaluation("tiny", "custom", output, data_dir=str(source), batch_size=1, max_new_tokens=20)
 
     after = _records(output)
     assert results["generated"] == 4 - len(before) and results["resumed"] == len(before)

@@ -201,6 +201,8 @@ def _score_texts(subset: Subset, records: list[dict], texts: list[str], settings
         rates = error_rates([str(r["fields"][subset.reference]) for r in records], texts, subset.language)
         for record, rate in zip(records, rates["per_item"]):
             record["scores"]["wer"] = rate
+        if not rates["items"]:
+            return {"score": None, "note": "every reference is empty"}
         return {"score": 100 * rates["error_rate"], "wer": 100 * rates["wer"], "cer": 100 * rates["cer"]}
     if subset.scorer == "ifeval":
         flags = [ifeval_flags(text, record["fields"]) for record, text in zip(records, texts)]
