@@ -119,14 +119,22 @@ def _transcribe(clips: list[np.ndarray], language: str, settings: ScoringSetting
 
 
 def _references(value: Any) -> list[str]:
-    """A reference answer or a list of them (a JSON-encoded list is read as a list)."""
+    """A reference answer or a list of them (a list written as JSON or as a Python literal is read as a list).
+
+    Example:
+        >>> _references("['paris', 'Paris, France']"), _references("Paris")
+        (['paris', 'Paris, France'], ['Paris'])
+    """
+    import ast
     import json
 
     if isinstance(value, str) and value.strip().startswith("["):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            pass
+        for parse in (json.loads, ast.literal_eval):
+            try:
+                value = parse(value)
+                break
+            except (ValueError, SyntaxError):
+                continue
     return [str(item) for item in value] if isinstance(value, list) else [str(value)]
 
 
