@@ -235,7 +235,8 @@ def score_subset(
     for record in records:
         record["scores"] = {}
     speech = _speech_quality(benchmark, subset, records, output_dir, settings) if records else {}
-    spoken_scoring = benchmark.speech_metrics and all("transcript" in record for record in records if record["audio"])
+    spoken = [record for record in records if record.get("audio")]
+    spoken_scoring = benchmark.speech_metrics and bool(spoken) and all("transcript" in record for record in spoken)
     texts = []
     for record in records:
         if benchmark.mode == "fc":
