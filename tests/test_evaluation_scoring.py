@@ -223,3 +223,17 @@ def test_answer_matching_reads_reference_lists_written_as_literals(tmp_path):
     summary = score_predictions("ultraeval_s2s", predictions)["subsets"]["trivia_qa"]
 
     assert summary["score"] == pytest.approx(200 / 3) and summary["scored_on"] == "reply text (no ASR)"
+
+
+def test_ifeval_without_nltk_data_is_a_clear_error(monkeypatch, tmp_path):
+    import nltk
+
+    monkeypatch.setattr(nltk.data, "path", [str(tmp_path)])  # no punkt_tab anywhere
+    fields = {
+        "key": 2,
+        "prompt": "Answer in fewer than 5 sentences.",
+        "instruction_id_list": ["length_constraints:number_sentences"],
+        "kwargs": [{"relation": "less than", "num_sentences": 5}],
+    }
+    with pytest.raises(RuntimeError, match=r"python -m nltk\.downloader punkt_tab"):
+        scoring.ifeval_flags("One. Two. Three.", fields)

@@ -213,7 +213,10 @@ def _score_texts(subset: Subset, records: list[dict], texts: list[str], settings
             return {"score": None, "note": "every reference is empty"}
         return {"score": 100 * rates["error_rate"], "wer": 100 * rates["wer"], "cer": 100 * rates["cer"]}
     if subset.scorer == "ifeval":
-        flags = [ifeval_flags(text, record["fields"]) for record, text in zip(records, texts)]
+        try:
+            flags = [ifeval_flags(text, record["fields"]) for record, text in zip(records, texts)]
+        except RuntimeError as error:
+            return {"score": None, "note": str(error)}
         for record, item_flags in zip(records, flags):
             record["scores"].update(item_flags)
         return ifeval_summary(flags)
