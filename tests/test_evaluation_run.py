@@ -216,3 +216,29 @@ def test_replies_in_a_saved_voice_get_a_speaker_similarity(tmp_path, monkeypatch
     assert [record["scores"]["speaker_similarity"] for record in records] == pytest.approx(expected["per_clip"])
     assert speech["speaker_similarity"] == pytest.approx(expected["similarity"]) and -1 <= expected["similarity"] <= 1
     assert "speaker similarity" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_mmsu_reads_every_split_and_the_instruction_formats(tmp_path):
+    """VoiceBench's mmsu has one split per domain (all are read); MMAU items carry the report's instruction; ASR
+    items the transcription instruction."""
+    import datasets
+
+    from transformers_fac.evaluation.benchmark_data import load_items
+    from transformers_fac.prompts import ASR_INSTRUCTION
+
+    clips = data.write_clips(tmp_path / "clips", 2)
+    columns = {"prompt": ["q?", "q?"], "reference": ["A", "C"]}
+    splits = {name: data.audio_dataset(columns, clips) for name in ("law", "physics")}
+    datasets.DatasetDict(splits).save_to_disk(str(tmp_path / "mmsu"))
+    voicebench = get_benchmark("voicebench")
+    items = load_items(voicebench, voicebench.subset("mmsu"), str(tmp_path / "mmsu"))
+    assert [item.fields["reference"] for item in items] == ["A", "C", "A", "C"] and items[0].instruction is None
+    assert len(load_items(voicebench, voicebench.subset("mmsu"), str(tmp_path / "mmsu"), limit=3)) == 3
+
+    mmau = get_benchmark("mmau")
+    item = load_items(mmau, mmau.subsets[0], str(data.mmau_test_mini(tmp_path / "mmau")), limit=1)[0]
+    assert item.id == "mmau-0" and item.instruction.endswith("(A)Man\n(B)Woman\n(C)Child\n(D)Robot")
+    assert Path(item.audio).is_file()
+    librispeech = get_benchmark("librispeech")
+    source = str(data.librispeech_test_clean(tmp_path / "ls"))
+    assert load_items(librispeech, librispeech.subsets[0], source)[0].instruction == ASR_INSTRUCTION
