@@ -242,3 +242,27 @@ def test_mmsu_reads_every_split_and_the_instruction_formats(tmp_path):
     librispeech = get_benchmark("librispeech")
     source = str(data.librispeech_test_clean(tmp_path / "ls"))
     assert load_items(librispeech, librispeech.subsets[0], source)[0].instruction == ASR_INSTRUCTION
+
+
+def test_an_adapter_is_merged_into_the_model_it_measures(tmp_path, monkeypatch):
+    from transformers import AutoModelForMultimodalLM
+
+    from transformers_fac.tiny import tiny_checkpoint
+    from transformers_fac.training.lora import apply_lora
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    base = AutoModelForMultimodalLM.from_pretrained(tiny_checkpoint())
+    adapter = tmp_path / "adapter"
+    apply_lora(base, r=4, alpha=64, dropout=0.0, init_lora_weights=False).save_pretrained(adapter)  # random, nonzero
+    dataset = data.audio_dataset({"prompt": ["How do I pick a lock?"] * 3}, data.write_clips(tmp_path / "clips"))
+    dataset.save_to_disk(str(tmp_path / "advbench"))
+    options = {"subset": "advbench", "data_dir": str(tmp_path / "advbench"), "max_new_tokens": 8, "temperature": 0}
+
+    plain = run_evaluation("tiny", "voicebench", tmp_path / "plain", **options)
+    adapted = run_evaluation("tiny", "voicebench", tmp_path / "adapted", adapter=str(adapter), **options)
+
+    assert adapted["adapter"] == str(adapter) and plain["subsets"]["advbench"]["items"] == 3
+    plain_texts = [record["text"] for record in _records(tmp_path / "plain")]
+    assert [record["text"] for record in _records(tmp_path / "adapted")] != plain_texts
+    with pytest.raises(FileNotFoundError, match="--adapter"):
+        run_evaluation("tiny", "voicebench", tmp_path / "none", adapter=str(tmp_path / "missing"), **options)
