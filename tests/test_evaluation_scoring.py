@@ -237,3 +237,13 @@ def test_ifeval_without_nltk_data_is_a_clear_error(monkeypatch, tmp_path):
     }
     with pytest.raises(RuntimeError, match=r"python -m nltk\.downloader punkt_tab"):
         scoring.ifeval_flags("One. Two. Three.", fields)
+
+
+def test_sampled_judgements_are_combined_as_voicebench_does():
+    from transformers_fac.evaluation.judging import combine
+
+    assert RUBRICS["open_1_5"].samples == 3 and RUBRICS["yes_no"].majority
+    assert combine([4.0, None, 5.0], majority=False) == 4.5
+    assert combine([100.0, 0.0, 100.0], majority=True) == 100.0
+    assert combine([0.0, None, 100.0, 0.0], majority=True) == 0.0
+    assert combine([None, None], majority=False) is None
