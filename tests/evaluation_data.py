@@ -26,7 +26,7 @@ def write_clips(folder: Path, count: int = 3) -> list[Path]:
     return paths
 
 
-def _audio_dataset(columns: dict, clips: list[Path]):
+def audio_dataset(columns: dict, clips: list[Path]):
     import datasets
 
     table = {"audio": [str(path) for path in clips], **columns}
@@ -35,7 +35,7 @@ def _audio_dataset(columns: dict, clips: list[Path]):
 
 def voicebench_ifeval(root: Path) -> Path:
     """hlt-lab/voicebench `ifeval`: audio, prompt, key, instruction_id_list, kwargs (a list of structs)."""
-    dataset = _audio_dataset(
+    dataset = audio_dataset(
         {
             "prompt": ["Write a story without commas.", "Say hello in lowercase.", "Describe rain in 5 words."],
             "key": [1000, 1001, 1005],
@@ -60,7 +60,7 @@ def voicebench_sdqa(root: Path) -> Path:
     clips = write_clips(root / "clips")
     columns = {"prompt": ["Who wrote Hamlet?", "What is 2 plus 2?", "Capital of France?"]}
     columns["reference"] = ["Shakespeare", "4", "Paris"]
-    splits = {"usa": _audio_dataset(columns, clips), "aus": _audio_dataset(columns, clips)}
+    splits = {"usa": audio_dataset(columns, clips), "aus": audio_dataset(columns, clips)}
     datasets.DatasetDict(splits).save_to_disk(str(root / "data"))
     return root / "data"
 
@@ -81,7 +81,7 @@ def openaudiobench_trivia(root: Path) -> Path:
 
 def ultraeval_llama_questions(root: Path) -> Path:
     """TwinkStart/llama-questions (UltraEval-Audio): audio, Questions, Answer."""
-    dataset = _audio_dataset(
+    dataset = audio_dataset(
         {
             "Questions": ["Who wrote Hamlet?", "Capital of France?", "What is 2 plus 2?"],
             "Answer": ["Shakespeare", "Paris", "4"],
@@ -164,14 +164,14 @@ def mmau_test_mini(root: Path) -> Path:
 
 def librispeech_test_clean(root: Path) -> Path:
     """TwinkStart/librispeech (UltraEval-Audio): audio, text."""
-    dataset = _audio_dataset({"text": ["HELLO WORLD", "HOW ARE YOU", "GOOD MORNING"]}, write_clips(root / "clips"))
+    dataset = audio_dataset({"text": ["HELLO WORLD", "HOW ARE YOU", "GOOD MORNING"]}, write_clips(root / "clips"))
     dataset.save_to_disk(str(root / "data"))
     return root / "data"
 
 
 def commonvoice_zh(root: Path) -> Path:
     """TwinkStart/CommonVoice_15 (UltraEval-Audio), split zh: audio, sentence."""
-    dataset = _audio_dataset({"sentence": ["今天天气很好", "你好", "谢谢你"]}, write_clips(root / "clips"))
+    dataset = audio_dataset({"sentence": ["今天天气很好", "你好", "谢谢你"]}, write_clips(root / "clips"))
     dataset.save_to_disk(str(root / "data"))
     return root / "data"
 
@@ -191,7 +191,7 @@ def custom_jsonl(root: Path, count: int = 4) -> Path:
 
 def custom_saved(root: Path) -> Path:
     """A custom benchmark as a `save_to_disk` folder: id, audio (an Audio column), reference."""
-    dataset = _audio_dataset(
+    dataset = audio_dataset(
         {"id": ["a", "b", "c"], "reference": ["weather", "", "Paris"]}, write_clips(root / "clips")
     )
     dataset.save_to_disk(str(root / "data"))

@@ -121,7 +121,7 @@ def test_an_interrupted_run_resumes_without_redoing_items(tmp_path):
     source = data.custom_jsonl(tmp_path / "mine", count=4)
     output = tmp_path / "out"
     args = ["run", "--model", "tiny", "--benchmark", "custom", "--data-dir", str(source), "--batch-size", "1"]
-    args += ["--max-new-tokens", "40", "--output", str(output)]
+    args += ["--max-new-tokens", "20", "--output", str(output)]
     process = _fac_eval(args)
     predictions = output / "predictions.jsonl"
     deadline = time.monotonic() + 400
@@ -136,7 +136,7 @@ def test_an_interrupted_run_resumes_without_redoing_items(tmp_path):
     assert 1 <= len(before) < 4, "the run finished before it could be interrupted"
     assert not (output / "results.json").exists()
 
-    results = run_evaluation("tiny", "custom", output, data_dir=str(source), batch_size=1, max_new_tokens=40)
+    results = run_evaluation("tiny", "custom", output, data_dir=str(source), batch_size=1, max_new_tokens=20)
 
     after = _records(output)
     assert results["generated"] == 4 - len(before) and results["resumed"] == len(before)
@@ -175,3 +175,94 @@ def test_a_judged_subset_against_a_real_endpoint(tmp_path):
     records = _records(tmp_path)
     assert all(isinstance(record["scores"]["judgement"], str) for record in records)
     assert "unparseable 3" in (tmp_path / "results.md").read_text()
+
+
+def test_cheap_checks_fail_before_the_model_loads(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError, match=r"voicebench/mmsu could not be loaded from the Hub .*--data-dir"):
+        run_evaluation("tiny", "voicebench", tmp_path / "a", subset="mmsu", limit=2)
+    with pytest.raises(ValueError, match="say which with --subset"):
+        run_evaluation("tiny", "voicebench", tmp_path / "b", data_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="MMAU is not on the Hugging Face Hub"):
+        run_evaluation("tiny", "mmau", tmp_path / "c")
+    with pytest.raises(ValueError, match="Unknown benchmark 'voicebnech'"):
+        run_evaluation("tiny", "voicebnech", tmp_path / "d")
+    with pytest.raises(ValueError, match="has no subset 'sdqa'"):
+        run_evaluation("tiny", "voicebench", tmp_path / "e", subset="sdqa")
+    assert not (tmp_path / "a" / "predictions.jsonl").exists()
+
+
+def test_replies_in_a_saved_voice_get_a_speaker_similarity(tmp_path, monkeypatch):
+    from tests.serving_utils import save_test_voice
+    from transformers_fac.audio_io import load_audio
+    from transformers_fac.evaluation.voice_similarity import speaker_similarities
+    from transformers_fac.tiny import tiny_checkpoint
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    source = data.custom_jsonl(tmp_path / "mine", count=2)
+    voice = save_test_voice(tmp_path / "voices")
+    with pytest.raises(ValueError, match="--voice"):
+        run_evaluation("tiny", "custom", tmp_path / "bad", data_dir=str(source), voice="no-such-voice")
+
+    results = run_evaluation(
+        "tiny", "custom", tmp_path / "out", data_dir=str(source), voice=str(voice), max_new_tokens=30, batch_size=2
+    )
+
+    assert results["voice"] == str(voice)
+    speech = results["subsets"]["custom"]["speech"]
+    records = _records(tmp_path / "out")
+    clips = [load_audio(tmp_path / "out" / record["audio"]) for record in records]
+    expected = speaker_similarities(clips, str(voice), frontend_source=str(tiny_checkpoint() / "token2wav"))
+    assert [record["scores"]["speaker_similarity"] for record in records] == pytest.approx(expected["per_clip"])
+    assert speech["speaker_similarity"] == pytest.approx(expected["similarity"]) and -1 <= expected["similarity"] <= 1
+    assert "speaker similarity" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_mmsu_reads_every_split_and_the_instruction_formats(tmp_path):
+    """VoiceBench's mmsu has one split per domain (all are read); MMAU items carry the report's instruction; ASR
+    items the transcription instruction."""
+    import datasets
+
+    from transformers_fac.evaluation.benchmark_data import load_items
+    from transformers_fac.prompts import ASR_INSTRUCTION
+
+    clips = data.write_clips(tmp_path / "clips", 2)
+    columns = {"prompt": ["q?", "q?"], "reference": ["A", "C"]}
+    splits = {name: data.audio_dataset(columns, clips) for name in ("law", "physics")}
+    datasets.DatasetDict(splits).save_to_disk(str(tmp_path / "mmsu"))
+    voicebench = get_benchmark("voicebench")
+    items = load_items(voicebench, voicebench.subset("mmsu"), str(tmp_path / "mmsu"))
+    assert [item.fields["reference"] for item in items] == ["A", "C", "A", "C"] and items[0].instruction is None
+    assert len(load_items(voicebench, voicebench.subset("mmsu"), str(tmp_path / "mmsu"), limit=3)) == 3
+
+    mmau = get_benchmark("mmau")
+    item = load_items(mmau, mmau.subsets[0], str(data.mmau_test_mini(tmp_path / "mmau")), limit=1)[0]
+    assert item.id == "mmau-0" and item.instruction.endswith("(A)Man\n(B)Woman\n(C)Child\n(D)Robot")
+    assert Path(item.audio).is_file()
+    librispeech = get_benchmark("librispeech")
+    source = str(data.librispeech_test_clean(tmp_path / "ls"))
+    assert load_items(librispeech, librispeech.subsets[0], source)[0].instruction == ASR_INSTRUCTION
+
+
+def test_an_adapter_is_merged_into_the_model_it_measures(tmp_path, monkeypatch):
+    from transformers import AutoModelForMultimodalLM
+
+    from transformers_fac.tiny import tiny_checkpoint
+    from transformers_fac.training.lora import apply_lora
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    base = AutoModelForMultimodalLM.from_pretrained(tiny_checkpoint())
+    adapter = tmp_path / "adapter"
+    apply_lora(base, r=4, alpha=64, dropout=0.0, init_lora_weights=False).save_pretrained(adapter)  # random, nonzero
+    dataset = data.audio_dataset({"prompt": ["How do I pick a lock?"] * 3}, data.write_clips(tmp_path / "clips"))
+    dataset.save_to_disk(str(tmp_path / "advbench"))
+    options = {"subset": "advbench", "data_dir": str(tmp_path / "advbench"), "max_new_tokens": 8, "temperature": 0}
+
+    plain = run_evaluation("tiny", "voicebench", tmp_path / "plain", **options)
+    adapted = run_evaluation("tiny", "voicebench", tmp_path / "adapted", adapter=str(adapter), **options)
+
+    assert adapted["adapter"] == str(adapter) and plain["subsets"]["advbench"]["items"] == 3
+    plain_texts = [record["text"] for record in _records(tmp_path / "plain")]
+    assert [record["text"] for record in _records(tmp_path / "adapted")] != plain_texts
+    with pytest.raises(FileNotFoundError, match="--adapter"):
+        run_evaluation("tiny", "voicebench", tmp_path / "none", adapter=str(tmp_path / "missing"), **options)

@@ -193,3 +193,57 @@ def test_fac_eval_score_rescores_saved_function_calls(tmp_path):
     assert [record["scores"]["score"] for record in rescored] == [100.0, 0.0, 0.0]
     table = (tmp_path / "results.md").read_text()
     assert "| bfcl_single | accuracy % | 33.33 | 92.73 | -59.40 | 3 | malformed 1 |" in table
+
+
+def test_answer_matching_reads_reference_lists_written_as_literals(tmp_path):
+    """UltraEval-Audio's exist-match on saved text replies (no audio: scored on the reply text, and said so)."""
+    from transformers_fac.evaluation import score_predictions
+
+    replies = [
+        ("It is Paris, I think.", "['paris', 'city of light']"),
+        ("London.", "['paris']"),
+        ("Four", '["4", "four"]'),
+    ]
+    lines = [
+        {
+            "benchmark": "ultraeval_s2s",
+            "subset": "trivia_qa",
+            "id": str(index),
+            "text": text,
+            "raw_text": text,
+            "audio": None,
+            "error": None,
+            "fields": {"question": "?", "answer": answer},
+        }
+        for index, (text, answer) in enumerate(replies)
+    ]
+    predictions = tmp_path / "predictions.jsonl"
+    predictions.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+    summary = score_predictions("ultraeval_s2s", predictions)["subsets"]["trivia_qa"]
+
+    assert summary["score"] == pytest.approx(200 / 3) and summary["scored_on"] == "reply text (no ASR)"
+
+
+def test_ifeval_without_nltk_data_is_a_clear_error(monkeypatch, tmp_path):
+    import nltk
+
+    monkeypatch.setattr(nltk.data, "path", [str(tmp_path)])  # no punkt_tab anywhere
+    fields = {
+        "key": 2,
+        "prompt": "Answer in fewer than 5 sentences.",
+        "instruction_id_list": ["length_constraints:number_sentences"],
+        "kwargs": [{"relation": "less than", "num_sentences": 5}],
+    }
+    with pytest.raises(RuntimeError, match=r"python -m nltk\.downloader punkt_tab"):
+        scoring.ifeval_flags("One. Two. Three.", fields)
+
+
+def test_sampled_judgements_are_combined_as_voicebench_does():
+    from transformers_fac.evaluation.judging import combine
+
+    assert RUBRICS["open_1_5"].samples == 3 and RUBRICS["yes_no"].majority
+    assert combine([4.0, None, 5.0], majority=False) == 4.5
+    assert combine([100.0, 0.0, 100.0], majority=True) == 100.0
+    assert combine([0.0, None, 100.0, 0.0], majority=True) == 0.0
+    assert combine([None, None], majority=False) is None

@@ -138,7 +138,16 @@ def load_items(benchmark: Benchmark, subset: Subset, data_dir: str | None = None
         raise FileNotFoundError(f"--data-dir {directory} is not a folder.")
     if limit is not None and limit < 1:
         raise ValueError(f"--limit must be at least 1, got {limit}.")
-    rows, audio_root = _dataset_rows(benchmark, subset, directory)
+    try:
+        rows, audio_root = _dataset_rows(benchmark, subset, directory)
+    except (ConnectionError, OSError) as error:
+        if directory is not None:
+            raise
+        reason = (str(error).splitlines() or [type(error).__name__])[0][:200]
+        raise ValueError(
+            f"{benchmark.name}/{subset.name} could not be loaded from the Hub ({reason}); "
+            "connect, or pass a local copy with --data-dir."
+        ) from error
     if limit is not None:
         rows = rows.select(range(min(limit, len(rows))))
     path_column = _AUDIO_PATH_COLUMNS.get(benchmark.layout)

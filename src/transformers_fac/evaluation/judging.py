@@ -4,7 +4,8 @@
 Each judged subset has a rubric with the benchmark's scale and answer format (VoiceBench `api_judge.py`;
 OpenAudioBench's prompts as Kimi-Audio-Evalkit runs them; UltraEval-Audio's `chatbot-eval`), written here in our own
 words, and a parser that turns the judge's answer into a score on the paper's scale. A judgement the parser cannot
-read is counted as unparseable and left out of the mean; it never stops the run.
+read is counted as unparseable and left out of the mean; it never stops the run. VoiceBench samples its judge three
+times (temperature 0.5) and combines the answers; the other benchmarks ask once, greedy.
 """
 
 import json
@@ -136,16 +137,21 @@ def _json_judgment(text: str) -> float | None:
 
 @dataclass(frozen=True)
 class Rubric:
-    """A judge prompt (placeholders `{question}`, `{reference}`, `{reply}`) and its parser to the paper's scale."""
+    """A judge prompt (placeholders `{question}`, `{reference}`, `{reply}`), its parser to the paper's scale, and
+    how the benchmark samples its judge: `samples` judgements at `temperature` (VoiceBench asks for 3 at 0.5 and
+    averages them, a majority vote for yes / no; the others ask once, greedy)."""
 
     template: str
     parse: Callable[[str], float | None]
     scale: str
+    samples: int = 1
+    temperature: float = 0.0
+    majority: bool = False
 
 
 RUBRICS: dict[str, Rubric] = {
-    "open_1_5": Rubric(_OPEN_1_TO_5, _first_digit(1, 5), "1-5"),
-    "yes_no": Rubric(_YES_NO, _yes_no, "accuracy %"),
+    "open_1_5": Rubric(_OPEN_1_TO_5, _first_digit(1, 5), "1-5", samples=3, temperature=0.5),
+    "yes_no": Rubric(_YES_NO, _yes_no, "accuracy %", samples=3, temperature=0.5, majority=True),
     "chat_1_10": Rubric(_CHAT_1_TO_10, _double_brackets(10.0), "rating x10"),
     "correct_incorrect": Rubric(_CORRECT_INCORRECT, _correct_incorrect, "accuracy %"),
     "math_1_5": Rubric(_MATH_1_TO_5, _last_bracket_digit, "score x20"),
@@ -154,13 +160,29 @@ RUBRICS: dict[str, Rubric] = {
 """The judged rubrics by name (the benchmark table says which subset uses which)."""
 
 
+def combine(values: list[float | None], majority: bool) -> float | None:
+    """One score from a rubric's sampled judgements: the mean of the readable ones, or for yes / no rubrics the
+    majority (100 when "yes" outnumbers "no"); None when none is readable.
+
+    Example:
+        >>> combine([4.0, None, 5.0], majority=False), combine([100.0, 0.0, 100.0], majority=True)
+        (4.5, 100.0)
+    """
+    readable = [value for value in values if value is not None]
+    if not readable:
+        return None
+    if majority:
+        return 100.0 if sum(value > 50 for value in readable) > len(readable) / 2 else 0.0
+    return sum(readable) / len(readable)
+
+
 class Judge:
-    """An OpenAI-compatible chat endpoint used as a judge (greedy, one judgement per reply).
+    """An OpenAI-compatible chat endpoint used as a judge, sampled as each rubric says.
 
     Example:
         >>> judge = Judge("http://localhost:8000/v1", "gpt-4o-mini")  # doctest: +SKIP
         >>> judge.score("open_1_5", question="Tell me a joke.", reply="Why did ...")  # doctest: +SKIP
-        (4.0, '4')
+        (4.0, '4 | 4 | 4')
     """
 
     def __init__(self, base_url: str | None, model: str, api_key: str | None = None, max_tokens: int = 512):
@@ -172,21 +194,24 @@ class Judge:
         self.model = model
         self.max_tokens = max_tokens
 
-    def ask(self, prompt: str) -> str:
+    def ask(self, prompt: str, temperature: float = 0.0) -> str:
+        options = {"top_p": 0.95} if temperature > 0 else {}
         response = self.client.chat.completions.create(
             model=self.model,
             messages=[{"role": "user", "content": prompt}],
-            temperature=0,
+            temperature=temperature,
             max_tokens=self.max_tokens,
+            **options,
         )
         return response.choices[0].message.content or ""
 
     def score(self, rubric: str, question: str, reply: str, reference: Any = "") -> tuple[float | None, str]:
-        """(score on the paper's scale or None when unparseable, the judge's answer)."""
+        """(score on the paper's scale, or None when no judgement is readable; the judge's answers, joined)."""
         chosen = RUBRICS[rubric]
         reference = reference if isinstance(reference, str) else json.dumps(reference, ensure_ascii=False)
-        answer = self.ask(chosen.template.format(question=question, reference=reference, reply=reply))
-        return chosen.parse(answer), answer
+        prompt = chosen.template.format(question=question, reference=reference, reply=reply)
+        answers = [self.ask(prompt, chosen.temperature) for _ in range(chosen.samples)]
+        return combine([chosen.parse(answer) for answer in answers], chosen.majority), " | ".join(answers)
 
 
-__all__ = ["JUDGE_KEY_VARIABLES", "RUBRICS", "Judge", "Rubric"]
+__all__ = ["JUDGE_KEY_VARIABLES", "RUBRICS", "Judge", "Rubric", "combine"]

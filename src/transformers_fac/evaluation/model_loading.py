@@ -33,10 +33,12 @@ def load_model(
     if adapter is not None:
         from peft import PeftModel
 
+        from ..training.lora import merge_lora
+
         voice = saved_voice(adapter)
         if voice is not None and loaded.token2wav is not None:
             loaded.token2wav.set_default_voice(voice)
-        loaded = PeftModel.from_pretrained(loaded, adapter).merge_and_unload()
+        loaded = merge_lora(PeftModel.from_pretrained(loaded, adapter))
     return loaded.eval(), processor
 
 

@@ -76,6 +76,9 @@ def results_markdown(results: dict) -> str:
         speech = summary.get("speech", {})
         if "dnsmos" in speech:
             speech_rows.append(f"| {name} | DNSMOS OVRL | {_cell(speech['dnsmos']['ovrl_mos'])} | n/a | n/a |")
+        if "speaker_similarity" in speech:
+            value = _cell(speech["speaker_similarity"], 3)
+            speech_rows.append(f"| {name} | speaker similarity (CAM++ cosine) | {value} | n/a | n/a |")
         for key, label in (("utmos", "UTMOS"), ("asr_wer", "ASR-WER % (vs reply text)")):
             if key in speech:
                 paper = SPEECH_QUALITY_PAPER[key] if name == "llama_questions" else None

@@ -55,8 +55,9 @@ def _generate(
     max_new_tokens: int,
     voice: Any,
     temperature: float | None,
-) -> None:
-    """Generates the replies of `pending` in batches through the reply engine, writing each record as it is done."""
+) -> float:
+    """Generates the replies of `pending` in batches through the reply engine, writing each record as it is done;
+    returns the seconds spent generating (the model's loading left out)."""
     import soundfile as sf
     from tqdm.auto import tqdm
 
@@ -69,7 +70,13 @@ def _generate(
     spoken = benchmark.mode == "s2m"
     if spoken and model.token2wav is None:
         raise ValueError(f"{benchmark.name} needs spoken replies, but the model has no speech decoder (token2wav).")
+    if spoken and voice is not None:
+        try:
+            model.token2wav.speaker_embedding(voice)
+        except (KeyError, ValueError, TypeError, OSError) as error:
+            raise ValueError(f"--voice {voice}: {error}") from error
     progress = tqdm(total=len(pending), desc=f"fac-eval {benchmark.name}", unit="reply")
+    started = time.monotonic()
     with ReplyGenerator(model, processor, batch_size, max_new_tokens, voice, temperature) as generator, progress:
         for start in range(0, len(pending), batch_size):
             batch = pending[start : start + batch_size]
@@ -106,6 +113,17 @@ def _generate(
                     }
                 )
                 progress.update(1)
+    return time.monotonic() - started
+
+
+def _frontend_source(model: str) -> str | None:
+    """Where the CAM++ model of speaker similarity comes from: the checkpoint's decoder folder when it has one
+    (the tiny checkpoint's stand-in), else the CosyVoice3 repository (None)."""
+    from ..tiny import tiny_checkpoint
+    from ..voice.frontend import CAMPPLUS_FILE
+
+    folder = (tiny_checkpoint() if model == "tiny" else Path(model)) / "token2wav"
+    return str(folder) if (folder / CAMPPLUS_FILE).is_file() else None
 
 
 def _score_and_report(
@@ -173,10 +191,10 @@ def run_evaluation(
         for item in items[entry.name]
         if (chosen.name, entry.name, item.id) not in done
     ]
-    started = time.monotonic()
+    seconds = 0.0
     if pending:
         with PredictionWriter(predictions_path) as writer:
-            _generate(
+            seconds = _generate(
                 chosen,
                 pending,
                 output_dir,
@@ -194,11 +212,13 @@ def run_evaluation(
         "limit": limit,
         "generated": len(pending),
         "resumed": sum(len(entries) for entries in items.values()) - len(pending),
-        "generation_seconds": round(time.monotonic() - started, 1),
+        "generation_seconds": round(seconds, 2),
         "batch_size": batch_size,
         "max_new_tokens": max_new_tokens,
     }
     settings = ScoringSettings(judge=judge, asr_model=asr_model, asr_device=device, utmos=utmos)
+    if voice is not None and chosen.mode == "s2m" and Path(str(voice)).exists():  # a saved voice or a clip
+        settings.reference_voice, settings.frontend_source = str(voice), _frontend_source(model)
     wanted = {name: [item.id for item in entries] for name, entries in items.items()}
     return _score_and_report(chosen, wanted, predictions_path, output_dir, settings, meta)
 

@@ -174,7 +174,12 @@ def ifeval_flags(reply: str, fields: Mapping[str, Any]) -> dict[str, Any]:
         "instruction_id_list": list(fields["instruction_id_list"]),
         "kwargs": kwargs,
     }
-    results = ifeval.process_results(document, [reply])
+    try:
+        results = ifeval.process_results(document, [reply])
+    except LookupError as error:  # NLTK data missing (offline): say how to install it
+        raise RuntimeError(
+            "IFEval's sentence checks need NLTK's punkt_tab data: run `python -m nltk.downloader punkt_tab` once."
+        ) from error
     return {name: (list(value) if isinstance(value, list) else bool(value)) for name, value in results.items()}
 
 

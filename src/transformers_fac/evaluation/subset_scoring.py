@@ -26,13 +26,16 @@ logger = logging.getLogger("transformers_fac.evaluation")
 
 @dataclass
 class ScoringSettings:
-    """What scoring may use: a judge (None: judged subsets stay unscored), the ASR model for spoken replies, and
-    whether to try UTMOS (it needs its weights from torch.hub)."""
+    """What scoring may use: a judge (None: judged subsets stay unscored), the ASR model for spoken replies,
+    whether to try UTMOS (it needs its weights from torch.hub), and the target voice of the replies (a saved voice or
+    a clip) with the folder or repo of its CAM++ model, for speaker similarity."""
 
     judge: Any = None
     asr_model: str | None = None
     asr_device: str | None = None
     utmos: bool = True
+    reference_voice: Any = None
+    frontend_source: Any = None
     unavailable: dict[str, str] = field(default_factory=dict)
 
 
@@ -67,6 +70,17 @@ def _speech_quality(benchmark: Benchmark, subset: Subset, records: list[dict], o
     for (record, _), clip_scores in zip(spoken, dnsmos["per_clip"]):
         record["scores"]["dnsmos"] = clip_scores
     summary["dnsmos"] = {key: dnsmos[key] for key in ("ovrl_mos", "sig_mos", "bak_mos", "p808_mos")}
+    if settings.reference_voice is not None and "speaker_similarity" not in settings.unavailable:
+        from .voice_similarity import speaker_similarities
+
+        try:
+            similarity = speaker_similarities(clips, settings.reference_voice, settings.frontend_source)
+        except (OSError, ImportError) as error:  # no CAM++ model here (offline) or no `voice` extra
+            settings.unavailable["speaker_similarity"] = (str(error).splitlines() or [type(error).__name__])[0]
+        else:
+            for (record, _), value in zip(spoken, similarity["per_clip"]):
+                record["scores"]["speaker_similarity"] = value
+            summary["speaker_similarity"] = similarity["similarity"]
     if not benchmark.speech_metrics:
         return summary
     transcripts = _transcribe(clips, subset.language, settings)
@@ -105,14 +119,22 @@ def _transcribe(clips: list[np.ndarray], language: str, settings: ScoringSetting
 
 
 def _references(value: Any) -> list[str]:
-    """A reference answer or a list of them (a JSON-encoded list is read as a list)."""
+    """A reference answer or a list of them (a list written as JSON or as a Python literal is read as a list).
+
+    Example:
+        >>> _references("['paris', 'Paris, France']"), _references("Paris")
+        (['paris', 'Paris, France'], ['Paris'])
+    """
+    import ast
     import json
 
     if isinstance(value, str) and value.strip().startswith("["):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            pass
+        for parse in (json.loads, ast.literal_eval):
+            try:
+                value = parse(value)
+                break
+            except (ValueError, SyntaxError):
+                continue
     return [str(item) for item in value] if isinstance(value, list) else [str(value)]
 
 
@@ -187,9 +209,14 @@ def _score_texts(subset: Subset, records: list[dict], texts: list[str], settings
         rates = error_rates([str(r["fields"][subset.reference]) for r in records], texts, subset.language)
         for record, rate in zip(records, rates["per_item"]):
             record["scores"]["wer"] = rate
+        if not rates["items"]:
+            return {"score": None, "note": "every reference is empty"}
         return {"score": 100 * rates["error_rate"], "wer": 100 * rates["wer"], "cer": 100 * rates["cer"]}
     if subset.scorer == "ifeval":
-        flags = [ifeval_flags(text, record["fields"]) for record, text in zip(records, texts)]
+        try:
+            flags = [ifeval_flags(text, record["fields"]) for record, text in zip(records, texts)]
+        except RuntimeError as error:
+            return {"score": None, "note": str(error)}
         for record, item_flags in zip(records, flags):
             record["scores"].update(item_flags)
         return ifeval_summary(flags)
@@ -211,7 +238,8 @@ def score_subset(
     for record in records:
         record["scores"] = {}
     speech = _speech_quality(benchmark, subset, records, output_dir, settings) if records else {}
-    spoken_scoring = benchmark.speech_metrics and all("transcript" in record for record in records if record["audio"])
+    spoken = [record for record in records if record.get("audio")]
+    spoken_scoring = benchmark.speech_metrics and bool(spoken) and all("transcript" in record for record in spoken)
     texts = []
     for record in records:
         if benchmark.mode == "fc":

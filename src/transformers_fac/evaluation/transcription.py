@@ -43,9 +43,9 @@ def normalize_transcript(text: str, language: str = "en") -> str:
 
 
 def error_rates(references: Sequence[str], hypotheses: Sequence[str], language: str = "en") -> dict[str, Any]:
-    """Corpus WER and CER (jiwer) of `hypotheses` against `references` after `normalize_transcript`, per-item rates,
-    and `error_rate`: CER for `CHARACTER_LANGUAGES`, WER otherwise. Items whose normalised reference is empty are
-    left out (counted in `skipped`).
+    """Corpus WER and CER (jiwer) of `hypotheses` against `references` after `normalize_transcript`, `per_item`
+    WER (None for left-out items), and `error_rate`: CER for `CHARACTER_LANGUAGES`, WER otherwise. Items whose
+    normalised reference is empty are left out (counted in `skipped`).
 
     Example:
         >>> error_rates(["Hello world."], ["hello word"])["wer"]  # doctest: +SKIP
@@ -60,7 +60,8 @@ def error_rates(references: Sequence[str], hypotheses: Sequence[str], language: 
     kept = [(reference, hypothesis) for reference, hypothesis in pairs if reference]
     result: dict[str, Any] = {"items": len(kept), "skipped": len(pairs) - len(kept)}
     if not kept:
-        return {**result, "wer": float("nan"), "cer": float("nan"), "error_rate": float("nan"), "per_item": []}
+        nothing = {"wer": float("nan"), "cer": float("nan"), "error_rate": float("nan")}
+        return {**result, **nothing, "per_item": [None] * len(pairs)}
     refs, hyps = [pair[0] for pair in kept], [pair[1] for pair in kept]
     result["wer"] = float(jiwer.wer(refs, hyps))
     if language in CHARACTER_LANGUAGES:  # spaces only separate characters here: leave them out of the CER
@@ -68,7 +69,7 @@ def error_rates(references: Sequence[str], hypotheses: Sequence[str], language: 
     else:
         result["cer"] = float(jiwer.cer(refs, hyps))
     result["error_rate"] = result["cer"] if language in CHARACTER_LANGUAGES else result["wer"]
-    result["per_item"] = [float(jiwer.wer(r, h)) for r, h in kept]
+    result["per_item"] = [float(jiwer.wer(r, h)) if r else None for r, h in pairs]
     return result
 
 
