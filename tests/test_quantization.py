@@ -133,3 +133,21 @@ def test_the_switch_checks_its_input_before_importing_a_backend():
     assert with_skip_modules(config, ["audio_tower"]) is config  # the caller's list is kept
     filled = with_skip_modules(BitsAndBytesConfig(load_in_4bit=True), ["audio_tower"])
     assert filled.llm_int8_skip_modules == ["audio_tower"]
+
+
+@pytest.mark.parametrize("name", ["int8", "nf4"])
+def test_at_the_8b_shapes_only_the_252_backbone_linears_are_planned(name):
+    """The real Fun-Audio-Chat-8B layout (meta device, no weights): transformers' quantizer picks exactly the 36
+    layers x 7 projections of the backbone."""
+    from pathlib import Path
+
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(Path(__file__).resolve().parents[1] / "hub_configs" / "Fun-Audio-Chat-8B")
+    with torch.device("meta"):
+        model = FunAudioChatForConditionalGeneration(config)
+    expected = {f"{module}.weight" for module in backbone_linears(model)}
+    planned = planned_quantized_parameters(
+        model, with_skip_modules(quantization_config(name), model.modules_not_quantized())
+    )
+    assert set(planned) == expected and len(expected) == 36 * 7
