@@ -88,7 +88,6 @@ class Row:
     tokens: list[int] = field(default_factory=list)
     speech: list[int] = field(default_factory=list)  # every appended group (BOS / EOS included)
     speech_codes: int = 0  # of them, codes the decoder takes
-    audio_samples: int = 0
     speech_ended: bool = False
     first_step: bool = True
     ending: str | None = None  # finish reason once its last step is known
@@ -111,7 +110,6 @@ class Row:
             prompt_audio_tokens=self.prompt_audio_tokens,
             completion_tokens=len(self.tokens),
             speech_codes=self.speech_codes,
-            audio_samples=self.audio_samples,
             token_ids=list(self.tokens),
             speech_ids=list(self.speech),
         )
