@@ -1,9 +1,11 @@
 """The engine's audio thread: the spoken rows' speech codes become 24 kHz audio while the next steps decode.
 
-The engine's thread hands over, in order, what happens to each spoken reply (`open`, `push` codes, `finish`, `drop`);
-the audio thread (`fac-audio`, owned by the engine: started with it, joined when it stops) applies them and, whenever
-it has caught up, decodes the due steps of every stream together (`token2wav.stream_batch()`). It emits the
-`AudioDelta` events, and the final `ReplyDone` of spoken replies, after the rest of their audio.
+The engine's thread hands over, in order, what happens to each spoken reply at each step (`open`, its `text`, its
+`push`ed codes, the `step` marker, `finish`, `drop`); the audio thread (`fac-audio`, owned by the engine: started with
+it, joined when it stops) applies them in that order and, at each step marker, decodes the due chunks of every stream
+together (`token2wav.stream_batch()`). It emits every event of a spoken reply (its text too), so that a reply's events
+come in the same order on every run: a step's text, then the audio its codes completed; `ReplyDone` after the rest
+of the audio.
 """
 
 import logging
@@ -12,7 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .replies import AudioDelta, Reply, ReplyFailed
+from .replies import AudioDelta, Reply, ReplyFailed, TextDelta
 
 logger = logging.getLogger("transformers_fac.engine")
 
@@ -42,6 +44,9 @@ class AudioWorker:
     def open(self, reply: Reply, speaker: Any, exact: bool) -> None:
         self._commands.put(("open", reply, speaker, exact))
 
+    def text(self, reply: Reply, delta: str) -> None:
+        self._commands.put(("text", reply, delta))
+
     def push(self, reply: Reply, codes: list[int]) -> int:
         """Hands over a reply's new speech group; returns how many of its codes the decoder takes."""
         valid = [code for code in codes if 0 <= code < self.vocab_size]
@@ -49,9 +54,14 @@ class AudioWorker:
             self._commands.put(("push", reply, valid))
         return len(valid)
 
-    def finish(self, reply: Reply, done: Callable[[int], Any]) -> None:
-        """The reply's codes are complete: the rest of its audio, then `done(audio_samples)` (its `ReplyDone`)."""
-        self._commands.put(("finish", reply, done))
+    def step(self) -> None:
+        """The step's codes are all handed over: decode what they complete."""
+        self._commands.put(("step", None))
+
+    def finish(self, ending: list[tuple[Reply, Callable[[int], Any]]]) -> None:
+        """These replies' codes are complete: the rest of their audio (decoded together), then each one's
+        `done(audio_samples)` (its `ReplyDone`)."""
+        self._commands.put(("finish", None, ending))
 
     def drop(self, reply: Reply) -> None:
         """Forgets a reply without decoding the rest (cancelled or failed)."""
@@ -68,21 +78,18 @@ class AudioWorker:
     def _run(self) -> None:
         while True:
             command = self._commands.get()
-            finishing = []
-            while True:
-                if command is _STOP:
-                    self._finish(finishing)
-                    return
-                if command[0] == "finish":
-                    finishing.append(command[1:])
-                else:
-                    self._apply(command)
-                try:
-                    command = self._commands.get_nowait()
-                except queue.Empty:
-                    break
-            self._finish(finishing)
-            self._step()
+            if command is _STOP:
+                return
+            kind = command[0]
+            if kind == "step":
+                self._step()
+            elif kind == "finish":
+                self._finish(command[2])
+            elif kind == "text":
+                if command[1].id in self._replies:
+                    command[1].emit(TextDelta(command[2]))
+            else:
+                self._apply(command)
 
     def _apply(self, command: tuple) -> None:
         kind, reply = command[0], command[1]

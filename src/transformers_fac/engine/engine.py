@@ -454,9 +454,7 @@ class ReplyEngine:
             chosen_id, token, row_kept, row_finished, codes = values[0], values[1], values[2], values[3], values[4:]
             row.ids[0, -1] = token
             row.tokens.append(token)
-            delta = row.text.add(token)
-            if delta:
-                row.reply.emit(TextDelta(delta))
+            self._emit_text(row, row.text.add(token))
             if row_kept:
                 row.speech.extend(codes)
                 row.start.state.chooser.commit(appended[index : index + 1], kept[index : index + 1])
@@ -465,8 +463,19 @@ class ReplyEngine:
                 row.speech_ended = True
             if stop:
                 row.ending = "stop" if chosen_id in self._eos_ids else "length"
+        if any(row.spoken for row in rows):
+            self._audio.step()
         self._speaking = self._speaking | (tokens_out == config.text_config.audio_bos_index)
         return tokens_out
+
+    def _emit_text(self, row: Row, delta: str) -> None:
+        """A spoken row's text goes through the audio thread (its events keep their order), a text row's directly."""
+        if not delta:
+            return
+        if row.spoken:
+            self._audio.text(row.reply, delta)
+        else:
+            row.reply.emit(TextDelta(delta))
 
     def _decode(self, tokens: torch.Tensor) -> None:
         rows = self._rows
@@ -482,18 +491,19 @@ class ReplyEngine:
     def _finish(self, rows: list[Row]) -> None:
         """The rows' last text, then `ReplyDone` (for spoken rows from the audio thread, after the rest of their
         audio)."""
+        spoken = []
         for row in rows:
             if row.reply.finished:
                 continue
-            rest = row.text.rest()
-            if rest:
-                row.reply.emit(TextDelta(rest))
+            self._emit_text(row, row.text.rest())
             self.stats.completed += 1
             done = row.done_event(row.ending, self._raw_text(row.tokens))
             if row.spoken:
-                self._audio.finish(row.reply, done.with_audio)
+                spoken.append((row.reply, done.with_audio))
             else:
                 row.reply.emit(done)
+        if spoken:
+            self._audio.finish(spoken)
 
     def _raw_text(self, ids: list[int]) -> str:
         kept = [token for token in ids if token not in self._eos_ids and token != self._pad_id]
