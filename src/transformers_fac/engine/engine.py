@@ -30,7 +30,7 @@ Example:
 
 ```python
 >>> engine = ReplyEngine(model, processor, max_batch_size=8).start()
->>> reply = engine.submit(ReplyRequest(prompt, [waveform], voice="中文女"))
+>>> reply = engine.submit(ReplyRequest(prompt, [waveform], speaker="中文女"))
 >>> for event in reply:
 ...     print(event)
 >>> engine.close()
@@ -51,12 +51,12 @@ from ..decoding_cache import GrowingSequence
 from ..decoding_step import DecodingState, decode_step
 from ..generation_fun_audio_chat import append_speech
 from ..speech_sampling import choose
-from ..streaming import close_at_exit
+from ..streaming import TextDeltas, close_at_exit
 from .audio import AudioWorker
 from .batch import join, select
 from .errors import EngineClosed, QueueFull, RequestError, failure_message
 from .replies import Reply, ReplyDone, ReplyFailed, ReplyRequest, TextDelta
-from .rows import EngineStats, Row, TextDeltas, seeded_generator
+from .rows import EngineStats, Row, seeded_generator
 
 logger = logging.getLogger("transformers_fac.engine")
 
