@@ -6,6 +6,7 @@ How to run (prints markdown tables; no assertions):
     python benchmarks/bench_server.py --preset tiny --requests 24 --tokens 20
     python benchmarks/bench_server.py --preset mid --token2wav full
     python benchmarks/bench_server.py --space --users 8 --turns 3     # the Gradio Space's users (tiny)
+    python benchmarks/bench_server.py --preset 8b-shapes --device cuda --concurrency 1,8,32   # GPU, closed loop
 
 Requests arrive as a Poisson process (`--requests` of them, seeded) at three rates: 30 %, 70 % and 100 % of the
 saturation rate, measured first as `--rows` requests arriving together divided by the time they take. Every request is
@@ -30,6 +31,12 @@ Presets:
 - `tiny`: the built-in tiny random end-to-end checkpoint.
 - `mid`: the generation benchmark's mid-size LLM (`bench_generate.MID_SIZE`, random weights) on the tiny
   checkpoint's processor, with a random CosyVoice3 decoder of the real size (`--token2wav full`) or a small one.
+- `8b-shapes`: random weights of Fun-Audio-Chat-8B's shapes (LLM, audio encoder, speech head; the tiny processor's
+  vocabulary) in bf16, built on the device, with a random full-size decoder (for a GPU).
+
+`--concurrency 1,8,32` runs closed loops instead of the Poisson arrivals: that many clients, each asking
+`--per-client` questions one after the other, on the continuous engine; it reports first audio p50 / p90, reply done
+p50 and the real-time streams served (seconds of audio per second).
 """
 
 import argparse
@@ -50,6 +57,60 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from transformers_fac.engine import AudioDelta, ReplyDone, ReplyEngine, ReplyRequest  # noqa: E402
 
 QUESTION = REPO / "tests" / "fixtures" / "audio" / "question_en.wav"
+
+
+# Fun-Audio-Chat-8B's sizes (hub_configs/Fun-Audio-Chat-8B/config.json), for `--preset 8b-shapes`.
+REAL_SIZE = {
+    "text_config": dict(
+        hidden_size=4096, num_hidden_layers=36, num_attention_heads=32, num_key_value_heads=8, head_dim=128,
+        intermediate_size=12288,
+    ),
+    "audio_config": dict(
+        d_model=1280, encoder_layers=32, num_hidden_layers=32, encoder_attention_heads=20, encoder_ffn_dim=5120,
+        output_dim=4096,
+    ),
+    "crq_transformer_config": dict(
+        hidden_size=1024, num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8, head_dim=128,
+        intermediate_size=3072,
+    ),
+}  # fmt: skip
+
+
+def real_shapes(folder: Path, device: str):
+    """A `LoadedModel` with random weights of the 8B shapes (bf16, built on `device`) and a random full decoder."""
+    import torch
+    from transformers import AutoProcessor
+
+    from transformers_fac import (
+        FunAudioChatConfig,
+        FunAudioChatForConditionalGeneration,
+        FunAudioChatToken2Wav,
+        FunAudioChatToken2WavConfig,
+    )
+    from transformers_fac.serving.loading import LoadedModel
+    from transformers_fac.tiny import tiny_checkpoint
+
+    config = json.loads((Path(tiny_checkpoint()) / "config.json").read_text())
+    config["hidden_size"] = REAL_SIZE["text_config"]["hidden_size"]
+    for part in ("text_config", "audio_config"):
+        config[part].update(REAL_SIZE[part])
+        config[part].pop("layer_types", None)
+    config["audio_config"]["crq_transformer_config"].update(REAL_SIZE["crq_transformer_config"])
+    config["audio_config"]["crq_transformer_config"].pop("layer_types", None)
+    config.pop("token2wav_source", None)
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = FunAudioChatForConditionalGeneration._from_config(
+            FunAudioChatConfig.from_dict(config), dtype=torch.bfloat16
+        ).eval()
+    decoder = FunAudioChatToken2Wav(FunAudioChatToken2WavConfig()).eval()
+    with torch.no_grad():
+        decoder.hift.f0_predictor.classifier.bias.fill_(150.0)  # voiced frames, like real speech
+    decoder.save_pretrained(folder / "token2wav")
+    shutil.copy(Path(tiny_checkpoint()) / "token2wav" / "spk2info.pt", folder / "token2wav" / "spk2info.pt")
+    model.attach_token2wav(str(folder / "token2wav"))
+    processor = AutoProcessor.from_pretrained(tiny_checkpoint())
+    return LoadedModel(model=model, processor=processor, voices=model.token2wav.voice_names)
 
 
 def mid_checkpoint(folder: Path, token2wav: str) -> Path:
@@ -211,6 +272,45 @@ def run_preset(loaded, label: str, args) -> list[str]:
     return lines
 
 
+def closed_loop(loaded, template: ReplyRequest, clients: int, per_client: int, rows: int) -> dict:
+    """`clients` clients, each asking `per_client` questions one after the other, on the continuous engine."""
+    engine = ReplyEngine(loaded.model, loaded.processor, max_batch_size=rows, max_queue=10_000).start()
+    runs: list = []
+
+    def client():
+        for _ in range(per_client):
+            follow(engine.submit(ReplyRequest(**{**template.__dict__})), time.perf_counter(), runs)
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - start
+    engine.close()
+    firsts, dones = [run["first_audio"] for run in runs], [run["done"] for run in runs]
+    return {"first_p50": statistics.median(firsts), "first_p90": percentile(firsts, 0.9),
+            "done_p50": statistics.median(dones), "streams": sum(run["audio_s"] for run in runs) / wall}  # fmt: skip
+
+
+def concurrency_preset(loaded, label: str, args) -> list[str]:
+    template = request(loaded, args.tokens)
+    closed_loop(loaded, template, 1, 1, args.rows)  # warm-up
+    lines = [
+        f"\n{label}: closed loops, {args.per_client} questions per client, {args.tokens} LLM steps "
+        f"({args.tokens / 5:.1f} s of speech), up to {args.rows} rows\n",
+        "| clients | first audio p50 / p90 (s) | reply done p50 (s) | real-time streams (audio s/s) |",
+        "|---|---|---|---|",
+    ]
+    for clients in args.concurrency:
+        m = closed_loop(loaded, template, clients, args.per_client, args.rows)
+        lines.append(
+            f"| {clients} | {m['first_p50']:.2f} / {m['first_p90']:.2f} | {m['done_p50']:.2f} | {m['streams']:.2f} |"
+        )
+    return lines
+
+
 def space_run(batch_size: int, users: int, turns: int, tokens: int) -> dict:
     """`users` users of the Space talk at once, `turns` turns each; first audio and reply time of every turn."""
     sys.path.insert(0, str(REPO / "spaces_demo"))
@@ -271,7 +371,9 @@ def space_main(users: int, turns: int, tokens: int) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", choices=["tiny", "mid", "both"], default="both", help="both = tiny + mid")
+    parser.add_argument(
+        "--preset", choices=["tiny", "mid", "8b-shapes", "both"], default="both", help="both = tiny + mid"
+    )
     parser.add_argument("--token2wav", choices=["full", "small"], default="small", help="decoder size of `mid`")
     parser.add_argument("--requests", type=int, default=24, help="Poisson arrivals per rate")
     parser.add_argument("--rows", type=int, default=8, help="the engines' max batch size")
@@ -279,10 +381,15 @@ def main(argv=None) -> None:
     parser.add_argument("--max-wait-ms", type=float, default=20.0, help="static scheduler's batching wait")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--concurrency", default=None, help="closed loops of these client counts, e.g. 1,8,32")
+    parser.add_argument("--per-client", type=int, default=2, help="--concurrency: questions per client")
     parser.add_argument("--space", action="store_true", help="measure the Gradio Space's users (tiny) instead")
     parser.add_argument("--users", type=int, default=8, help="--space: users talking at once")
     parser.add_argument("--turns", type=int, default=3, help="--space: turns per user")
     args = parser.parse_args(argv)
+    if args.concurrency:
+        args.concurrency = [int(value) for value in args.concurrency.split(",")]
+        args.rows = max(args.rows, *args.concurrency)
     if args.space:
         return space_main(args.users, args.turns, args.tokens)
 
@@ -293,10 +400,14 @@ def main(argv=None) -> None:
     lines = []
     with tempfile.TemporaryDirectory() as scratch:
         for preset in presets:
-            model = "tiny" if preset == "tiny" else str(mid_checkpoint(Path(scratch) / "mid", args.token2wav))
-            loaded = load(ServerSettings(model=model, device=args.device))
+            if preset == "8b-shapes":
+                loaded = real_shapes(Path(scratch), args.device)
+            else:
+                model = "tiny" if preset == "tiny" else str(mid_checkpoint(Path(scratch) / "mid", args.token2wav))
+                loaded = load(ServerSettings(model=model, device=args.device))
             label = {"mid": f"mid + {args.token2wav} token2wav"}.get(preset, preset)
-            lines += run_preset(loaded, f"{label} ({args.device})", args)
+            measure = concurrency_preset if args.concurrency else run_preset
+            lines += measure(loaded, f"{label} ({args.device})", args)
     print("\n".join(lines))
 
 

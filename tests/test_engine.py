@@ -259,3 +259,32 @@ def test_asyncio_callers_and_a_static_cache_model(loaded):
         assert engine.close(timeout=60)
     assert finals[0].token_ids == finals[1].token_ids == static.token_ids == alone(loaded, request)[0]
     assert threading.active_count() >= 1 and np.isfinite(finals[0].audio_samples)
+
+
+def test_stream_reply_is_a_private_engine_with_the_same_events(loaded):
+    """`stream_reply` yields the engine's own events (no other reply-event type exists); a graceful `stop()` ends the
+    reply at the next step and still delivers the audio of what was said."""
+    import transformers_fac
+    from transformers_fac import stream_reply
+
+    inputs = loaded.processor(text=prompt(loaded.processor, system=S2M_SYSTEM_PROMPT, audios=0, text="hi"))
+    inputs = {key: torch.as_tensor(value) for key, value in inputs.items()}
+    with stream_reply(loaded.model, loaded.processor, inputs, max_new_tokens=10, do_sample=False) as stream:
+        events = list(stream)
+    assert {type(event) for event in events} == {TextDelta, AudioDelta} and not hasattr(transformers_fac, "ReplyChunk")
+    assert (
+        stream.done.finish_reason == "length"
+        and stream.done.token_ids
+        == alone(
+            loaded,
+            ReplyRequest(prompt(loaded.processor, system=S2M_SYSTEM_PROMPT, audios=0, text="hi"), max_new_tokens=10),
+        )[0]
+    )
+    assert sum(event.audio.size for event in events if event.audio is not None) == stream.done.audio_samples
+    stopped = stream_reply(loaded.model, loaded.processor, inputs, max_new_tokens=200)
+    for event in stopped:
+        if isinstance(event, AudioDelta):
+            stopped.stop()
+    done = stopped.done
+    assert done.finish_reason == "stop" and done.completion_tokens < 200
+    assert done.audio_samples == done.speech_codes * 960 > 0  # the rest of its audio came after the stop

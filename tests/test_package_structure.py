@@ -40,11 +40,12 @@ def sources() -> dict[str, ast.Module]:
     return {module_name(path): ast.parse(path.read_text(), str(path)) for path in sorted(PACKAGE.rglob("*.py"))}
 
 
-def runtime_imports(tree: ast.Module):
-    """Every import statement of a module, at any depth, except those under `if TYPE_CHECKING:`."""
+def runtime_imports(tree: ast.Module, type_only: bool = False):
+    """Every import statement of a module, at any depth, except those under `if TYPE_CHECKING:` (included with
+    `type_only`)."""
     skipped = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+        if not type_only and isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
             skipped.update(id(child) for statement in node.body for child in ast.walk(statement))
     for node in ast.walk(tree):
         if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in skipped:
@@ -63,12 +64,13 @@ def imported_modules(name: str, node: ast.Import | ast.ImportFrom, is_package: b
     return [base] + [f"{base}.{alias.name}" for alias in node.names]
 
 
-def import_graph() -> dict[str, set[str]]:
+def import_graph(type_only: bool = False) -> dict[str, set[str]]:
+    """Module -> the package modules it imports (at any depth; `type_only`: also under `if TYPE_CHECKING:`)."""
     trees = sources()
     packages = {name for name in trees if (PACKAGE.parent / name.replace(".", "/") / "__init__.py").is_file()}
     graph = {name: set() for name in trees}
     for name, tree in trees.items():
-        for node in runtime_imports(tree):
+        for node in runtime_imports(tree, type_only):
             graph[name].update(
                 target
                 for target in imported_modules(name, node, name in packages)
@@ -118,6 +120,20 @@ def test_no_import_cycles_inside_the_package():
     graph = import_graph()
     assert "transformers_fac.modeling_fun_audio_chat" in graph["transformers_fac"]  # the walk sees the imports
     assert cycles(graph) == []
+
+
+def test_no_import_cycles_with_type_only_imports():
+    """Type-only imports (`if TYPE_CHECKING:`) count: a circle there is a circle in the design."""
+    assert cycles(import_graph(type_only=True)) == []
+
+
+def test_the_engine_imports_nothing_of_serving_live_or_apps():
+    graph = import_graph(type_only=True)
+    engine = [name for name in graph if name.startswith("transformers_fac.engine")]
+    assert len(engine) >= 5
+    for name in engine:
+        forbidden = [t for t in graph[name] if t.split(".")[1] in ("serving", "live", "cli", "cli_live", "training")]
+        assert forbidden == [], name
 
 
 def is_public(module: str, name: str | None) -> bool:

@@ -61,3 +61,23 @@ def test_parse_tool_calls():
         {"name": "check_battery", "arguments": {}},
     ]
     assert parse_tool_calls("No tools needed.") == []
+
+
+def test_one_rule_for_reply_modes_prompts_and_voices():
+    """The mode -> system prompt rule and the "a voice needs a spoken reply" check, written once in `prompts`."""
+    import pytest
+
+    from transformers_fac.prompts import (
+        REPLY_MODES,
+        S2M_SYSTEM_PROMPT,
+        S2T_SYSTEM_PROMPT,
+        check_reply_mode,
+        reply_system_prompt,
+    )
+
+    assert [reply_system_prompt(mode) for mode in REPLY_MODES] == [S2M_SYSTEM_PROMPT, S2T_SYSTEM_PROMPT]
+    check_reply_mode("audio", voice="中文女")
+    with pytest.raises(ValueError, match="a text reply"):
+        check_reply_mode("text", voice="中文女")
+    with pytest.raises(ValueError, match="reply_mode must be one of"):
+        reply_system_prompt("speech")

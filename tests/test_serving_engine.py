@@ -95,7 +95,7 @@ def test_streams_decoded_together_equal_streams_decoded_alone(loaded):
     """Four streams (two voices, an embedding, a cloned voice with its prompt; replies of different lengths) fed 5
     codes per step, then finished together: one flow call per step for the three without a prompt, one vocoder call
     per step for all four, and the audio of each stream decoded alone (to float rounding)."""
-    from transformers_fac.token2wav.stream_batch import finish_together, step_together
+    from transformers_fac.token2wav.stream_batch import finish_together, step_together  # (StreamBatch runs these)
 
     decoder = loaded.model.token2wav
     generator = torch.Generator().manual_seed(0)

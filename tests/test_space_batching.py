@@ -61,3 +61,24 @@ def test_a_stopped_reply_frees_its_row_and_tools_are_written(engine):
     stream.close()  # the stop button / a barge-in
     written = engine.write(inputs(engine, S2T_SYSTEM_PROMPT))
     assert isinstance(written, str) and stats.cancelled == cancelled + 1
+
+
+def test_a_turn_during_a_long_reply_speaks_before_it_ends():
+    """Through the Space's engine: while one user's 60-step spoken reply decodes, another user's turn joins at the
+    next step, speaks before that reply ends, and gets the reply it gets alone."""
+    long_engine = Engine.load(Settings(model="tiny", max_new_tokens=60, batch_size=4, concurrency=4))
+    try:
+        question = inputs(long_engine, S2T_SYSTEM_PROMPT)
+        alone = "".join(event.text for event in long_engine.speak(question, spoken=True, voice="中文男"))
+        first = long_engine.speak(inputs(long_engine), spoken=True, voice="中文女")
+        next(event for event in first if event.audio is not None)  # the long reply is speaking
+        second, text, spoke_while_long_ran = long_engine.speak(question, spoken=True, voice="中文男"), "", None
+        for event in second:
+            text += event.text
+            if event.audio is not None and spoke_while_long_ran is None:
+                spoke_while_long_ran = long_engine.replies.running == 2
+        rest = list(first)
+    finally:
+        long_engine.close()
+    assert spoke_while_long_ran is True and rest  # the long reply was still decoding, and went on after
+    assert text == alone

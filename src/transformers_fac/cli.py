@@ -75,12 +75,12 @@ class ChatSession:
 
     def __init__(self, args: argparse.Namespace, model, processor):
         from .conversation import FunAudioChatConversation
-        from .pipeline_speech_to_speech import default_system_prompt
+        from .prompts import reply_system_prompt
 
         self.args, self.model, self.processor = args, model, processor
         self.mode = "text" if args.text_only else "audio"
         self.speaker = reply_speaker(model, args)
-        self.chat = FunAudioChatConversation(system_prompt=args.system or default_system_prompt(self.mode))
+        self.chat = FunAudioChatConversation(system_prompt=args.system or reply_system_prompt(self.mode))
 
     def reply(self, audio: str) -> tuple[str, np.ndarray | None, int | None]:
         from .audio_io import AudioInputError, is_silent, load_audio

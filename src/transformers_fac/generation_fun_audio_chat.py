@@ -26,9 +26,9 @@ from transformers.generation import (
 from .configuration_fun_audio_chat import FunAudioChatAudioEncoderConfig
 from .decoding_cache import GrowingSequence, StaticSequence, static_cache_length
 from .decoding_step import DecodingState, compiled_decode_step, decode_attention, decode_step
+from .prompts import check_reply_mode
 from .speech_sampling import ProcessorChooser, SpeechSamplingConfig, StaticSpeechSampler, choose
 
-GENERATION_MODES = ("text", "audio")
 # Decoding steps run by `warm_up`: compiling, then (CUDA graphs) warming up, recording and replaying.
 WARM_UP_STEPS = 4
 # Inputs that only the prefill consumes (the audio is merged into the prompt once).
@@ -187,8 +187,7 @@ class FunAudioChatGenerationMixin(GenerationMixin):
         >>> fast = model.generate(**inputs, generation_mode="audio", cache_implementation="static")  # compiled step
         ```
         """
-        if generation_mode not in GENERATION_MODES:
-            raise ValueError(f"generation_mode must be one of {GENERATION_MODES}, got {generation_mode!r}.")
+        check_reply_mode(generation_mode, speaker, "generation_mode")
         self._check_new_tokens(generation_config, kwargs)
         kwargs["output_speech_logits"] = False
         common = dict(
@@ -199,8 +198,8 @@ class FunAudioChatGenerationMixin(GenerationMixin):
             streamer=streamer,
         )
         if generation_mode == "text":
-            if speaker is not None or return_audio:
-                raise ValueError("`speaker` and `return_audio` apply to generation_mode='audio' only.")
+            if return_audio:
+                raise ValueError("`return_audio` applies to generation_mode='audio' only.")
             if self._static_decoding(generation_config or self.generation_config, kwargs):
                 return super().generate(
                     **common, custom_generate=joint_sample, step_streamer=streamer, speech=False, **kwargs
@@ -271,8 +270,7 @@ class FunAudioChatGenerationMixin(GenerationMixin):
         >>> start.logits.shape, start.step_group.shape  # ([1, vocab], [1, 5])
         ```
         """
-        if generation_mode not in GENERATION_MODES:
-            raise ValueError(f"generation_mode must be one of {GENERATION_MODES}, got {generation_mode!r}.")
+        check_reply_mode(generation_mode, name="generation_mode")
         speech = generation_mode == "audio"
         if speech and not getattr(self, "has_speech_head", False):
             raise ValueError("generation_mode='audio' needs a speech head, but this checkpoint has none.")

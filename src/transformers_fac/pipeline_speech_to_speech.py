@@ -12,15 +12,9 @@ from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.utils.chat_template_utils import Chat
 
 from .audio_io import AudioInputError, is_silent, load_audio
-from .generation_fun_audio_chat import GENERATION_MODES
-from .prompts import AUDIO_TEMPLATE, S2M_SYSTEM_PROMPT, S2T_SYSTEM_PROMPT
+from .prompts import AUDIO_TEMPLATE, check_reply_mode, reply_system_prompt
 
 TASKS = ("speech-to-speech", "audio-to-audio")
-
-
-def default_system_prompt(generation_mode: str) -> str:
-    """The official system prompt of a mode: speak and write (`"audio"`) or write only (`"text"`)."""
-    return S2M_SYSTEM_PROMPT if generation_mode == "audio" else S2T_SYSTEM_PROMPT
 
 
 class FunAudioChatSpeechToSpeechPipeline(Pipeline):
@@ -67,18 +61,13 @@ class FunAudioChatSpeechToSpeechPipeline(Pipeline):
         **kwargs,
     ):
         mode = generation_mode or "audio"
-        if mode not in GENERATION_MODES:
-            raise ValueError(f"generation_mode must be one of {GENERATION_MODES}, got {mode!r}.")
-        if speaker is not None and mode == "text":
-            raise ValueError(
-                "`speaker` chooses the voice of spoken replies; it cannot be used with generation_mode='text'."
-            )
+        check_reply_mode(mode, speaker, "generation_mode")
         forward = {**(generate_kwargs or {}), **kwargs, "generation_mode": mode}
         if max_new_tokens is not None:
             forward["max_new_tokens"] = max_new_tokens
         if speaker is not None:
             forward["speaker"] = speaker
-        preprocess = {"system_prompt": system_prompt if system_prompt is not None else default_system_prompt(mode)}
+        preprocess = {"system_prompt": system_prompt if system_prompt is not None else reply_system_prompt(mode)}
         return preprocess, forward, {}
 
     def preprocess(self, inputs: Any, system_prompt: str) -> dict:
@@ -137,4 +126,4 @@ def register_pipelines() -> None:
         )
 
 
-__all__ = ["FunAudioChatSpeechToSpeechPipeline", "TASKS", "default_system_prompt", "register_pipelines"]
+__all__ = ["FunAudioChatSpeechToSpeechPipeline", "TASKS", "register_pipelines"]

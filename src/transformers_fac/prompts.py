@@ -25,6 +25,35 @@ S2M_SYSTEM_PROMPT = "You are asked to generate both text and speech tokens at th
 S2S_SYSTEM_PROMPT = S2M_SYSTEM_PROMPT
 """Alias of `S2M_SYSTEM_PROMPT`."""
 
+REPLY_MODES = ("audio", "text")
+"""How the model replies: `"audio"` (text and speech together, the S2M prompt) or `"text"` (text only, S2T). The
+`generation_mode` of `generate`, the `reply_mode` of the live session and the server's modalities name these."""
+
+
+def check_reply_mode(reply_mode: str, voice: Any = None, name: str = "reply_mode") -> None:
+    """Raises `ValueError` for an unknown reply mode (`name`: the caller's argument), or a voice given for a written
+    reply (a voice needs a spoken reply).
+
+    Example:
+        >>> check_reply_mode("audio", voice="中文女")
+    """
+    if reply_mode not in REPLY_MODES:
+        raise ValueError(f"{name} must be one of {REPLY_MODES}, got {reply_mode!r}.")
+    if reply_mode == "text" and voice is not None:
+        raise ValueError(f"`speaker` chooses the voice of spoken replies; a text reply ({name}='text') has none.")
+
+
+def reply_system_prompt(reply_mode: str) -> str:
+    """The official system prompt of a reply mode: `S2M_SYSTEM_PROMPT` for `"audio"`, `S2T_SYSTEM_PROMPT` for `"text"`.
+
+    Example:
+        >>> reply_system_prompt("text")
+        'You are asked to generate text tokens.'
+    """
+    check_reply_mode(reply_mode)
+    return S2M_SYSTEM_PROMPT if reply_mode == "audio" else S2T_SYSTEM_PROMPT
+
+
 XIAOYUN_PERSONA = (
     "你的名字是小云。你是一位来自杭州的温柔友善的女孩，声音甜美，举止亲切。你的回复语气自然友好，力求沟通简洁明了。"
     "你的回复简短，通常只有一到三句话，避免使用正式的称谓和重复的短语。你能用恰当的声音回复，遵循用户的指示，"

@@ -9,7 +9,7 @@ import atexit
 import threading
 import time
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from queue import Queue
 from typing import Any
 
@@ -65,10 +65,37 @@ class StreamChunk:
     speech_codes: list[list[int]] | None = None
 
 
-@dataclass
-class _RowText:
-    ids: list[int] = field(default_factory=list)
-    printed: int = 0
+class TextDeltas:
+    """The printable text a row adds at each step (decoding its ids so far; an incomplete multi-byte character is
+    held back until it completes or the reply ends).
+
+    Example:
+        >>> deltas = TextDeltas(processor.tokenizer)  # doctest: +SKIP
+        >>> deltas.add(token_id), deltas.rest()  # doctest: +SKIP
+    """
+
+    def __init__(self, tokenizer, skip_special_tokens: bool = True):
+        self.tokenizer, self.skip_special_tokens = tokenizer, skip_special_tokens
+        self.ids: list[int] = []
+        self.printed = 0
+
+    def add(self, token: int | None) -> str:
+        """The new text once `token` (None: nothing) is added."""
+        if token is not None:
+            self.ids.append(token)
+        return self._delta(final=False)
+
+    def rest(self) -> str:
+        """What is still held back, at the end of the reply."""
+        return self._delta(final=True)
+
+    def _delta(self, final: bool) -> str:
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=self.skip_special_tokens)
+        if text.endswith("\ufffd") and not final:
+            return ""
+        delta = text[self.printed :]
+        self.printed = len(text)
+        return delta
 
 
 class FunAudioChatIteratorStreamer(FunAudioChatStreamer):
@@ -93,14 +120,14 @@ class FunAudioChatIteratorStreamer(FunAudioChatStreamer):
         self.timeout = timeout
         self.queue: Queue = Queue()
         self._stop = object()
-        self._rows: list[_RowText] = []
+        self._rows: list[TextDeltas] = []
 
     def on_prompt(self, prompt_ids: torch.Tensor) -> None:
-        self._rows = [_RowText() for _ in range(prompt_ids.shape[0])]
+        self._rows = [TextDeltas(self.tokenizer, self.skip_special_tokens) for _ in range(prompt_ids.shape[0])]
 
     def on_text(self, text_ids: torch.Tensor) -> None:
         ids = text_ids.tolist()
-        deltas = [self._delta(row, token) for row, token in zip(self._rows, ids)]
+        deltas = [row.add(token) for row, token in zip(self._rows, ids)]
         self.queue.put(StreamChunk(text=deltas, text_ids=ids), timeout=self.timeout)
 
     def on_speech(self, codes: torch.Tensor, speaking: torch.Tensor) -> None:
@@ -108,21 +135,10 @@ class FunAudioChatIteratorStreamer(FunAudioChatStreamer):
         self.queue.put(StreamChunk(speech_codes=groups), timeout=self.timeout)
 
     def end(self) -> None:
-        rest = [self._delta(row, None, final=True) for row in self._rows]
+        rest = [row.rest() for row in self._rows]
         if any(rest):
             self.queue.put(StreamChunk(text=rest), timeout=self.timeout)
         self.queue.put(self._stop, timeout=self.timeout)
-
-    def _delta(self, row: _RowText, token: int | None, final: bool = False) -> str:
-        """New printable text of a row; an incomplete multi-byte character is held back until `final`."""
-        if token is not None:
-            row.ids.append(token)
-        text = self.tokenizer.decode(row.ids, skip_special_tokens=self.skip_special_tokens)
-        if text.endswith("\ufffd") and not final:
-            return ""
-        delta = text[row.printed :]
-        row.printed = len(text)
-        return delta
 
     def __iter__(self):
         return self
@@ -305,6 +321,7 @@ __all__ = [
     "FunAudioChatIteratorStreamer",
     "FunAudioChatStreamer",
     "StreamChunk",
+    "TextDeltas",
     "close_at_exit",
     "join_through_interrupts",
 ]

@@ -10,9 +10,10 @@ Every step the engine
    `generate` builds them from the request: greedy, temperature / top-p, max tokens; a seeded row draws from its own
    `torch.Generator`), appends the spoken rows' speech groups (`append_speech`, shared with `generate`'s loop) and
    emits the text deltas;
-4. decodes the spoken rows' new codes into audio, all streams together (`token2wav`'s batched bounded streams);
-5. finishes the rows that ended (end of turn, token limit): the rest of their audio, then `ReplyDone`; their rows
-   leave the batch;
+4. hands the spoken rows' new codes to the audio thread (`engine.audio`), which turns them into audio while the next
+   steps decode, all streams together (`token2wav.stream_batch()`);
+5. finishes the rows that ended (end of turn, token limit): their rows leave the batch; the rest of their audio, then
+   `ReplyDone`, follow from the audio thread;
 6. runs one batched `decode_step` for the rows left.
 
 Rows with different settings share every step: reply mode (a text row feeds the speech head like the others, but
@@ -29,7 +30,7 @@ Example:
 
 ```python
 >>> engine = ReplyEngine(model, processor, max_batch_size=8).start()
->>> reply = engine.submit(ReplyRequest(prompt, [waveform], voice="中文女"))
+>>> reply = engine.submit(ReplyRequest(prompt, [waveform], speaker="中文女"))
 >>> for event in reply:
 ...     print(event)
 >>> engine.close()
@@ -40,6 +41,7 @@ import logging
 import math
 import threading
 import time
+import weakref
 from collections import deque
 from typing import Any
 
@@ -49,11 +51,12 @@ from ..decoding_cache import GrowingSequence
 from ..decoding_step import DecodingState, decode_step
 from ..generation_fun_audio_chat import append_speech
 from ..speech_sampling import choose
-from .audio import StreamVocoder
+from ..streaming import TextDeltas, close_at_exit
+from .audio import AudioWorker
 from .batch import join, select
 from .errors import EngineClosed, QueueFull, RequestError, failure_message
-from .replies import AudioDelta, Reply, ReplyDone, ReplyFailed, ReplyRequest, TextDelta
-from .rows import EngineStats, Row, TextDeltas, seeded_generator
+from .replies import Reply, ReplyDone, ReplyFailed, ReplyRequest, TextDelta
+from .rows import EngineStats, Row, seeded_generator
 
 logger = logging.getLogger("transformers_fac.engine")
 
@@ -74,6 +77,20 @@ class _RowChoosers:
             else:
                 codes.append(chooser(logits[index : index + 1], [code[index : index + 1] for code in group]))
         return torch.cat(codes)
+
+
+class _CancelAtExit:
+    """Closes an engine that is still running when the interpreter exits, cancelling its replies (a thread left
+    running into interpreter shutdown aborts the process)."""
+
+    def __init__(self, engine: "ReplyEngine"):
+        self._engine = weakref.ref(engine)
+        close_at_exit(self)
+
+    def close(self) -> None:
+        engine = self._engine()
+        if engine is not None:
+            engine.close(timeout=0)
 
 
 class ReplyEngine:
@@ -121,14 +138,17 @@ class ReplyEngine:
         self._eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         self._pad_id = config.pad_token_id
         self._audio_token_id = self.tokenizer.convert_tokens_to_ids(processor.audio_token)
-        self._vocoder = StreamVocoder(model.token2wav) if model.token2wav is not None else None
+        self._audio: AudioWorker | None = None
         self._reset_batch()
 
     # ------------------------------------------------------------------------------------------------ owner API
     def start(self) -> "ReplyEngine":
         """Starts the scheduler thread (once)."""
         if self._thread is None:
+            if self.model.token2wav is not None:
+                self._audio = AudioWorker(self.model.token2wav, self._audio_failed)
             self._thread = threading.Thread(target=self._serve, name=self._thread_name, daemon=True)
+            self._exit_guard = _CancelAtExit(self)  # an engine left running at interpreter exit is stopped then
             self._thread.start()
         return self
 
@@ -170,7 +190,7 @@ class ReplyEngine:
     def prepare(self, request: ReplyRequest) -> Any:
         """Processes one request alone (checks its audio, voice and prompt length); raises `RequestError` when the
         model cannot take it."""
-        if request.spoken and self._vocoder is None:
+        if request.spoken and self.model.token2wav is None:
             raise RequestError(
                 "This server has no speech decoder: ask for a text reply (modalities ['text']).", code="no_audio"
             )
@@ -239,6 +259,13 @@ class ReplyEngine:
 
     # ------------------------------------------------------------------------------------------------ scheduler
     def _serve(self) -> None:
+        try:
+            self._loop()
+        finally:
+            if self._audio is not None:
+                self._audio.close()  # after the audio of every finished reply
+
+    def _loop(self) -> None:
         while True:
             with self._cond:
                 while not self._pending and not self._rows:
@@ -268,7 +295,6 @@ class ReplyEngine:
         self.stats.batches += 1
         self.stats.largest_batch = max(self.stats.largest_batch, len(self._rows))
         tokens = self._choose()
-        self._vocode()
         ending = [index for index, row in enumerate(self._rows) if row.ending is not None]
         if ending:
             self._finish([self._rows[index] for index in ending])
@@ -324,7 +350,7 @@ class ReplyEngine:
         if start.state.chooser is not None:
             start.state.chooser.generator = generator
         if spoken:
-            self._vocoder.open(reply.id, request.speaker, exact=request.exact)
+            self._audio.open(reply, request.speaker, request.exact)
         prompt = reply.inputs["input_ids"]
         return Row(
             reply=reply,
@@ -380,7 +406,7 @@ class ReplyEngine:
             row = self._rows[index]
             row.reply.left_step = self.stats.batches + 1  # the first step without it
             if not finished:
-                self._vocoder_drop(row)
+                self._drop_audio(row)
                 self.stats.cancelled += 1
                 row.reply.emit(row.done_event("cancelled", self._raw_text(row.tokens)))
         keep_list = [index for index in range(len(self._rows)) if index not in set(indices)]
@@ -428,19 +454,28 @@ class ReplyEngine:
             chosen_id, token, row_kept, row_finished, codes = values[0], values[1], values[2], values[3], values[4:]
             row.ids[0, -1] = token
             row.tokens.append(token)
-            delta = row.text.add(token)
-            if delta:
-                row.reply.emit(TextDelta(delta))
+            self._emit_text(row, row.text.add(token))
             if row_kept:
                 row.speech.extend(codes)
                 row.start.state.chooser.commit(appended[index : index + 1], kept[index : index + 1])
-                row.speech_codes += self._vocoder.push(row.reply.id, codes)
+                row.speech_codes += self._audio.push(row.reply, codes)
             if row_finished:
                 row.speech_ended = True
             if stop:
                 row.ending = "stop" if chosen_id in self._eos_ids else "length"
+        if any(row.spoken for row in rows):
+            self._audio.step()
         self._speaking = self._speaking | (tokens_out == config.text_config.audio_bos_index)
         return tokens_out
+
+    def _emit_text(self, row: Row, delta: str) -> None:
+        """A spoken row's text goes through the audio thread (its events keep their order), a text row's directly."""
+        if not delta:
+            return
+        if row.spoken:
+            self._audio.text(row.reply, delta)
+        else:
+            row.reply.emit(TextDelta(delta))
 
     def _decode(self, tokens: torch.Tensor) -> None:
         rows = self._rows
@@ -453,64 +488,44 @@ class ReplyEngine:
             self._group = group
 
     # ------------------------------------------------------------------------------------------------ audio, ends
-    def _vocode(self) -> None:
-        if self._vocoder is None or not any(row.spoken for row in self._rows):
-            return
-        try:
-            audio = self._vocoder.step()
-        except Exception:  # noqa: BLE001 - the decoder failed: the spoken rows fail, the engine goes on
-            logger.exception("The speech decoder failed")
-            self._fail_rows([row for row in self._rows if row.spoken], "The speech decoder failed.")
-            return
-        for row in self._rows:
-            samples = audio.get(row.reply.id)
-            if samples is not None:
-                row.audio_samples += samples.size
-                row.reply.emit(AudioDelta(samples, self._vocoder.sampling_rate))
-
     def _finish(self, rows: list[Row]) -> None:
-        """The rows' last text, the rest of their audio (decoded together), then `ReplyDone`."""
-        spoken = [row for row in rows if row.spoken and not row.reply.finished]
-        tails = {}
-        if spoken:
-            try:
-                tails = self._vocoder.finish([row.reply.id for row in spoken])
-            except Exception:  # noqa: BLE001 - these rows fail, the others go on
-                logger.exception("The speech decoder failed")
-                self._fail_rows(spoken, "The speech decoder failed.")
+        """The rows' last text, then `ReplyDone` (for spoken rows from the audio thread, after the rest of their
+        audio)."""
+        spoken = []
         for row in rows:
             if row.reply.finished:
                 continue
-            rest = row.text.rest()
-            if rest:
-                row.reply.emit(TextDelta(rest))
-            tail = tails.get(row.reply.id)
-            if tail is not None and tail.size:
-                row.audio_samples += tail.size
-                row.reply.emit(AudioDelta(tail, self._vocoder.sampling_rate))
+            self._emit_text(row, row.text.rest())
             self.stats.completed += 1
-            row.reply.emit(row.done_event(row.ending, self._raw_text(row.tokens)))
+            done = row.done_event(row.ending, self._raw_text(row.tokens))
+            if row.spoken:
+                spoken.append((row.reply, done.with_audio))
+            else:
+                row.reply.emit(done)
+        if spoken:
+            self._audio.finish(spoken)
 
     def _raw_text(self, ids: list[int]) -> str:
         kept = [token for token in ids if token not in self._eos_ids and token != self._pad_id]
         return self.tokenizer.decode(kept, skip_special_tokens=False)
 
-    def _vocoder_drop(self, row: Row) -> None:
+    def _drop_audio(self, row: Row) -> None:
         if row.spoken:
-            self._vocoder.drop(row.reply.id)
+            self._audio.drop(row.reply)
 
-    def _fail_rows(self, rows: list[Row], message: str) -> None:
-        for row in rows:
-            if not row.reply.finished:
-                self._vocoder_drop(row)
-                row.reply.cancel()
-                row.ending = "failed"
-                self.stats.failed += 1
-                row.reply.emit(ReplyFailed(message))
+    def _audio_failed(self, reply: Reply) -> None:
+        """The audio thread failed this reply: its row leaves at the next step (called from the audio thread)."""
+        self.stats.failed += 1
+        reply.cancel()
 
     def _fail_running(self, message: str) -> None:
         """A batched step failed: every running row fails (the engine starts over with an empty batch)."""
-        self._fail_rows(self._rows, message)
+        for row in self._rows:
+            if not row.reply.finished:
+                self._drop_audio(row)
+                row.reply.cancel()
+                self.stats.failed += 1
+                row.reply.emit(ReplyFailed(message))
         self._rows = []
         self._reset_batch()
 

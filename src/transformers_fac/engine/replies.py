@@ -11,6 +11,7 @@ The events are the package's one kind of reply event, whatever the path (server,
 """
 
 import asyncio
+import dataclasses
 import itertools
 import queue
 import threading
@@ -101,6 +102,10 @@ class ReplyDone:
     audio_samples: int = 0
     token_ids: list[int] = field(default_factory=list)
     speech_ids: list[int] = field(default_factory=list)
+
+    def with_audio(self, audio_samples: int) -> "ReplyDone":
+        """This event with the number of audio samples emitted."""
+        return dataclasses.replace(self, audio_samples=audio_samples)
 
 
 @dataclass

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from ..generation_fun_audio_chat import ReplyStart
+from ..streaming import TextDeltas
 from .replies import Reply, ReplyDone
 
 
@@ -30,39 +31,6 @@ class EngineStats:
     rejected: int = 0
     batch_seconds: float = 0.0
     running: int = 0
-
-
-class TextDeltas:
-    """The printable text a row adds at each step (decoding its ids so far; an incomplete multi-byte character is
-    held back until it completes or the reply ends).
-
-    Example:
-        >>> deltas = TextDeltas(processor.tokenizer)  # doctest: +SKIP
-        >>> deltas.add(token_id), deltas.rest()  # doctest: +SKIP
-    """
-
-    def __init__(self, tokenizer, skip_special_tokens: bool = True):
-        self.tokenizer, self.skip_special_tokens = tokenizer, skip_special_tokens
-        self.ids: list[int] = []
-        self.printed = 0
-
-    def add(self, token: int | None) -> str:
-        """The new text once `token` (None: nothing) is added."""
-        if token is not None:
-            self.ids.append(token)
-        return self._delta(final=False)
-
-    def rest(self) -> str:
-        """What is still held back, at the end of the reply."""
-        return self._delta(final=True)
-
-    def _delta(self, final: bool) -> str:
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=self.skip_special_tokens)
-        if text.endswith("\ufffd") and not final:
-            return ""
-        delta = text[self.printed :]
-        self.printed = len(text)
-        return delta
 
 
 @dataclass
@@ -88,7 +56,6 @@ class Row:
     tokens: list[int] = field(default_factory=list)
     speech: list[int] = field(default_factory=list)  # every appended group (BOS / EOS included)
     speech_codes: int = 0  # of them, codes the decoder takes
-    audio_samples: int = 0
     speech_ended: bool = False
     first_step: bool = True
     ending: str | None = None  # finish reason once its last step is known
@@ -111,7 +78,6 @@ class Row:
             prompt_audio_tokens=self.prompt_audio_tokens,
             completion_tokens=len(self.tokens),
             speech_codes=self.speech_codes,
-            audio_samples=self.audio_samples,
             token_ids=list(self.tokens),
             speech_ids=list(self.speech),
         )
@@ -126,4 +92,4 @@ def seeded_generator(seed: int | None, device: Any) -> torch.Generator | None:
     return generator
 
 
-__all__ = ["EngineStats", "Row", "TextDeltas", "seeded_generator"]
+__all__ = ["EngineStats", "Row", "seeded_generator"]

@@ -14,7 +14,7 @@ from ..audio_io import SAMPLING_RATE
 from ..conversation import FunAudioChatConversation
 from ..engine import AudioDelta, TextDelta
 from ..engine.reply_stream import stream_reply
-from ..prompts import S2M_SYSTEM_PROMPT, S2T_SYSTEM_PROMPT
+from ..prompts import REPLY_MODES, check_reply_mode, reply_system_prompt
 from .reply import END, LiveReply
 from .turns import TurnAudio, TurnDetector, TurnSettings
 from .vad import WINDOW, AudioWindows, VoiceActivity, level_db
@@ -29,7 +29,6 @@ EVENT_TYPES = (
     "reply_done",
     "error",
 )
-REPLY_MODES = ("audio", "text")
 
 
 @dataclass
@@ -140,18 +139,12 @@ class VoiceSession:
     def update(self, speaker=None, reply_mode: str = "audio", system_prompt: str | None = None, exact: bool = False):
         """Sets the voice, reply mode, system prompt (default: the official one of the mode) and stream mode of the
         next replies; the history stays."""
-        if reply_mode not in REPLY_MODES:
-            raise ValueError(f"reply_mode must be one of {REPLY_MODES}, got {reply_mode!r}.")
-        if reply_mode == "text" and speaker is not None:
-            raise ValueError(
-                "`speaker` chooses the voice of spoken replies; it cannot be used with reply_mode='text'."
-            )
+        check_reply_mode(reply_mode, speaker)
         if reply_mode == "audio" and getattr(self.model, "token2wav", None) is None:
             raise ValueError("Spoken replies need the CosyVoice3 decoder: from_pretrained(..., token2wav=...).")
         with self._lock:
             self.speaker, self.reply_mode, self.exact = speaker, reply_mode, exact
-            default = S2M_SYSTEM_PROMPT if reply_mode == "audio" else S2T_SYSTEM_PROMPT
-            self.conversation.system_prompt = system_prompt or default
+            self.conversation.system_prompt = system_prompt or reply_system_prompt(reply_mode)
 
     # ---------------------------------------------------------------------------------------------------- clock
     @property

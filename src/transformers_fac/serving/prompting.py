@@ -15,7 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from ..prompts import AUDIO_TEMPLATE, S2M_SYSTEM_PROMPT, S2T_SYSTEM_PROMPT, function_calling_prompt, parse_tool_calls
+from ..prompts import (
+    AUDIO_TEMPLATE,
+    S2M_SYSTEM_PROMPT,
+    S2T_SYSTEM_PROMPT,
+    function_calling_prompt,
+    parse_tool_calls,
+    reply_system_prompt,
+)
 from .audio_codec import decode_input_audio
 from .errors import invalid
 
@@ -46,7 +53,7 @@ def system_prompt(spoken: bool, tools: list[dict] | None, client_system: str = "
         return function_calling_prompt(tools) + (f"\n\n{client_system}" if client_system else "")
     if client_system.startswith(MODE_PROMPTS):
         return client_system
-    base = S2M_SYSTEM_PROMPT if spoken else S2T_SYSTEM_PROMPT
+    base = reply_system_prompt("audio" if spoken else "text")
     return f"{base} {client_system}" if client_system else base
 
 

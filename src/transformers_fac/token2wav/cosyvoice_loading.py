@@ -8,14 +8,11 @@ Reading accepts both weight-norm key styles of `hift.pt` (`<m>.parametrizations.
 import os
 from os import PathLike
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
+from transformers import PreTrainedModel
 
 from .cosyvoice_yaml import config_from_cosyvoice_yaml, cosyvoice_yaml_from_config
-
-if TYPE_CHECKING:  # the model class imports this module (`from_cosyvoice`); it is passed in, not imported
-    from .modeling_token2wav import FunAudioChatToken2Wav
 
 DEFAULT_COSYVOICE_REPO = "FunAudioLLM/Fun-CosyVoice3-0.5B-2512"
 COSYVOICE_FILES = ("cosyvoice3.yaml", "flow.pt", "hift.pt")
@@ -101,7 +98,7 @@ def _load_strict(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], n
 def load_cosyvoice(
     path_or_repo_id: str | PathLike = DEFAULT_COSYVOICE_REPO,
     *,
-    model_class: "type[FunAudioChatToken2Wav]",
+    model_class: type[PreTrainedModel],
     revision: str | None = None,
     cache_dir: str | PathLike | None = None,
     token: str | bool | None = None,
@@ -109,7 +106,7 @@ def load_cosyvoice(
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     **config_overrides,
-) -> "FunAudioChatToken2Wav":
+) -> PreTrainedModel:
     """Build a decoder from a CosyVoice3 directory or hub repo: sizes from `cosyvoice3.yaml`, weights from `flow.pt`
     and `hift.pt` (`torch.load(weights_only=True)`, strict). `dtype` casts the model (the f0 predictor and harmonic
     source stay float32); `config_overrides` adjust non-weight settings (e.g. `stream_flow_context_codes`)."""
@@ -130,7 +127,7 @@ def load_cosyvoice(
 
 
 def save_cosyvoice_dir(
-    model: "FunAudioChatToken2Wav",
+    model: PreTrainedModel,
     out_dir: str | PathLike,
     weight_norm_style: str = "parametrizations",
     generator_prefix: bool = False,

@@ -420,5 +420,23 @@ class FunAudioChatToken2Wav(PreTrainedModel):
 
         return (ExactStreamDecoder if exact else BoundedStreamDecoder)(self, self.resolve_voice(speaker))
 
+    def stream_batch(self):
+        """Streams of many replies decoded together ([`~stream_batch.StreamBatch`]: `open(key, speaker)`,
+        `push(key, codes)`, `step()`, `finish(keys)`, `drop(key)`): the bounded streams' steps of all replies run as
+        one flow call and one vocoder call per group of equal shapes.
+
+        Example:
+
+        ```python
+        >>> streams = model.token2wav.stream_batch()
+        >>> streams.open("a", "中文女"); streams.open("b", "中文男")
+        >>> streams.push("a", codes_a); streams.push("b", codes_b)
+        >>> audio = streams.step()  # {"a": samples, "b": samples} as far as each could decode
+        ```
+        """
+        from .stream_batch import StreamBatch
+
+        return StreamBatch(self)
+
 
 __all__ = ["FunAudioChatToken2Wav", "FunAudioChatToken2WavOutput"]

@@ -1,5 +1,5 @@
-"""Streaming token-to-waveform decoding of several replies at once: one flow call and one vocoder call per step for
-all the streams whose step has the same shapes.
+"""Streaming token-to-waveform decoding of several replies at once ([`StreamBatch`]): one flow call and one vocoder
+call per step for all the streams whose step has the same shapes.
 
 The bounded stream decoder (`transformers_fac.token2wav.streaming.BoundedStreamDecoder`) works in fixed steps: once a
 stream is past its first `stream_flow_context_codes` codes, every step runs the flow on the same number of codes and
@@ -21,7 +21,10 @@ Example:
 """
 
 from collections import defaultdict
+from collections.abc import Hashable
+from typing import Any
 
+import numpy as np
 import torch
 
 from .streaming import BoundedStreamDecoder
@@ -108,4 +111,61 @@ def finish_together(streams: list) -> list[torch.Tensor]:
     return [torch.cat([chunk, final.get(id(stream), empty).to(chunk)], dim=1) for stream, chunk in zip(streams, rest)]
 
 
-__all__ = ["finish_together", "step_together"]
+class StreamBatch:
+    """Bounded streams of many replies decoded together, keyed by reply (what `FunAudioChatToken2Wav.stream_batch()`
+    returns): each `step` runs the streams' due steps with one flow call and one vocoder call per group of equal
+    shapes ([`step_together`]).
+
+    Example:
+
+    ```python
+    >>> streams = model.token2wav.stream_batch()
+    >>> streams.open("a", speaker="中文女")
+    >>> streams.push("a", [12, 4051, 77, 6562])  # ids >= 6561 (BOS/EOS/pad) are dropped
+    >>> audio = streams.step()  # {key: float32 samples} for the streams that completed a chunk
+    >>> tails = streams.finish(["a"])  # {key: the rest of its audio}
+    ```
+    """
+
+    def __init__(self, token2wav: Any):
+        self.token2wav = token2wav
+        self.sampling_rate = token2wav.config.sampling_rate
+        self.vocab_size = token2wav.config.vocab_size
+        self._decoders: dict[Hashable, Any] = {}
+
+    def open(self, key: Hashable, speaker: Any, exact: bool = False) -> None:
+        """Starts the stream of a row (an unknown voice raises here); `exact`: the official web-demo schedule."""
+        self._decoders[key] = self.token2wav.stream_decoder(speaker, exact=exact)
+
+    def push(self, key: Hashable, codes: list[int]) -> int:
+        """Hands a row's new codes to its stream (decoded by the next `step`); returns how many are decoder codes."""
+        valid = [code for code in codes if 0 <= code < self.vocab_size]
+        self._decoders[key].add(valid)
+        return len(valid)
+
+    def step(self) -> dict[Hashable, np.ndarray]:
+        """Decodes every row's complete steps; returns the new audio of the rows that produced some."""
+        keys = list(self._decoders)
+        chunks = step_together([self._decoders[key] for key in keys])
+        audio = {key: _samples(chunk) for key, chunk in zip(keys, chunks)}
+        return {key: samples for key, samples in audio.items() if samples.size}
+
+    def finish(self, keys: list[Hashable]) -> dict[Hashable, np.ndarray]:
+        """Decodes everything left of these rows (together) and closes their streams."""
+        chunks = finish_together([self._decoders.pop(key) for key in keys])
+        return {key: _samples(chunk) for key, chunk in zip(keys, chunks)}
+
+    def drop(self, key: Hashable) -> None:
+        """Forgets a row (cancelled or failed) without decoding the rest."""
+        self._decoders.pop(key, None)
+
+
+def _samples(waveform) -> np.ndarray:
+    return waveform.detach().reshape(-1).float().cpu().numpy()
+
+
+def _samples(waveform) -> np.ndarray:
+    return waveform.detach().reshape(-1).float().cpu().numpy()
+
+
+__all__ = ["StreamBatch", "finish_together", "step_together"]

@@ -31,18 +31,15 @@ noise columns and the prompt the positions of the offline decode (prompt at 0..2
 """
 
 from collections import deque
-from typing import TYPE_CHECKING
 
 import torch
+from transformers import PreTrainedModel
 
 from ..voice.voice_file import FunAudioChatVoice
 
-if TYPE_CHECKING:  # the model class imports this module (`stream_decoder`)
-    from .modeling_token2wav import FunAudioChatToken2Wav
-
 
 class _StreamDecoder:
-    def __init__(self, model: "FunAudioChatToken2Wav", voice: FunAudioChatVoice):
+    def __init__(self, model: PreTrainedModel, voice: FunAudioChatVoice):
         self.model = model
         self.config = model.config
         self.voice = voice
@@ -128,7 +125,7 @@ class _StreamDecoder:
 class ExactStreamDecoder(_StreamDecoder):
     """Fun-Audio-Chat's web-demo streaming (whole-history flow and vocoder), see the module docstring."""
 
-    def __init__(self, model: "FunAudioChatToken2Wav", voice: FunAudioChatVoice):
+    def __init__(self, model: PreTrainedModel, voice: FunAudioChatVoice):
         super().__init__(model, voice)
         self.mel = torch.zeros(1, self.config.mel_bins, 0, device=model.device)
 
@@ -147,7 +144,7 @@ class ExactStreamDecoder(_StreamDecoder):
 class BoundedStreamDecoder(_StreamDecoder):
     """Constant-cost streaming: bounded flow context, windowed vocoder with carried f0 phase (module docstring)."""
 
-    def __init__(self, model: "FunAudioChatToken2Wav", voice: FunAudioChatVoice):
+    def __init__(self, model: PreTrainedModel, voice: FunAudioChatVoice):
         super().__init__(model, voice)
         self.prefix = None  # the voice prompt's cached DiT states, sampled at the first step (module docstring)
         self.flow_context = self.config.stream_flow_context_codes

@@ -38,7 +38,7 @@ import numpy as np
 
 from ..audio_io import SAMPLING_RATE, AudioInputError, is_silent, load_audio
 from ..processing_fun_audio_chat import DEFAULT_ASSISTANT_BOS_DELAY
-from ..prompts import AUDIO_TEMPLATE, S2M_SYSTEM_PROMPT, S2T_SYSTEM_PROMPT, TOKEN_FPS, function_calling_prompt
+from ..prompts import AUDIO_TEMPLATE, TOKEN_FPS, function_calling_prompt, reply_system_prompt
 from ..speech_tokenizer import CODEBOOK_SIZE, SpeechCodeTokenizer
 
 logger = logging.getLogger(__name__)
@@ -351,7 +351,7 @@ def _convert_row(row: Mapping, settings: _Settings) -> tuple[dict, int]:
     else:
         reply = _text(row, settings.reply_column, "reply")
     if system is None:
-        system = S2M_SYSTEM_PROMPT if settings.task == "s2s" else S2T_SYSTEM_PROMPT
+        system = reply_system_prompt("audio" if settings.task == "s2s" else "text")
 
     instruction = _text(row, settings.instruction_column, "instruction", required=False) or settings.instruction
     user_content = AUDIO_TEMPLATE + ("\n" + instruction if instruction else "")
