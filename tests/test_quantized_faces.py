@@ -16,9 +16,10 @@ from transformers import AutoModelForMultimodalLM, AutoProcessor
 from tests.serving_utils import QUESTION
 from transformers_fac import S2M_SYSTEM_PROMPT, FunAudioChatConversation
 from transformers_fac.audio_io import load_audio
+from transformers_fac.engine import AudioDelta, ReplyDone, ReplyEngine, ReplyRequest, TextDelta
 from transformers_fac.prompts import AUDIO_TEMPLATE
 from transformers_fac.quantization import quantization_config
-from transformers_fac.serving import AudioDelta, BatchingEngine, ReplyDone, ReplyRequest, ServerSettings, TextDelta
+from transformers_fac.serving import ServerSettings
 from transformers_fac.serving.loading import load
 
 DEMO = Path(__file__).resolve().parents[1] / "spaces_demo"
@@ -47,7 +48,7 @@ def test_fac_chat_says_why_int4_cannot_run_on_a_cpu(tmp_path):
 
 
 def test_the_engine_serves_a_quantized_model_like_its_generate():
-    """`fac-serve --quantize int8`: the batching engine's greedy spoken replies (two in one batch) have the words
+    """`fac-serve --quantize int8`: the reply engine's greedy spoken replies (two in one batch) have the words
     and the number of speech codes of the quantized model's own `generate`."""
     with pytest.raises(ValueError, match="quantize must be one of"):
         ServerSettings(quantize="int3")
@@ -57,7 +58,7 @@ def test_the_engine_serves_a_quantized_model_like_its_generate():
     messages = [{"role": "system", "content": S2M_SYSTEM_PROMPT}, {"role": "user", "content": AUDIO_TEMPLATE}]
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     audios = [load_audio(QUESTION), load_audio(AUDIO_FILES["zh"])]
-    engine = BatchingEngine(model, processor, max_batch_size=2, max_wait_ms=2000).start()
+    engine = ReplyEngine(model, processor, max_batch_size=2).start()
     try:
         replies = [engine.submit(ReplyRequest(text, [audio], max_new_tokens=12, temperature=0)) for audio in audios]
         events = [list(reply) for reply in replies]
@@ -68,7 +69,7 @@ def test_the_engine_serves_a_quantized_model_like_its_generate():
         done = reply[-1]
         assert isinstance(done, ReplyDone) and done.speech_codes > 0
         assert done.text == "".join(event.text for event in reply if isinstance(event, TextDelta))
-        samples = sum(len(event.samples) for event in reply if isinstance(event, AudioDelta))
+        samples = sum(len(event.audio) for event in reply if isinstance(event, AudioDelta))
         assert samples == done.audio_samples == 960 * done.speech_codes
         inputs = processor(text=text, audio=[audio], return_tensors="pt")
         out = model.generate(
