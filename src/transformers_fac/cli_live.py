@@ -57,8 +57,8 @@ class TurnLog:
 class EventPrinter:
     """Prints the events (one line each, text once per reply) and writes each answered turn's reply."""
 
-    def __init__(self, output_dir: Path, out=sys.stdout):
-        self.output_dir, self.out = output_dir, out
+    def __init__(self, output_dir: Path, out=None):
+        self.output_dir, self.out = output_dir, out if out is not None else sys.stdout
         self.turns: dict[int, TurnLog] = {}
         self.written: list[Path] = []
         self.joined = 0  # turns continued by the next one (their reply was interrupted before it could be heard)
