@@ -361,17 +361,18 @@ def load_worker(folder: str, scheme: str) -> None:
     print(json.dumps({"seconds": seconds, "weights": weights, **peaks}))
 
 
-def load_table(folder: Path, schemes: list[str]) -> str:
+def print_load_table(folder: Path, schemes: list[str]) -> None:
+    """Writes (or reuses) the checkpoint, then loads it once per scheme; rows are printed as they are measured."""
     started = time.perf_counter()
     write_random_8b(folder)
     checkpoint = sum(path.stat().st_size for path in folder.glob("*.safetensors"))
-    lines = [
+    print(
         f"random bf16 checkpoint: {checkpoint / GB:.2f} GB on disk (written/reused in "
-        f"{time.perf_counter() - started:.0f} s)",
-        "",
-        "| scheme | load s | weights GB | peak RSS GB | peak anonymous GB | peak file pages GB |",
+        f"{time.perf_counter() - started:.0f} s)\n\n"
+        "| scheme | load s | weights GB | peak RSS GB | peak anonymous GB | peak file pages GB |\n"
         "|---|---|---|---|---|---|",
-    ]
+        flush=True,
+    )
     for scheme in schemes:
         result = subprocess.run(
             [sys.executable, __file__, "--load-worker", scheme, "--load-dir", str(folder)],
@@ -380,14 +381,14 @@ def load_table(folder: Path, schemes: list[str]) -> str:
             env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])},
         )
         if result.returncode != 0:
-            lines.append(f"| {scheme} | failed: {result.stderr.strip().splitlines()[-1]} | | | | |")
+            print(f"| {scheme} | failed: {result.stderr.strip().splitlines()[-1]} | | | | |", flush=True)
             continue
         data = json.loads(result.stdout.strip().splitlines()[-1])
-        lines.append(
+        print(
             f"| {scheme} | {data['seconds']:.0f} | {data['weights'] / GB:.2f} | {data['VmRSS'] / GB:.2f} | "
-            f"{data['RssAnon'] / GB:.2f} | {data['RssFile'] / GB:.2f} |"
+            f"{data['RssAnon'] / GB:.2f} | {data['RssFile'] / GB:.2f} |",
+            flush=True,
         )
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -428,7 +429,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(speed_table(Path(folder), args.steps, args.repeats) + "\n")
     if "load" in sections:
         print("### Real load of the random-weight 8B model on this machine (no decoder)\n")
-        print(load_table(Path(args.load_dir), args.quantize.split(",")) + "\n")
+        print_load_table(Path(args.load_dir), args.quantize.split(","))
 
 
 if __name__ == "__main__":
