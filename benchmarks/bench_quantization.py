@@ -18,13 +18,14 @@ What is measured
   layout needs CUDA, so its bytes are counted from the layout: 4 bits per weight plus a bf16 scale and zero per group
   of 128). Everything else stays bf16, the decoder float32 (as loaded).
 - cost (mid-size preset of bench_generate.py, random float32 weights, CPU): for each scheme that runs on a CPU, over
-  6 prompts (3 recorded questions, 2 spoken-reply system prompts), the SNR of the prefill text and speech logits against the unquantized model, and greedy
+  3 prompts (the 3 recorded questions of tests/fixtures/audio, spoken-reply system prompt), the SNR of the prefill text and speech logits against the unquantized model, and greedy
   agreement: the share of the reply's text ids and speech codes equal to the unquantized model's at the same
   position, and the first step where they part (random weights have near-tied logits, so real weights should agree
   more; their quality is measured with `fac-eval` on real data).
 - speed (mid, CPU): ms per 5 Hz step of greedy spoken generation, float32 eager, bf16 eager and int8 weight-only
   compiled (`cache_implementation="static"`), interleaved, medians of `--repeats` after a warm-up each.
-- load: `from_pretrained(..., quantization_config=...)` of the random 8B checkpoint in a fresh process (no decoder),
+- load: `from_pretrained(..., quantization_config=...)` of a random 8B bf16 checkpoint (one 64 MB block of normal
+  values, std 0.02, tiled over every matrix; norms 1) in a fresh process (no decoder),
   with its peak resident memory split into anonymous memory (what was materialised) and file pages (the mmapped
   checkpoint, which the kernel can drop), sampled every 50 ms, and the bytes of the loaded weights.
 No timing is asserted; numbers depend on the machine (shared CPUs: read the ratios).
@@ -160,19 +161,18 @@ def mid_checkpoint(folder: Path, seed: int) -> None:
 
 
 def question_prompts() -> list[dict]:
-    """Processor outputs of the fixture questions (3 recordings) under the two spoken-reply system prompts, with the
+    """Processor outputs of the fixture questions (3 recordings) under the spoken-reply system prompt, with the
     tokenizer of the mid preset's vocabulary."""
     from transformers import AutoProcessor
 
-    from transformers_fac import S2M_SYSTEM_PROMPT, SPOKEN_S2M_PROMPT, FunAudioChatConversation
+    from transformers_fac import S2M_SYSTEM_PROMPT, FunAudioChatConversation
 
     processor = AutoProcessor.from_pretrained(TINY_FAC)
     prompts = []
-    for system in (S2M_SYSTEM_PROMPT, SPOKEN_S2M_PROMPT):
-        for audio in QUESTIONS:
-            chat = FunAudioChatConversation(system_prompt=system)
-            chat.add_user_audio(str(audio))
-            prompts.append(dict(chat.model_inputs(processor)))
+    for audio in QUESTIONS:
+        chat = FunAudioChatConversation(system_prompt=S2M_SYSTEM_PROMPT)
+        chat.add_user_audio(str(audio))
+        prompts.append(dict(chat.model_inputs(processor)))
     return prompts
 
 
@@ -200,7 +200,8 @@ def agreement(reference: list[int], other: list[int]) -> tuple[float, int | None
     return share, first
 
 
-def cost_table(folder: Path, schemes: list[str], steps: int) -> str:
+def print_cost_table(folder: Path, schemes: list[str], steps: int) -> None:
+    """Prints the table a row at a time (a slow scheme on a shared CPU does not hide the others' rows)."""
     from transformers import AutoModelForMultimodalLM
 
     from transformers_fac.quantization import quantization_config
@@ -210,11 +211,11 @@ def cost_table(folder: Path, schemes: list[str], steps: int) -> str:
     with torch.no_grad():
         reference_logits = [reference(**inputs) for inputs in prompts]
     reference_ids = [greedy(reference, inputs, steps) for inputs in prompts]
-    lines = [
+    print(
         "| scheme | text logit SNR dB (min) | speech logit SNR dB (min) | text ids equal | speech codes equal | "
-        "first differing step (text; codes / 5) |",
-        "|---|---|---|---|---|---|",
-    ]
+        "first differing step (text; codes / 5) |\n|---|---|---|---|---|---|",
+        flush=True,
+    )
     for scheme in schemes:
         model = AutoModelForMultimodalLM.from_pretrained(
             folder, token2wav=None, quantization_config=quantization_config(scheme, "cpu")
@@ -232,12 +233,12 @@ def cost_table(folder: Path, schemes: list[str], steps: int) -> str:
             code_same.append(code_share)
             code_step = "–" if code_first is None else str(code_first // 5)
             firsts.append(f"{'–' if first is None else first}; {code_step}")
-        lines.append(
+        print(
             f"| {scheme} | {statistics.mean(text_snr):.1f} ({min(text_snr):.1f}) | "
             f"{statistics.mean(speech_snr):.1f} ({min(speech_snr):.1f}) | {statistics.mean(text_same):.1%} | "
-            f"{statistics.mean(code_same):.1%} | {', '.join(firsts)} |"
+            f"{statistics.mean(code_same):.1%} | {', '.join(firsts)} |",
+            flush=True,
         )
-    return "\n".join(lines)
 
 
 def speed_table(folder: Path, steps: int, repeats: int) -> str:
@@ -298,6 +299,9 @@ def write_random_8b(folder: Path, shard_bytes: int = 2 * 1024**3) -> None:
     with torch.device("meta"):
         model = FunAudioChatForConditionalGeneration(config)
     generator = torch.Generator().manual_seed(0)
+    # Random values are drawn once (64 MB) and tiled: memory is what is measured, and drawing 9.4 B numbers would
+    # take most of an hour on a shared CPU.
+    block = (torch.randn(2**25, generator=generator) * 0.02).to(torch.bfloat16)
     shard, size, index = {}, 0, {}
 
     def flush():
@@ -308,8 +312,12 @@ def write_random_8b(folder: Path, shard_bytes: int = 2 * 1024**3) -> None:
         shard, size = {}, 0
 
     for name, parameter in model.named_parameters():  # tied weights are listed once, as save_pretrained writes them
-        tensor = torch.empty(parameter.shape, dtype=torch.bfloat16)
-        tensor.normal_(0, 0.02, generator=generator) if parameter.dim() > 1 else tensor.fill_(1.0)
+        tensor = torch.ones(parameter.shape, dtype=torch.bfloat16)
+        if parameter.dim() > 1:
+            flat = tensor.view(-1)
+            for start in range(0, flat.numel(), block.numel()):
+                piece = flat[start : start + block.numel()]
+                piece.copy_(block[: piece.numel()])
         shard[name] = tensor
         size += tensor.numel() * 2
         if size >= shard_bytes:
@@ -353,17 +361,18 @@ def load_worker(folder: str, scheme: str) -> None:
     print(json.dumps({"seconds": seconds, "weights": weights, **peaks}))
 
 
-def load_table(folder: Path, schemes: list[str]) -> str:
+def print_load_table(folder: Path, schemes: list[str]) -> None:
+    """Writes (or reuses) the checkpoint, then loads it once per scheme; rows are printed as they are measured."""
     started = time.perf_counter()
     write_random_8b(folder)
     checkpoint = sum(path.stat().st_size for path in folder.glob("*.safetensors"))
-    lines = [
+    print(
         f"random bf16 checkpoint: {checkpoint / GB:.2f} GB on disk (written/reused in "
-        f"{time.perf_counter() - started:.0f} s)",
-        "",
-        "| scheme | load s | weights GB | peak RSS GB | peak anonymous GB | peak file pages GB |",
+        f"{time.perf_counter() - started:.0f} s)\n\n"
+        "| scheme | load s | weights GB | peak RSS GB | peak anonymous GB | peak file pages GB |\n"
         "|---|---|---|---|---|---|",
-    ]
+        flush=True,
+    )
     for scheme in schemes:
         result = subprocess.run(
             [sys.executable, __file__, "--load-worker", scheme, "--load-dir", str(folder)],
@@ -372,14 +381,14 @@ def load_table(folder: Path, schemes: list[str]) -> str:
             env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])},
         )
         if result.returncode != 0:
-            lines.append(f"| {scheme} | failed: {result.stderr.strip().splitlines()[-1]} | | | | |")
+            print(f"| {scheme} | failed: {result.stderr.strip().splitlines()[-1]} | | | | |", flush=True)
             continue
         data = json.loads(result.stdout.strip().splitlines()[-1])
-        lines.append(
+        print(
             f"| {scheme} | {data['seconds']:.0f} | {data['weights'] / GB:.2f} | {data['VmRSS'] / GB:.2f} | "
-            f"{data['RssAnon'] / GB:.2f} | {data['RssFile'] / GB:.2f} |"
+            f"{data['RssAnon'] / GB:.2f} | {data['RssFile'] / GB:.2f} |",
+            flush=True,
         )
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -391,7 +400,8 @@ def main(argv: list[str] | None = None) -> None:
         help="memory columns (+head: speech head too)",
     )
     parser.add_argument("--quantize", default="int8,nf4", help="schemes of the real load")
-    parser.add_argument("--steps", type=int, default=30, help="greedy LLM steps per reply (cost, speed)")
+    parser.add_argument("--cost-schemes", default="int8,nf4,fp8", help="schemes of the cost table (CPU ones)")
+    parser.add_argument("--steps", type=int, default=20, help="greedy LLM steps per reply (cost, speed)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved timed runs per speed variant")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--load-dir", default="/tmp/fac-8b-random", help="the random 8B checkpoint (load)")
@@ -412,14 +422,14 @@ def main(argv: list[str] | None = None) -> None:
         with tempfile.TemporaryDirectory(prefix="fac-quant-mid-") as folder:
             mid_checkpoint(Path(folder), args.seed)
             if "cost" in sections:
-                print(f"### Cost on the mid-size random model ({2 * len(QUESTIONS)} prompts, {args.steps} steps)\n")
-                print(cost_table(Path(folder), ["int8", "fp8", "nf4"], args.steps) + "\n")
+                print(f"### Cost on the mid-size random model ({len(QUESTIONS)} prompts, {args.steps} steps)\n")
+                print_cost_table(Path(folder), args.cost_schemes.split(","), args.steps)
             if "speed" in sections:
                 print(f"### CPU speed on the mid-size random model ({args.steps} steps, spoken reply)\n")
                 print(speed_table(Path(folder), args.steps, args.repeats) + "\n")
     if "load" in sections:
         print("### Real load of the random-weight 8B model on this machine (no decoder)\n")
-        print(load_table(Path(args.load_dir), args.quantize.split(",")) + "\n")
+        print_load_table(Path(args.load_dir), args.quantize.split(","))
 
 
 if __name__ == "__main__":

@@ -102,6 +102,8 @@ def test_speech_head_opt_in_quantizes_its_transformer_only(tiny_e2e_dir):
     speech_head = {name for name in quantized_linears(model) if name.startswith("audio_invert_tower.")}
     assert speech_head and all(name.startswith("audio_invert_tower.crq_transformer.layers.") for name in speech_head)
     assert quantized_linears(model) == backbone_linears(model) | speech_head
+    with pytest.raises(ValueError, match="needs a quantization_config"):
+        AutoModelForMultimodalLM.from_pretrained(tiny_e2e_dir, quantize_speech_head=True, token2wav=None)
 
 
 def test_a_skip_list_given_by_the_caller_wins(tiny_e2e_dir):

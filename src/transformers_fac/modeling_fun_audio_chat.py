@@ -186,6 +186,10 @@ class FunAudioChatForConditionalGeneration(FunAudioChatGenerationMixin, FunAudio
         ... )
         ```
         """
+        if quantize_speech_head and kwargs.get("quantization_config") is None:
+            raise ValueError(
+                "quantize_speech_head=True needs a quantization_config (e.g. quantization_config('int8'))."
+            )
         if kwargs.get("quantization_config") is not None:
             kwargs["quantization_config"] = with_skip_modules(
                 kwargs["quantization_config"], cls.modules_not_quantized(quantize_speech_head)
