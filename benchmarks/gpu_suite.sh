@@ -18,7 +18,7 @@ mode="${FAC_SUITE:-gpu}"
 if [[ "${1:-}" == "--cpu-small" ]]; then
   mode="cpu-small"
 fi
-limit="${FAC_SUITE_STEP_SECONDS:-240}"  # each part gets at most this long
+limit="${FAC_SUITE_STEP_SECONDS:-300}"  # each part gets at most this long
 
 run() {
   echo
@@ -34,7 +34,7 @@ if [[ "$mode" == "cpu-small" ]]; then
   run "generate: eager vs compiled (tiny, float32, CPU)" benchmarks/bench_generate.py \
     --preset tiny --device cpu --steps 8 --repeats 1 --mode audio --no-single-resolution
   run "token2wav (small DiT, CPU, eager fp32)" benchmarks/bench_token2wav.py \
-    --preset small --device cpu --repeats 1 --stream-seconds 5 --skip-compile --skip-bf16
+    --preset small --device cpu --repeats 1 --offline-codes 25 --skip-stream --skip-compile --skip-bf16
   run "reply engine at concurrency 1 / 2 / 4 (tiny, CPU)" benchmarks/bench_server.py \
     --preset tiny --device cpu --concurrency 1,2,4 --per-client 1 --tokens 10
 else
