@@ -18,8 +18,9 @@ from live_testing import clip, silence, timeline
 from space_testing import DEMO, app_process
 
 QUESTION = DEMO / "examples" / "question_en.wav"
-MAX_NEW_TOKENS = 30
-"""Replies of 6 s of speech: long enough to be talked over, short enough for a shared CPU."""
+MAX_NEW_TOKENS = 60
+"""Replies of up to 12 s of speech: long enough to be talked over (the reply engine generates the tiny model's replies
+faster than they play, so the barge-in must come while the audio plays), short enough for a shared CPU."""
 VISITS = 10
 SLOW_NETWORK_MS = 300
 """Every other visit loads the page over a slow link: the microphone's recorder then loads after the tab shows."""
