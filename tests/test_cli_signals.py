@@ -29,12 +29,13 @@ FORK_SERVER = textwrap.dedent(
     import torch
     torch.set_num_threads(1)  # no OpenMP worker threads in the server: forking is safe
     from transformers_fac import cli
+    from transformers_fac_cli.chat_arguments import parse_chat_arguments
 
     model, audio, out_dir, runs, scenarios = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), json.loads(sys.argv[5])
     first = int(sys.argv[6])  # this server's runs are first, first + 1, ...
     names = sorted(scenarios)
     random.seed(first)
-    loaded = cli.load_model(cli.build_parser().parse_args([audio, "--model", model]))
+    loaded = cli.load_model(parse_chat_arguments([audio, "--model", model]))
     results = []
     for run in range(first, first + runs):
         name = names[run % len(names)]

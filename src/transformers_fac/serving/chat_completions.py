@@ -142,7 +142,7 @@ def _finish_reason(done: ReplyDone, calls: list) -> str:
 
 async def _events(job: ChatJob, runtime: ServerRuntime, http_request) -> AsyncIterator:
     """The reply's events; the request is cancelled when its client goes away. A reply cut by the server's shutdown
-    ends with `ReplyFailed` carrying the 503 to answer."""
+    raises the 503 (`APIError`) its client is to get."""
     try:
         while True:
             try:
