@@ -266,3 +266,33 @@ def test_an_adapter_is_merged_into_the_model_it_measures(tmp_path, monkeypatch):
     assert [record["text"] for record in _records(tmp_path / "adapted")] != plain_texts
     with pytest.raises(FileNotFoundError, match="--adapter"):
         run_evaluation("tiny", "voicebench", tmp_path / "none", adapter=str(tmp_path / "missing"), **options)
+
+
+def test_a_quantized_backbone_is_measured_through_the_same_switch(tmp_path, monkeypatch):
+    """`fac-eval run --quantize int8`: the model it measures has its backbone quantized (and nothing else), the run
+    answers every item and says it was quantized."""
+    from transformers_fac.evaluation import model_loading
+    from transformers_fac.evaluation.cli import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    loaded = []
+    real_load = model_loading.load_model
+
+    def keep(**options):
+        loaded.append(real_load(**options))
+        return loaded[-1]
+
+    monkeypatch.setattr(model_loading, "load_model", keep)
+    source = data.custom_jsonl(tmp_path / "mine", count=2)
+    output = tmp_path / "out"
+    args = ["run", "--model", "tiny", "--benchmark", "custom", "--data-dir", str(source), "--quantize", "int8"]
+    main([*args, "--max-new-tokens", "12", "--output", str(output)])
+    model = loaded[0][0]
+    quantized = {
+        name for name, module in model.named_modules() if "Int8" in type(getattr(module, "weight", None)).__name__
+    }
+    assert quantized and all(name.startswith("language_model.model.layers.") for name in quantized)
+    results = json.loads((output / "results.json").read_text())
+    assert results["quantize"] == "int8" and results["subsets"]["custom"]["items"] == 2
+    with pytest.raises(SystemExit):
+        main([*args[:-1], "int3", "--output", str(output)])

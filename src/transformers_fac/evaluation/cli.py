@@ -1,7 +1,7 @@
 """`fac-eval`: measure a model on the paper's benchmarks (or your own data) and compare with the paper.
 
 fac-eval run --model M --benchmark B [--subset S] [--limit N] [--data-dir DIR] [--adapter A] [--voice V]
-             [--batch-size K] --output OUT
+             [--batch-size K] [--quantize int8|int4|nf4|fp8] --output OUT
 fac-eval score --benchmark B --predictions OUT/predictions.jsonl [--judge-model ...]
 fac-eval list
 """
@@ -9,6 +9,8 @@ fac-eval list
 import argparse
 import logging
 import sys
+
+from ..quantization import QUANTIZATIONS
 
 
 def _judge_options(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--temperature", type=float, help="0 = greedy (default: the checkpoint's sampling)")
     run.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
     run.add_argument("--dtype", help="bfloat16, float32, ... (default: bfloat16 on CUDA, float32 on CPU)")
+    run.add_argument(
+        "--quantize", choices=QUANTIZATIONS, help="load the LLM backbone quantized: int8, fp8, nf4, int4 (CUDA)"
+    )
     run.add_argument("--output", required=True, help="folder of predictions.jsonl, results.json, results.md")
     _judge_options(run)
 
@@ -98,6 +103,7 @@ def main(argv: list[str] | None = None) -> None:
                 temperature=args.temperature,
                 device=args.device,
                 dtype=args.dtype,
+                quantize=args.quantize,
                 judge=_judge(args),
                 asr_model=args.asr_model,
                 utmos=not args.no_utmos,

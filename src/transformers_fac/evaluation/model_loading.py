@@ -5,10 +5,15 @@ from typing import Any
 
 
 def load_model(
-    model: str, adapter: str | None = None, device: str | None = None, dtype: str | None = None
+    model: str,
+    adapter: str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    quantize: str | None = None,
 ) -> tuple[Any, Any]:
     """(model, processor) ready to generate. `model="tiny"` is the package's tiny random checkpoint; an adapter
-    folder is merged into the base weights, and the voice saved next to it (if any) becomes the default voice.
+    folder is merged into the base weights, and the voice saved next to it (if any) becomes the default voice;
+    `quantize` loads the backbone quantized (the same switch as `fac-chat --quantize`).
 
     Example:
         >>> model, processor = load_model("tiny")  # doctest: +SKIP
@@ -18,6 +23,7 @@ def load_model(
 
     import transformers_fac  # noqa: F401  (registers the Auto classes)
 
+    from ..quantization import quantization_config
     from ..tiny import tiny_checkpoint
     from ..vocoder import saved_voice
 
@@ -27,9 +33,12 @@ def load_model(
     if device == "cpu":
         torch.set_flush_denormal(True)  # float32 denormals make CPU matrix products far slower
     torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+    quantization = quantization_config(quantize, device) if quantize else None
     path = tiny_checkpoint() if model == "tiny" else model
     processor = AutoProcessor.from_pretrained(path)
-    loaded = AutoModelForMultimodalLM.from_pretrained(path, dtype=torch_dtype, device_map=device)
+    loaded = AutoModelForMultimodalLM.from_pretrained(
+        path, dtype=torch_dtype, device_map=device, quantization_config=quantization
+    )
     if adapter is not None:
         from peft import PeftModel
 

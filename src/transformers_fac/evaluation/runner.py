@@ -168,13 +168,15 @@ def run_evaluation(
     temperature: float | None = None,
     device: str | None = None,
     dtype: str | None = None,
+    quantize: str | None = None,
     judge: Any = None,
     asr_model: str | None = None,
     utmos: bool = True,
 ) -> dict:
     """Runs `benchmark` (all subsets, or `subset`) on `model` (a checkpoint, or "tiny") and writes the three files
     into `output`; items already in `output/predictions.jsonl` are not generated again. Returns `results.json`'s
-    content. `judge` is a `judging.Judge` (None: judged subsets stay unscored); `asr_model` transcribes spoken
+    content. `quantize` (`int8`, `int4`, `nf4`, `fp8`) loads the backbone quantized (`transformers_fac.quantization`).
+    `judge` is a `judging.Judge` (None: judged subsets stay unscored); `asr_model` transcribes spoken
     replies (default Whisper-large-v3)."""
     chosen = get_benchmark(benchmark)
     subsets = _subsets(chosen, subset, data_dir)
@@ -199,7 +201,7 @@ def run_evaluation(
                 pending,
                 output_dir,
                 writer,
-                {"model": model, "adapter": adapter, "device": device, "dtype": dtype},
+                {"model": model, "adapter": adapter, "device": device, "dtype": dtype, "quantize": quantize},
                 batch_size,
                 max_new_tokens,
                 voice,
@@ -208,6 +210,7 @@ def run_evaluation(
     meta = {
         "model": model,
         "adapter": adapter,
+        "quantize": quantize,
         "voice": str(voice) if voice is not None else None,
         "limit": limit,
         "generated": len(pending),
