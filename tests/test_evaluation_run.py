@@ -27,6 +27,7 @@ CASES = [
     ("openaudiobench", "trivia_qa", data.openaudiobench_trivia),
     ("ultraeval_s2s", "llama_questions", data.ultraeval_llama_questions),
     ("speechfc", "bfcl_single", data.speechfc_bfcl_single),
+    ("speechfc", "acebench_parallel", data.speechfc_acebench_parallel),
     ("mmau", "test-mini", data.mmau_test_mini),
     ("librispeech", "test_clean", data.librispeech_test_clean),
     ("commonvoice", "zh", data.commonvoice_zh),

@@ -18,8 +18,8 @@ class Subset:
         name: the subset's name on the command line (`--subset`).
         paper: the report's number for Fun-Audio-Chat-8B (None when not reported).
         metric: what the score is ("accuracy %", "GPT score 1-5", "WER %", ...).
-        scorer: the scoring rule: "judge", "choice", "mmau", "match", "ifeval", "refusal", "function_calls", "asr",
-            "reference".
+        scorer: the scoring rule: "judge", "choice", "mmau", "match", "ifeval", "refusal", "function_calls" (BFCL's
+            rules), "acebench_calls" (ACEBench's), "asr", "reference".
         rubric: the judge rubric (`judging.RUBRICS`) of judged subsets.
         source: where the data is: a Hub dataset id (or a file layout, see `benchmark_data`).
         config / split: the Hub configuration and split (split None: every split, concatenated).
@@ -173,7 +173,26 @@ SPEECH_QUALITY_PAPER = {"utmos": 4.37, "asr_wer": 4.32}
 # SpeechFCEval (hub dataset FunAudioLLM/SpeechFCEval; records as in the official repository's
 # evaluate/SpeechFCEval/result/*/predict-*.json): `utterance`, `file_name` (the clip, relative to the dataset root),
 # `function` (JSON tools), `ground_truth` (JSON accepted calls), `category`, `dataset_key`, `index`. Scoring:
-# compute_metrics_speech_fc.py -> utils/compute_metrics_bfcl.py ("multiple" = one call, "parallel" = any order).
+# compute_metrics_speech_fc.py -> utils/compute_metrics_bfcl.py ("multiple" = one call, "parallel" = any order) for
+# BFCL and SmartInteract; utils/compute_metrics_acebench.py for the ACEBench subsets (category names as the BFCL ones:
+# the dataset names SpeechFC-ACEBench-Single / -Parallel with underscores; `ground_truth` a JSON list of candidate
+# answers `{name: {parameter: value}}`, parallel calls of one function as `name_1`, `name_2`).
+
+
+def _speechfc_subset(name: str, paper: float, scorer: str, category: str, **options: Any) -> Subset:
+    """A SpeechFCEval subset: the records of one `category`, named by `dataset_key`, accuracy of the calls."""
+    return Subset(
+        name,
+        paper,
+        "accuracy %",
+        scorer,
+        source="FunAudioLLM/SpeechFCEval",
+        split=None,
+        id_column="dataset_key",
+        options={"category": category, **options},
+    )
+
+
 SPEECHFC = Benchmark(
     name="speechfc",
     title="SpeechFCEval (speech function calling)",
@@ -181,36 +200,11 @@ SPEECHFC = Benchmark(
     mode="fc",
     overall=None,
     subsets=(
-        Subset(
-            "bfcl_single",
-            92.73,
-            "accuracy %",
-            "function_calls",
-            source="FunAudioLLM/SpeechFCEval",
-            split=None,
-            id_column="dataset_key",
-            options={"category": "SpeechFC_BFCL_Single", "parallel": False},
-        ),
-        Subset(
-            "bfcl_parallel",
-            87.63,
-            "accuracy %",
-            "function_calls",
-            source="FunAudioLLM/SpeechFCEval",
-            split=None,
-            id_column="dataset_key",
-            options={"category": "SpeechFC_BFCL_Parallel", "parallel": True},
-        ),
-        Subset(
-            "smartinteract",
-            79.79,
-            "accuracy %",
-            "function_calls",
-            source="FunAudioLLM/SpeechFCEval",
-            split=None,
-            id_column="dataset_key",
-            options={"category": "SpeechFC_SmartInteract", "parallel": False},
-        ),
+        _speechfc_subset("bfcl_single", 92.73, "function_calls", "SpeechFC_BFCL_Single", parallel=False),
+        _speechfc_subset("bfcl_parallel", 87.63, "function_calls", "SpeechFC_BFCL_Parallel", parallel=True),
+        _speechfc_subset("smartinteract", 79.79, "function_calls", "SpeechFC_SmartInteract", parallel=False),
+        _speechfc_subset("acebench_single", 66.30, "acebench_calls", "SpeechFC_ACEBench_Single"),
+        _speechfc_subset("acebench_parallel", 54.50, "acebench_calls", "SpeechFC_ACEBench_Parallel"),
     ),
 )
 

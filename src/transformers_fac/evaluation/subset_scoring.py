@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from .acebench_calls import check_acebench_calls
 from .benchmarks import Benchmark, Subset
 from .function_calls import check_function_calls
 from .scoring import (
@@ -180,6 +181,10 @@ def _rule(subset: Subset) -> Callable[[dict, str], dict]:
         result = check_function_calls(text, fields["function"], fields["ground_truth"], subset.options["parallel"])
         return {"score": 100.0 * result["correct"], "malformed": result["malformed"], "reason": result["reason"]}
 
+    def acebench_calls(record: dict, text: str) -> dict:
+        result = check_acebench_calls(text, record["fields"]["function"], record["fields"]["ground_truth"])
+        return {"score": 100.0 * result["correct"], "malformed": result["malformed"], "reason": result["reason"]}
+
     def reference(record: dict, text: str) -> dict:
         value = record["fields"].get(subset.reference)
         if value in (None, ""):
@@ -192,6 +197,7 @@ def _rule(subset: Subset) -> Callable[[dict, str], dict]:
         "match": match,
         "refusal": refusal,
         "function_calls": function_calls,
+        "acebench_calls": acebench_calls,
         "reference": reference,
     }
     return rules[subset.scorer]
@@ -226,7 +232,7 @@ def _score_texts(subset: Subset, records: list[dict], texts: list[str], settings
     summary: dict[str, Any] = {"score": _mean([record["scores"].get("score") for record in records])}
     if subset.scorer == "choice":
         summary["guessed"] = sum(record["scores"]["guessed"] for record in records)
-    if subset.scorer == "function_calls":
+    if subset.scorer in ("function_calls", "acebench_calls"):
         summary["malformed"] = sum(record["scores"]["malformed"] for record in records)
     return summary
 
