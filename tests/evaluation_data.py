@@ -209,6 +209,25 @@ def mmau_test_mini(root: Path) -> Path:
     return root
 
 
+def vstyle(root: Path, language: str = "en") -> Path:
+    """zhanjun/VStyle (alibaba/vstyle): `<language>/metadata.jsonl` (file_name, id, instruct_id, ability,
+    instruct_text) and the spoken instructions under `<language>/wav/`."""
+    folder = root / language
+    clips = write_clips(folder / "wav")
+    abilities = ["acoustic_attributes/speed", "role_play/character", "empathy/sadness_disappointment"]
+    texts = [
+        "Using a very slow delivery, please describe your favorite kind of weather.",
+        "You are an old pirate captain: tell your crew that a storm is coming.",
+        "I failed my driving test again today and I feel terrible.",
+    ]
+    lines = []
+    for index, (clip, ability, text) in enumerate(zip(clips, abilities, texts)):
+        entry = {"file_name": f"wav/{clip.name}", "id": 10 * index + 1, "instruct_id": index + 1}
+        lines.append(json.dumps({**entry, "ability": ability, "instruct_text": text}))
+    (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
 def librispeech_test_clean(root: Path) -> Path:
     """TwinkStart/librispeech (UltraEval-Audio): audio, text."""
     dataset = audio_dataset({"text": ["HELLO WORLD", "HOW ARE YOU", "GOOD MORNING"]}, write_clips(root / "clips"))

@@ -178,6 +178,33 @@ def test_a_judged_subset_against_a_real_endpoint(tmp_path):
     assert "unparseable 3" in (tmp_path / "results.md").read_text()
 
 
+def test_vstyle_spoken_replies_are_heard_by_a_real_judge_endpoint(tmp_path, monkeypatch):
+    """VStyle on a three-item local copy: spoken replies (SPOKEN_S2M_PROMPT), each sent as WAV `input_audio` with
+    the judging instruction to `fac-serve --model tiny`, which accepts it; the random model never writes a 1-5 score,
+    so every judgement is counted unparseable and the run still completes."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    source = data.vstyle(tmp_path / "vstyle")
+    output = tmp_path / "out"
+
+    with running_server(["--model", "tiny", "--max-new-tokens", "8"], tmp_path / "server.log") as server:
+        judge = Judge(f"{server.url}/v1", "fun-audio-chat", api_key="unused", max_tokens=8)
+        results = run_evaluation(
+            "tiny", "vstyle", output, subset="en", data_dir=str(source), batch_size=3, max_new_tokens=6, judge=judge
+        )
+
+    summary = results["subsets"]["en"]
+    assert summary["items"] == 3 and summary["paper"] == 3.35
+    assert summary["judge_errors"] == 0 and summary["unspoken"] == 0
+    assert summary["unparseable"] == 3 and summary["score"] is None
+    records = _records(output)
+    assert [record["id"] for record in records] == ["1", "11", "21"]
+    assert all((output / record["audio"]).is_file() for record in records)
+    assert all(isinstance(record["scores"]["judgement"], str) for record in records)
+    assert "unparseable 3" in (output / "results.md").read_text()
+    unjudged = run_evaluation("tiny", "vstyle", output, subset="en", data_dir=str(source))  # resumed, no judge
+    assert unjudged["generated"] == 0 and "--judge-model" in unjudged["subsets"]["en"]["note"]
+
+
 def test_cheap_checks_fail_before_the_model_loads(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ValueError, match=r"voicebench/mmsu could not be loaded from the Hub .*--data-dir"):

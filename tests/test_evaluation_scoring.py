@@ -21,6 +21,7 @@ from transformers_fac.evaluation.benchmarks import BENCHMARKS, get_benchmark
 from transformers_fac.evaluation.function_calls import check_function_calls, parse_calls
 from transformers_fac.evaluation.judging import RUBRICS
 from transformers_fac.evaluation.report import overall_score
+from transformers_fac.evaluation.vstyle import judge_prompt, parse_score, weighted_score
 
 
 @pytest.mark.parametrize(
@@ -196,6 +197,33 @@ def test_judge_answers_are_parsed_or_counted_unparseable(rubric, answer, score):
     assert RUBRICS[rubric].parse(answer) == score
 
 
+@pytest.mark.parametrize(
+    "answer, score",
+    [
+        ("Slow as asked, but robotic. Final score: [[4]]", 4.0),
+        ("Step 5 gives [[3]]; after step 6: Final score: [[5]]", 5.0),  # the last one counts
+        (" 2 ", 2.0),
+        ("Final score: [[9]]", None),  # off the 1-5 scale
+        ("Final score: 4", None),
+        ("", None),
+    ],
+)
+def test_vstyle_judge_scores_are_parsed_or_unparseable(answer, score):
+    assert parse_score(answer) == score
+
+
+def test_vstyle_weighted_score_and_prompt():
+    scores = [("acoustic_attributes/composite_properties", 5.0), ("acoustic_attributes/age", 2.0)]
+    assert weighted_score(scores) == pytest.approx((5 * 0.125 + 2 * 0.125 / 6) / (0.125 + 0.125 / 6))
+    scores += [("instruction/style", 1.0), ("instruction/style", 3.0), ("role_play/scenario", None)]
+    expected = (5 * 0.125 + 2 * 0.125 / 6 + 2 * 0.25 / 3) / (0.125 + 0.125 / 6 + 0.25 / 3)
+    assert weighted_score(scores) == pytest.approx(expected) and weighted_score([("empathy/anger", None)]) is None
+    prompt = judge_prompt("empathy/anger", "My flight was cancelled again!")
+    assert "My flight was cancelled again!" in prompt and "[[3]]" in prompt and "perfunctory" in prompt
+    with pytest.raises(ValueError, match="Unknown VStyle ability 'singing/pop'"):
+        judge_prompt("singing/pop", "Sing!")
+
+
 def test_overall_scores_reproduce_the_papers_arithmetic():
     for name, expected in (("voicebench", 83.21), ("openaudiobench", 76.61), ("ultraeval_s2s", 59.56)):
         benchmark = get_benchmark(name)
@@ -211,6 +239,7 @@ def test_overall_scores_reproduce_the_papers_arithmetic():
         "mmau",
         "librispeech",
         "commonvoice",
+        "vstyle",
         "custom",
     }
 

@@ -159,6 +159,37 @@ def _judged(subset: Subset, records: list[dict], texts: list[str], settings: Sco
     return {"unparseable": unparseable, "judge_errors": errors}
 
 
+def _audio_judged(subset: Subset, records: list[dict], output_dir: Path, settings: ScoringSettings) -> dict:
+    """VStyle: the judge hears each spoken reply (sent as WAV with the judging instruction) and rates it 1-5; the
+    score is VStyle's weighted mean over the abilities. Unreadable judgements, endpoint errors and replies without
+    audio are counted and left out."""
+    if settings.judge is None:
+        return {"score": None, "note": "audio-judged: pass --judge-model (an audio LLM) and --judge-base-url"}
+    from tqdm.auto import tqdm
+
+    from .vstyle import judge_prompt, parse_score, weighted_score
+
+    unparseable = errors = unspoken = 0
+    for record in tqdm(records, desc=f"judging {subset.name}", leave=False):
+        fields = record["fields"]
+        if not record.get("audio"):
+            unspoken += 1
+            record["scores"]["score"] = None
+            continue
+        try:
+            prompt = judge_prompt(str(fields.get("ability", "")), str(fields.get(subset.question, "")))
+            answer = settings.judge.ask(prompt, audio_wav=(output_dir / record["audio"]).read_bytes())
+        except Exception as error:  # noqa: BLE001 - an endpoint or item error costs this judgement, not the run
+            errors += 1
+            record["scores"].update(score=None, judge_error=str(error)[:200])
+            continue
+        value = parse_score(answer)
+        unparseable += value is None
+        record["scores"].update(score=value, judgement=answer)
+    score = weighted_score([(str(r["fields"].get("ability", "")), r["scores"].get("score")) for r in records])
+    return {"score": score, "unparseable": unparseable, "judge_errors": errors, "unspoken": unspoken}
+
+
 def _rule(subset: Subset) -> Callable[[dict, str], dict]:
     """The per-reply rule of a rule-based subset: (record, text) -> scores (with `score` on a 0-100 scale)."""
 
@@ -203,7 +234,11 @@ def _rule(subset: Subset) -> Callable[[dict, str], dict]:
     return rules[subset.scorer]
 
 
-def _score_texts(subset: Subset, records: list[dict], texts: list[str], settings: ScoringSettings) -> dict:
+def _score_texts(
+    subset: Subset, records: list[dict], texts: list[str], output_dir: Path, settings: ScoringSettings
+) -> dict:
+    if subset.scorer == "audio_judge":
+        return _audio_judged(subset, records, output_dir, settings)
     if subset.scorer == "judge":
         summary = _judged(subset, records, texts, settings)
         if "note" in summary:
@@ -258,7 +293,7 @@ def score_subset(
         "metric": subset.metric,
         "items": len(records),
         "failed": sum(bool(record.get("error")) for record in records),
-        **(_score_texts(subset, records, texts, settings) if records else {"score": None}),
+        **(_score_texts(subset, records, texts, output_dir, settings) if records else {"score": None}),
     }
     if benchmark.speech_metrics:
         summary["scored_on"] = "transcripts of the spoken replies" if spoken_scoring else "reply text (no ASR)"
