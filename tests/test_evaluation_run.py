@@ -182,6 +182,10 @@ def test_vstyle_spoken_replies_are_heard_by_a_real_judge_endpoint(tmp_path, monk
     """VStyle on a three-item local copy: spoken replies (SPOKEN_S2M_PROMPT), each sent as WAV `input_audio` with
     the judging instruction to `fac-serve --model tiny`, which accepts it; the random model never writes a 1-5 score,
     so every judgement is counted unparseable and the run still completes."""
+    from transformers_fac.evaluation.benchmark_data import load_items
+    from transformers_fac.evaluation.runner import _system_prompt
+    from transformers_fac.prompts import SPOKEN_S2M_PROMPT
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     source = data.vstyle(tmp_path / "vstyle")
     output = tmp_path / "out"
@@ -203,6 +207,10 @@ def test_vstyle_spoken_replies_are_heard_by_a_real_judge_endpoint(tmp_path, monk
     assert "unparseable 3" in (output / "results.md").read_text()
     unjudged = run_evaluation("tiny", "vstyle", output, subset="en", data_dir=str(source))  # resumed, no judge
     assert unjudged["generated"] == 0 and "--judge-model" in unjudged["subsets"]["en"]["note"]
+    vstyle = get_benchmark("vstyle")
+    item = load_items(vstyle, vstyle.subset("en"), str(source), limit=1)[0]
+    assert _system_prompt(vstyle, item) == SPOKEN_S2M_PROMPT and item.instruction is None
+    assert item.fields["ability"] == "acoustic_attributes/speed" and Path(item.audio).is_file()
 
 
 def test_cheap_checks_fail_before_the_model_loads(tmp_path, monkeypatch):
