@@ -127,14 +127,61 @@ def speechfc_record(index: int, file_name: str, category: str = "SpeechFC_BFCL_S
     }
 
 
-def speechfc_bfcl_single(root: Path) -> Path:
-    """FunAudioLLM/SpeechFCEval: JSON-lines records, clips at `file_name` relative to the root (plus one record of
-    another category, which the subset must leave out)."""
-    clips = write_clips(root / "wav" / "SpeechFC_BFCL_Single")
-    records = [speechfc_record(i, f"wav/SpeechFC_BFCL_Single/{clip.name}") for i, clip in enumerate(clips)]
-    records.append(speechfc_record(9, f"wav/SpeechFC_BFCL_Single/{clips[0].name}", "SpeechFC_BFCL_Parallel"))
-    (root / "SpeechFC_BFCL.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n", encoding="utf-8")
+def _speechfc_files(root: Path, category: str, other: str, record) -> Path:
+    """Three `record(index, file_name, category)` records of `category` as JSON lines, clips at `file_name` relative
+    to the root, plus one record of the `other` category, which the subset must leave out."""
+    clips = write_clips(root / "wav" / category)
+    records = [record(i, f"wav/{category}/{clip.name}", category) for i, clip in enumerate(clips)]
+    records.append(record(9, f"wav/{category}/{clips[0].name}", other))
+    (root / f"{category}.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n", encoding="utf-8")
     return root
+
+
+def speechfc_bfcl_single(root: Path) -> Path:
+    """FunAudioLLM/SpeechFCEval: JSON-lines records, clips at `file_name` relative to the root."""
+    return _speechfc_files(root, "SpeechFC_BFCL_Single", "SpeechFC_BFCL_Parallel", speechfc_record)
+
+
+WEATHER_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather forecast of a city.",
+            "parameters": {
+                "type": "dict",
+                "properties": {
+                    "city": {"type": "string", "description": "The city."},
+                    "days": {"type": "integer", "description": "How many days ahead."},
+                    "units": {"type": "array", "items": {"type": "string"}, "description": "Units to report in."},
+                    "filters": {"type": "object", "description": "What to include."},
+                },
+                "required": ["city"],
+            },
+        },
+    }
+]
+WEATHER_SINGLE_TRUTH = [{"get_weather": {"city": "Beijing", "days": 3}}]
+WEATHER_PARALLEL_TRUTH = [
+    {"get_weather_1": {"city": "Beijing", "days": 3}, "get_weather_2": {"city": "Shanghai", "days": 3}}
+]
+
+
+def acebench_record(index: int, file_name: str, category: str = "SpeechFC_ACEBench_Parallel") -> dict:
+    """One Speech-ACEBench record: the SpeechFCEval fields, `ground_truth` a list of candidate answers."""
+    parallel = category.endswith("Parallel")
+    return {
+        **speechfc_record(index, file_name, category),
+        "utterance": "What will the weather be in Beijing and Shanghai over the next three days?",
+        "function": json.dumps(WEATHER_TOOLS),
+        "ground_truth": json.dumps(WEATHER_PARALLEL_TRUTH if parallel else WEATHER_SINGLE_TRUTH),
+        "dataset_key": f"{'parallel' if parallel else 'normal_single'}_{index}",
+    }
+
+
+def speechfc_acebench_parallel(root: Path) -> Path:
+    """FunAudioLLM/SpeechFCEval, Speech-ACEBench parallel records (plus one single record the subset leaves out)."""
+    return _speechfc_files(root, "SpeechFC_ACEBench_Parallel", "SpeechFC_ACEBench_Single", acebench_record)
 
 
 def mmau_test_mini(root: Path) -> Path:
@@ -159,6 +206,25 @@ def mmau_test_mini(root: Path) -> Path:
             }
         )
     (root / "mmau-test-mini.json").write_text(json.dumps(entries), encoding="utf-8")
+    return root
+
+
+def vstyle(root: Path, language: str = "en") -> Path:
+    """zhanjun/VStyle (alibaba/vstyle): `<language>/metadata.jsonl` (file_name, id, instruct_id, ability,
+    instruct_text) and the spoken instructions under `<language>/wav/`."""
+    folder = root / language
+    clips = write_clips(folder / "wav")
+    abilities = ["acoustic_attributes/speed", "role_play/character", "empathy/sadness_disappointment"]
+    texts = [
+        "Using a very slow delivery, please describe your favorite kind of weather.",
+        "You are an old pirate captain: tell your crew that a storm is coming.",
+        "I failed my driving test again today and I feel terrible.",
+    ]
+    lines = []
+    for index, (clip, ability, text) in enumerate(zip(clips, abilities, texts)):
+        entry = {"file_name": f"wav/{clip.name}", "id": 10 * index + 1, "instruct_id": index + 1}
+        lines.append(json.dumps({**entry, "ability": ability, "instruct_text": text}))
+    (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return root
 
 

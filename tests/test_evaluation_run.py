@@ -27,6 +27,7 @@ CASES = [
     ("openaudiobench", "trivia_qa", data.openaudiobench_trivia),
     ("ultraeval_s2s", "llama_questions", data.ultraeval_llama_questions),
     ("speechfc", "bfcl_single", data.speechfc_bfcl_single),
+    ("speechfc", "acebench_parallel", data.speechfc_acebench_parallel),
     ("mmau", "test-mini", data.mmau_test_mini),
     ("librispeech", "test_clean", data.librispeech_test_clean),
     ("commonvoice", "zh", data.commonvoice_zh),
@@ -175,6 +176,41 @@ def test_a_judged_subset_against_a_real_endpoint(tmp_path):
     records = _records(tmp_path)
     assert all(isinstance(record["scores"]["judgement"], str) for record in records)
     assert "unparseable 3" in (tmp_path / "results.md").read_text()
+
+
+def test_vstyle_spoken_replies_are_heard_by_a_real_judge_endpoint(tmp_path, monkeypatch):
+    """VStyle on a three-item local copy: spoken replies (SPOKEN_S2M_PROMPT), each sent as WAV `input_audio` with
+    the judging instruction to `fac-serve --model tiny`, which accepts it; the random model never writes a 1-5 score,
+    so every judgement is counted unparseable and the run still completes."""
+    from transformers_fac.evaluation.benchmark_data import load_items
+    from transformers_fac.evaluation.runner import _system_prompt
+    from transformers_fac.prompts import SPOKEN_S2M_PROMPT
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    source = data.vstyle(tmp_path / "vstyle")
+    output = tmp_path / "out"
+
+    with running_server(["--model", "tiny", "--max-new-tokens", "8"], tmp_path / "server.log") as server:
+        judge = Judge(f"{server.url}/v1", "fun-audio-chat", api_key="unused", max_tokens=8)
+        results = run_evaluation(
+            "tiny", "vstyle", output, subset="en", data_dir=str(source), batch_size=3, max_new_tokens=6, judge=judge
+        )
+
+    summary = results["subsets"]["en"]
+    assert summary["items"] == 3 and summary["paper"] == 3.35
+    assert summary["judge_errors"] == 0 and summary["unspoken"] == 0
+    assert summary["unparseable"] == 3 and summary["score"] is None
+    records = _records(output)
+    assert [record["id"] for record in records] == ["1", "11", "21"]
+    assert all((output / record["audio"]).is_file() for record in records)
+    assert all(isinstance(record["scores"]["judgement"], str) for record in records)
+    assert "unparseable 3" in (output / "results.md").read_text()
+    unjudged = run_evaluation("tiny", "vstyle", output, subset="en", data_dir=str(source))  # resumed, no judge
+    assert unjudged["generated"] == 0 and "--judge-model" in unjudged["subsets"]["en"]["note"]
+    vstyle = get_benchmark("vstyle")
+    item = load_items(vstyle, vstyle.subset("en"), str(source), limit=1)[0]
+    assert _system_prompt(vstyle, item) == SPOKEN_S2M_PROMPT and item.instruction is None
+    assert item.fields["ability"] == "acoustic_attributes/speed" and Path(item.audio).is_file()
 
 
 def test_cheap_checks_fail_before_the_model_loads(tmp_path, monkeypatch):

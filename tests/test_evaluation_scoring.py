@@ -1,17 +1,27 @@
 """The scoring rules of `fac-eval` on hand-made replies with known scores: multiple choice, answer matching,
-refusal, IFEval (lm-eval's checkers), function calls (right, wrong, malformed, parallel), judge answers, the overall
+refusal, IFEval (lm-eval's checkers), function calls by BFCL's and ACEBench's rules (right, wrong, malformed,
+parallel), judge answers, the overall
 scores of the paper, and `fac-eval score` on a saved predictions file."""
 
 import json
 
 import pytest
 
-from tests.evaluation_data import TRIANGLE_TOOLS, TRIANGLE_TRUTH, speechfc_record
+from tests.evaluation_data import (
+    TRIANGLE_TOOLS,
+    TRIANGLE_TRUTH,
+    WEATHER_PARALLEL_TRUTH,
+    WEATHER_SINGLE_TRUTH,
+    WEATHER_TOOLS,
+    speechfc_record,
+)
 from transformers_fac.evaluation import scoring
+from transformers_fac.evaluation.acebench_calls import check_acebench_calls
 from transformers_fac.evaluation.benchmarks import BENCHMARKS, get_benchmark
 from transformers_fac.evaluation.function_calls import check_function_calls, parse_calls
 from transformers_fac.evaluation.judging import RUBRICS
 from transformers_fac.evaluation.report import overall_score
+from transformers_fac.evaluation.vstyle import judge_prompt, parse_score, weighted_score
 
 
 @pytest.mark.parametrize(
@@ -118,6 +128,54 @@ def test_parallel_function_calls_in_any_order():
     assert not check_function_calls(twice, tools, truth, parallel=True)["correct"]
 
 
+def _weather(arguments: dict, name: str = "get_weather") -> str:
+    return _call(arguments, name)
+
+
+@pytest.mark.parametrize(
+    "reply, correct, reason",
+    [
+        (_weather({"city": "Beijing, China", "days": 3}), True, None),  # the expected string is contained
+        (_weather({"city": "Beijing", "days": 5}), True, None),  # numbers: type only, as the official scorer
+        (_weather({"city": "Beijing", "days": 3, "units": ["Celsius"]}), False, "unexpected parameter 'units'"),
+        (_weather({"city": "Shanghai", "days": 3}), False, "'city' = 'Shanghai' is not the expected value"),
+        (_weather({"city": "Beijing", "days": "3"}), False, "'days' has the wrong type (str)"),
+        (_weather({"days": 3}), False, "missing required parameter 'city'"),
+        (_weather({"city": "Beijing"}, name="forecast"), False, "called {'forecast': 1}"),
+        ("It will be sunny.", False, "0 calls, expected 1"),
+        ("<tool_call>{not json}</tool_call>", False, "0 calls, expected 1"),  # skipped, not malformed
+        ('<tool_call>{"name": "get_weather"}</tool_call>', False, "a <tool_call> block is not a valid call"),
+        ('<tool_call>{"name": "get_weather", "arguments": "city=Beijing"}</tool_call>', False, "not a valid call"),
+    ],
+)
+def test_acebench_single_calls_right_wrong_and_malformed(reply, correct, reason):
+    result = check_acebench_calls(reply, json.dumps(WEATHER_TOOLS), json.dumps(WEATHER_SINGLE_TRUTH))
+    assert result["correct"] is correct and result["malformed"] is (reason is not None and "valid call" in reason)
+    assert (result["reason"] is None) if reason is None else (reason in result["reason"])
+
+
+def test_acebench_parallel_calls_lists_objects_and_candidates():
+    tools = json.dumps(WEATHER_TOOLS)
+    both = _weather({"city": "shanghai", "days": 3}) + _weather({"city": "Beijing", "days": 3})
+    assert check_acebench_calls(both, tools, json.dumps(WEATHER_PARALLEL_TRUTH))["correct"]  # any order
+    twice = _weather({"city": "Beijing", "days": 3}) + _weather({"city": "Beijing", "days": 3})
+    assert "'city' = 'Beijing'" in check_acebench_calls(twice, tools, WEATHER_PARALLEL_TRUTH)["reason"]
+    one = check_acebench_calls(_weather({"city": "Beijing", "days": 3}), tools, WEATHER_PARALLEL_TRUTH)
+    assert one["reason"] == "1 calls, expected 2"
+    lists = [{"get_weather": {"city": "Paris", "units": ["celsius", "Kelvin"]}}]
+    assert check_acebench_calls(_weather({"city": "Paris", "units": ["Celsius", "kelvin"]}), tools, lists)["correct"]
+    assert not check_acebench_calls(_weather({"city": "Paris", "units": ["kelvin", "celsius"]}), tools, lists)[
+        "correct"
+    ]
+    objects = [{"get_weather": {"city": "Paris", "filters": {"wind": "strong", "rain": True}}}]
+    right = _weather({"city": "Paris", "filters": {"wind": "strong wind", "rain": "true"}})
+    assert check_acebench_calls(right, tools, objects)["correct"]
+    extra_key = _weather({"city": "Paris", "filters": {"wind": "strong", "rain": True, "snow": False}})
+    assert not check_acebench_calls(extra_key, tools, objects)["correct"]
+    candidates = [{"get_weather": {"city": "Peking"}}, {"get_weather": {"city": "Beijing"}}]
+    assert check_acebench_calls(_weather({"city": "Beijing"}), tools, candidates)["correct"]  # the second candidate
+
+
 @pytest.mark.parametrize(
     "rubric, answer, score",
     [
@@ -139,6 +197,33 @@ def test_judge_answers_are_parsed_or_counted_unparseable(rubric, answer, score):
     assert RUBRICS[rubric].parse(answer) == score
 
 
+@pytest.mark.parametrize(
+    "answer, score",
+    [
+        ("Slow as asked, but robotic. Final score: [[4]]", 4.0),
+        ("Step 5 gives [[3]]; after step 6: Final score: [[5]]", 5.0),  # the last one counts
+        (" 2 ", 2.0),
+        ("Final score: [[9]]", None),  # off the 1-5 scale
+        ("Final score: 4", None),
+        ("", None),
+    ],
+)
+def test_vstyle_judge_scores_are_parsed_or_unparseable(answer, score):
+    assert parse_score(answer) == score
+
+
+def test_vstyle_weighted_score_and_prompt():
+    scores = [("acoustic_attributes/composite_properties", 5.0), ("acoustic_attributes/age", 2.0)]
+    assert weighted_score(scores) == pytest.approx((5 * 0.125 + 2 * 0.125 / 6) / (0.125 + 0.125 / 6))
+    scores += [("instruction/style", 1.0), ("instruction/style", 3.0), ("role_play/scenario", None)]
+    expected = (5 * 0.125 + 2 * 0.125 / 6 + 2 * 0.25 / 3) / (0.125 + 0.125 / 6 + 0.25 / 3)
+    assert weighted_score(scores) == pytest.approx(expected) and weighted_score([("empathy/anger", None)]) is None
+    prompt = judge_prompt("empathy/anger", "My flight was cancelled again!")
+    assert "My flight was cancelled again!" in prompt and "[[3]]" in prompt and "perfunctory" in prompt
+    with pytest.raises(ValueError, match="Unknown VStyle ability 'singing/pop'"):
+        judge_prompt("singing/pop", "Sing!")
+
+
 def test_overall_scores_reproduce_the_papers_arithmetic():
     for name, expected in (("voicebench", 83.21), ("openaudiobench", 76.61), ("ultraeval_s2s", 59.56)):
         benchmark = get_benchmark(name)
@@ -154,6 +239,7 @@ def test_overall_scores_reproduce_the_papers_arithmetic():
         "mmau",
         "librispeech",
         "commonvoice",
+        "vstyle",
         "custom",
     }
 

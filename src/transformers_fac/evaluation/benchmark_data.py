@@ -11,6 +11,7 @@ Local copies:
 - `openaudiobench`: the dataset repository's tree: `eval_datas/<subset>/<subset>.csv` and `.../audios/`.
 - `speechfc`: the dataset repository's tree: JSON-lines files of records with the clip in `file_name`.
 - `mmau`: `mmau-test-mini.json` and the clips it names (`audio_id`, relative to the JSON's folder).
+- `vstyle`: the dataset repository's tree: `<language>/metadata.jsonl` and the clips it names (`file_name`).
 - `custom`: a `save_to_disk` folder, or `data.jsonl` with `id`, `audio` (relative path) and optional `reference`.
 """
 
@@ -90,6 +91,10 @@ def _dataset_rows(benchmark: Benchmark, subset: Subset, data_dir: Path | None) -
         records = [record for file in files for record in _json_records(Path(file))]
         wanted = [record for record in records if record.get("category") == subset.options["category"]]
         return datasets.Dataset.from_list(wanted), root
+    if benchmark.layout == "vstyle":
+        folder = subset.options["folder"]
+        root = _snapshot(subset, data_dir, [f"{folder}/*"]) / folder
+        return datasets.Dataset.from_list(_json_records(root / "metadata.jsonl")), root
     if benchmark.layout == "mmau":
         if data_dir is None:
             raise ValueError(
@@ -114,7 +119,12 @@ def _json_records(path: Path) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-_AUDIO_PATH_COLUMNS = {"openaudiobench": "audio_filename", "speechfc": "file_name", "mmau": "audio_id"}
+_AUDIO_PATH_COLUMNS = {
+    "openaudiobench": "audio_filename",
+    "speechfc": "file_name",
+    "mmau": "audio_id",
+    "vstyle": "file_name",
+}
 
 
 def _instruction(benchmark: Benchmark, subset: Subset, row: dict) -> str | None:

@@ -18,7 +18,8 @@ class Subset:
         name: the subset's name on the command line (`--subset`).
         paper: the report's number for Fun-Audio-Chat-8B (None when not reported).
         metric: what the score is ("accuracy %", "GPT score 1-5", "WER %", ...).
-        scorer: the scoring rule: "judge", "choice", "mmau", "match", "ifeval", "refusal", "function_calls", "asr",
+        scorer: the scoring rule: "judge", "audio_judge" (a judge that hears the spoken reply), "choice", "mmau",
+            "match", "ifeval", "refusal", "function_calls" (BFCL's rules), "acebench_calls" (ACEBench's), "asr",
             "reference".
         rubric: the judge rubric (`judging.RUBRICS`) of judged subsets.
         source: where the data is: a Hub dataset id (or a file layout, see `benchmark_data`).
@@ -50,12 +51,13 @@ class Benchmark:
 
     name: str
     title: str
-    layout: str  # "hub" (a datasets dataset), "openaudiobench", "speechfc", "mmau", "custom"
+    layout: str  # "hub" (a datasets dataset), "openaudiobench", "speechfc", "mmau", "vstyle", "custom"
     mode: str  # "s2t", "s2m" (spoken replies) or "fc" (function calling)
     subsets: tuple[Subset, ...]
     overall_paper: float | None = None
     overall: str | None = "mean"  # "mean" of the subset scores, "voicebench" (1-5 scores x20 first) or None
     speech_metrics: bool = False  # UTMOS and ASR-WER of the spoken replies (UltraEval-Audio S2S)
+    spoken_persona: bool = False  # the report's SPOKEN_S2M_PROMPT (S2M mode with the persona) as system prompt
 
     def subset(self, name: str) -> Subset:
         for subset in self.subsets:
@@ -173,7 +175,26 @@ SPEECH_QUALITY_PAPER = {"utmos": 4.37, "asr_wer": 4.32}
 # SpeechFCEval (hub dataset FunAudioLLM/SpeechFCEval; records as in the official repository's
 # evaluate/SpeechFCEval/result/*/predict-*.json): `utterance`, `file_name` (the clip, relative to the dataset root),
 # `function` (JSON tools), `ground_truth` (JSON accepted calls), `category`, `dataset_key`, `index`. Scoring:
-# compute_metrics_speech_fc.py -> utils/compute_metrics_bfcl.py ("multiple" = one call, "parallel" = any order).
+# compute_metrics_speech_fc.py -> utils/compute_metrics_bfcl.py ("multiple" = one call, "parallel" = any order) for
+# BFCL and SmartInteract; utils/compute_metrics_acebench.py for the ACEBench subsets (category names as the BFCL ones:
+# the dataset names SpeechFC-ACEBench-Single / -Parallel with underscores; `ground_truth` a JSON list of candidate
+# answers `{name: {parameter: value}}`, parallel calls of one function as `name_1`, `name_2`).
+
+
+def _speechfc_subset(name: str, paper: float, scorer: str, category: str, **options: Any) -> Subset:
+    """A SpeechFCEval subset: the records of one `category`, named by `dataset_key`, accuracy of the calls."""
+    return Subset(
+        name,
+        paper,
+        "accuracy %",
+        scorer,
+        source="FunAudioLLM/SpeechFCEval",
+        split=None,
+        id_column="dataset_key",
+        options={"category": category, **options},
+    )
+
+
 SPEECHFC = Benchmark(
     name="speechfc",
     title="SpeechFCEval (speech function calling)",
@@ -181,36 +202,11 @@ SPEECHFC = Benchmark(
     mode="fc",
     overall=None,
     subsets=(
-        Subset(
-            "bfcl_single",
-            92.73,
-            "accuracy %",
-            "function_calls",
-            source="FunAudioLLM/SpeechFCEval",
-            split=None,
-            id_column="dataset_key",
-            options={"category": "SpeechFC_BFCL_Single", "parallel": False},
-        ),
-        Subset(
-            "bfcl_parallel",
-            87.63,
-            "accuracy %",
-            "function_calls",
-            source="FunAudioLLM/SpeechFCEval",
-            split=None,
-            id_column="dataset_key",
-            options={"category": "SpeechFC_BFCL_Parallel", "parallel": True},
-        ),
-        Subset(
-            "smartinteract",
-            79.79,
-            "accuracy %",
-            "function_calls",
-            source="FunAudioLLM/SpeechFCEval",
-            split=None,
-            id_column="dataset_key",
-            options={"category": "SpeechFC_SmartInteract", "parallel": False},
-        ),
+        _speechfc_subset("bfcl_single", 92.73, "function_calls", "SpeechFC_BFCL_Single", parallel=False),
+        _speechfc_subset("bfcl_parallel", 87.63, "function_calls", "SpeechFC_BFCL_Parallel", parallel=True),
+        _speechfc_subset("smartinteract", 79.79, "function_calls", "SpeechFC_SmartInteract", parallel=False),
+        _speechfc_subset("acebench_single", 66.30, "acebench_calls", "SpeechFC_ACEBench_Single"),
+        _speechfc_subset("acebench_parallel", 54.50, "acebench_calls", "SpeechFC_ACEBench_Parallel"),
     ),
 )
 
@@ -278,6 +274,37 @@ COMMONVOICE = Benchmark(
     ),
 )
 
+# VStyle (alibaba/vstyle; data: hub dataset zhanjun/VStyle, which the repository's README links): one folder per
+# language, `en/` and `zh/`, each a sound folder of `metadata.jsonl` and `wav/` (the Hub lists it as "soundfolder":
+# the clip's path relative to the folder is in `file_name`, as that format requires). The other columns are those
+# lalm_eval/README.md documents for its metadata: `id`, `instruct_id`, `ability` ("category/subcategory") and
+# `instruct_text` (the spoken instruction's transcript). Replies are spoken with the report's SPOKEN_S2M_PROMPT and
+# judged by an audio LLM that hears them (lalm_eval/gemini_eval.py with eval_prompts/<language>/<category>.txt; our
+# wording in `vstyle.py`), 1-5, the language's score a weighted mean over the abilities.
+VSTYLE = Benchmark(
+    name="vstyle",
+    title="VStyle (spoken instruction following, audio-judged 1-5)",
+    layout="vstyle",
+    mode="s2m",
+    overall=None,
+    spoken_persona=True,
+    subsets=tuple(
+        Subset(
+            language,
+            paper,
+            "judge score 1-5",
+            "audio_judge",
+            source="zhanjun/VStyle",
+            split=None,
+            question="instruct_text",
+            id_column="id",
+            language=language,
+            options={"folder": language},
+        )
+        for language, paper in (("en", 3.35), ("zh", 3.46))
+    ),
+)
+
 # Users' own data: a `save_to_disk` folder or `data.jsonl` (`id`, `audio` relative to the folder, optional
 # `reference`); spoken replies scored with DNSMOS, and with reference matching where references exist.
 CUSTOM = Benchmark(
@@ -293,7 +320,17 @@ CUSTOM = Benchmark(
 
 BENCHMARKS: dict[str, Benchmark] = {
     benchmark.name: benchmark
-    for benchmark in (VOICEBENCH, OPENAUDIOBENCH, ULTRAEVAL_S2S, SPEECHFC, MMAU, LIBRISPEECH, COMMONVOICE, CUSTOM)
+    for benchmark in (
+        VOICEBENCH,
+        OPENAUDIOBENCH,
+        ULTRAEVAL_S2S,
+        SPEECHFC,
+        MMAU,
+        LIBRISPEECH,
+        COMMONVOICE,
+        VSTYLE,
+        CUSTOM,
+    )
 }
 """Every supported benchmark by name."""
 

@@ -15,7 +15,10 @@ from ..quantization import QUANTIZATIONS
 
 def _judge_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("scoring")
-    group.add_argument("--judge-model", help="judge model name for LLM-judged subsets (e.g. gpt-4o-mini)")
+    group.add_argument(
+        "--judge-model",
+        help="judge model name for LLM-judged subsets (e.g. gpt-4o-mini; VStyle needs one that hears audio)",
+    )
     group.add_argument(
         "--judge-base-url",
         help="OpenAI-compatible endpoint of the judge (default: the openai client's); "

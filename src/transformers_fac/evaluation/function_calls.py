@@ -65,13 +65,19 @@ def parse_calls(reply: str) -> list[dict[str, Any]] | None:
     return calls
 
 
-def _standard(value: str) -> str:
+def standardize(value: str) -> str:
+    """A string as the SpeechFCEval scorers compare it: without case, spaces and `,./-_*^`, `'` read as `"`.
+
+    Example:
+        >>> standardize("New-York, NY")
+        'newyorkny'
+    """
     return re.sub(r"[ ,./\-_*^]", "", value).lower().replace("'", '"')
 
 
 def _standard_value(value: Any) -> Any:
     if isinstance(value, str):
-        return _standard(value)
+        return standardize(value)
     if isinstance(value, list):
         return [_standard_value(item) for item in value]
     if isinstance(value, dict):
@@ -163,4 +169,4 @@ def check_function_calls(reply: str, tools: Any, ground_truth: Any, parallel: bo
     return {"correct": True, "malformed": False, "reason": None}
 
 
-__all__ = ["call_mismatch", "check_function_calls", "parse_calls"]
+__all__ = ["call_mismatch", "check_function_calls", "parse_calls", "standardize"]

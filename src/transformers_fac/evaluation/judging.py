@@ -4,10 +4,12 @@
 Each judged subset has a rubric with the benchmark's scale and answer format (VoiceBench `api_judge.py`;
 OpenAudioBench's prompts as Kimi-Audio-Evalkit runs them; UltraEval-Audio's `chatbot-eval`), written here in our own
 words, and a parser that turns the judge's answer into a score on the paper's scale. A judgement the parser cannot
-read is counted as unparseable and left out of the mean; it never stops the run. VoiceBench samples its judge three
+read is counted as unparseable and left out of the mean; it never stops the run. `Judge.ask` can also send a spoken
+reply as an `input_audio` part, for VStyle's judge, which must hear it (rubric and parser in `vstyle.py`). VoiceBench samples its judge three
 times (temperature 0.5) and combines the answers; the other benchmarks ask once, greedy.
 """
 
+import base64
 import json
 import os
 import re
@@ -194,11 +196,17 @@ class Judge:
         self.model = model
         self.max_tokens = max_tokens
 
-    def ask(self, prompt: str, temperature: float = 0.0) -> str:
+    def ask(self, prompt: str, temperature: float = 0.0, audio_wav: bytes | None = None) -> str:
+        """The judge's answer to `prompt`; `audio_wav` (a WAV file's bytes) is sent with it as an `input_audio`
+        part, for judges that must hear a spoken reply."""
         options = {"top_p": 0.95} if temperature > 0 else {}
+        content: Any = prompt
+        if audio_wav is not None:
+            clip = {"data": base64.b64encode(audio_wav).decode("ascii"), "format": "wav"}
+            content = [{"type": "text", "text": prompt}, {"type": "input_audio", "input_audio": clip}]
         response = self.client.chat.completions.create(
             model=self.model,
-            messages=[{"role": "user", "content": prompt}],
+            messages=[{"role": "user", "content": content}],
             temperature=temperature,
             max_tokens=self.max_tokens,
             **options,

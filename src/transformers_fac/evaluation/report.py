@@ -48,7 +48,7 @@ def _difference(ours: Any, paper: Any) -> str:
 
 
 def _counts(summary: dict) -> str:
-    names = ("unparseable", "judge_errors", "guessed", "malformed", "failed")
+    names = ("unparseable", "judge_errors", "unspoken", "guessed", "malformed", "failed")
     notes = [f"{name} {summary[name]}" for name in names if summary.get(name)]
     if summary.get("note"):
         notes.append(summary["note"])

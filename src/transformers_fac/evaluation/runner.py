@@ -34,10 +34,12 @@ def _subsets(benchmark: Benchmark, subset: str | None, data_dir: str | None) -> 
 
 
 def _system_prompt(benchmark: Benchmark, item: Item) -> str:
-    from ..prompts import S2M_SYSTEM_PROMPT, S2T_SYSTEM_PROMPT, function_calling_prompt
+    from ..prompts import S2M_SYSTEM_PROMPT, S2T_SYSTEM_PROMPT, SPOKEN_S2M_PROMPT, function_calling_prompt
 
     if benchmark.mode == "fc":
         return function_calling_prompt(item.tools or [])
+    if benchmark.spoken_persona:
+        return SPOKEN_S2M_PROMPT
     return S2M_SYSTEM_PROMPT if benchmark.mode == "s2m" else S2T_SYSTEM_PROMPT
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from .acebench_calls import check_acebench_calls
 from .benchmarks import Benchmark, Subset
 from .function_calls import check_function_calls
 from .scoring import (
@@ -158,6 +159,37 @@ def _judged(subset: Subset, records: list[dict], texts: list[str], settings: Sco
     return {"unparseable": unparseable, "judge_errors": errors}
 
 
+def _audio_judged(subset: Subset, records: list[dict], output_dir: Path, settings: ScoringSettings) -> dict:
+    """VStyle: the judge hears each spoken reply (sent as WAV with the judging instruction) and rates it 1-5; the
+    score is VStyle's weighted mean over the abilities. Unreadable judgements, endpoint errors and replies without
+    audio are counted and left out."""
+    if settings.judge is None:
+        return {"score": None, "note": "audio-judged: pass --judge-model (an audio LLM) and --judge-base-url"}
+    from tqdm.auto import tqdm
+
+    from .vstyle import judge_prompt, parse_score, weighted_score
+
+    unparseable = errors = unspoken = 0
+    for record in tqdm(records, desc=f"judging {subset.name}", leave=False):
+        fields = record["fields"]
+        if not record.get("audio"):
+            unspoken += 1
+            record["scores"]["score"] = None
+            continue
+        try:
+            prompt = judge_prompt(str(fields.get("ability", "")), str(fields.get(subset.question, "")))
+            answer = settings.judge.ask(prompt, audio_wav=(output_dir / record["audio"]).read_bytes())
+        except Exception as error:  # noqa: BLE001 - an endpoint or item error costs this judgement, not the run
+            errors += 1
+            record["scores"].update(score=None, judge_error=str(error)[:200])
+            continue
+        value = parse_score(answer)
+        unparseable += value is None
+        record["scores"].update(score=value, judgement=answer)
+    score = weighted_score([(str(r["fields"].get("ability", "")), r["scores"].get("score")) for r in records])
+    return {"score": score, "unparseable": unparseable, "judge_errors": errors, "unspoken": unspoken}
+
+
 def _rule(subset: Subset) -> Callable[[dict, str], dict]:
     """The per-reply rule of a rule-based subset: (record, text) -> scores (with `score` on a 0-100 scale)."""
 
@@ -180,6 +212,10 @@ def _rule(subset: Subset) -> Callable[[dict, str], dict]:
         result = check_function_calls(text, fields["function"], fields["ground_truth"], subset.options["parallel"])
         return {"score": 100.0 * result["correct"], "malformed": result["malformed"], "reason": result["reason"]}
 
+    def acebench_calls(record: dict, text: str) -> dict:
+        result = check_acebench_calls(text, record["fields"]["function"], record["fields"]["ground_truth"])
+        return {"score": 100.0 * result["correct"], "malformed": result["malformed"], "reason": result["reason"]}
+
     def reference(record: dict, text: str) -> dict:
         value = record["fields"].get(subset.reference)
         if value in (None, ""):
@@ -192,12 +228,17 @@ def _rule(subset: Subset) -> Callable[[dict, str], dict]:
         "match": match,
         "refusal": refusal,
         "function_calls": function_calls,
+        "acebench_calls": acebench_calls,
         "reference": reference,
     }
     return rules[subset.scorer]
 
 
-def _score_texts(subset: Subset, records: list[dict], texts: list[str], settings: ScoringSettings) -> dict:
+def _score_texts(
+    subset: Subset, records: list[dict], texts: list[str], output_dir: Path, settings: ScoringSettings
+) -> dict:
+    if subset.scorer == "audio_judge":
+        return _audio_judged(subset, records, output_dir, settings)
     if subset.scorer == "judge":
         summary = _judged(subset, records, texts, settings)
         if "note" in summary:
@@ -226,7 +267,7 @@ def _score_texts(subset: Subset, records: list[dict], texts: list[str], settings
     summary: dict[str, Any] = {"score": _mean([record["scores"].get("score") for record in records])}
     if subset.scorer == "choice":
         summary["guessed"] = sum(record["scores"]["guessed"] for record in records)
-    if subset.scorer == "function_calls":
+    if subset.scorer in ("function_calls", "acebench_calls"):
         summary["malformed"] = sum(record["scores"]["malformed"] for record in records)
     return summary
 
@@ -252,7 +293,7 @@ def score_subset(
         "metric": subset.metric,
         "items": len(records),
         "failed": sum(bool(record.get("error")) for record in records),
-        **(_score_texts(subset, records, texts, settings) if records else {"score": None}),
+        **(_score_texts(subset, records, texts, output_dir, settings) if records else {"score": None}),
     }
     if benchmark.speech_metrics:
         summary["scored_on"] = "transcripts of the spoken replies" if spoken_scoring else "reply text (no ASR)"
