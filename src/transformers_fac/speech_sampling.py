@@ -158,4 +158,58 @@ class StaticSpeechSampler:
         self.seen |= torch.zeros_like(self.seen).scatter_(1, appended, kept[:, None].expand_as(appended))
 
 
-__all__ = ["ProcessorChooser", "SpeechSamplingConfig", "StaticSpeechSampler", "choose"]
+class RowSpeechSampler(StaticSpeechSampler):
+    """[`StaticSpeechSampler`] with settings of its own per row, for a batch whose rows come from different requests
+    (the reply engine's compiled slots): every setting is a [B, 1] tensor, greedy and sampled rows share the step
+    (`sampling` [B]), and the exponential race draws on `noise` [B, 5, V], which the caller fills before each step
+    from each row's own random generator (so a seeded row samples the same whatever its neighbours).
+
+    Rows are set with [`~RowSpeechSampler.set_row`] when a request takes them; all buffers keep their addresses.
+    """
+
+    def __init__(self, batch_size: int, vocab_size: int, group_size: int, device: torch.device):
+        super().__init__(SpeechSamplingConfig(), batch_size, vocab_size, device)
+        self.vocab_size = vocab_size
+
+        def per_row(neutral, dtype=torch.float32) -> torch.Tensor:
+            tensor = torch.full((batch_size, 1), neutral, dtype=dtype, device=device)
+            torch._dynamo.mark_static_address(tensor)
+            return tensor
+
+        self.penalty, self.temperature, self.top_p, self.min_p = per_row(1.0), per_row(1.0), per_row(1.0), per_row(0.0)
+        self.top_k = per_row(vocab_size, torch.long)
+        self.sampling = per_row(False, torch.bool)[:, 0]
+        self.noise = torch.ones(batch_size, group_size, vocab_size, device=device)
+        torch._dynamo.mark_static_address(self.noise)
+
+    def set_row(self, row: int, config: SpeechSamplingConfig, seen: torch.Tensor | None = None) -> None:
+        """Row `row` samples with `config` from now on; `seen` [n] are the codes it has appended so far."""
+
+        def value(setting, neutral):
+            return neutral if setting is None else setting
+
+        self.penalty[row] = value(config.repetition_penalty, 1.0)
+        self.temperature[row] = value(config.temperature if config.do_sample else None, 1.0)
+        self.top_k[row] = min(config.top_k or self.vocab_size, self.vocab_size)
+        self.top_p[row] = value(config.top_p, 1.0)
+        self.min_p[row] = value(config.min_p, 0.0)
+        self.sampling[row] = config.do_sample
+        self.seen[row] = False
+        if seen is not None and seen.numel():
+            self.seen[row, seen[seen < self.vocab_size]] = True
+
+    def draw(self, row: int, generator: torch.Generator | None) -> None:
+        """Fills the row's noise for the next step's group (Exp(1) draws from `generator`, default: torch's)."""
+        self.noise[row].exponential_(generator=generator)
+
+    def __call__(self, logits: torch.Tensor, group: list[torch.Tensor]) -> torch.Tensor:
+        seen = self.seen
+        for code in group:
+            seen = seen.scatter(1, code[:, None], True)
+        scores = torch.where(seen, torch.where(logits < 0, logits * self.penalty, logits / self.penalty), logits)
+        probs = nn.functional.softmax(self.warp(scores), dim=-1)
+        sampled = torch.argmax(probs / self.noise[:, len(group)], dim=-1)  # the exponential race on the row's noise
+        return torch.where(self.sampling, sampled, torch.argmax(scores, dim=-1))
+
+
+__all__ = ["ProcessorChooser", "RowSpeechSampler", "SpeechSamplingConfig", "StaticSpeechSampler", "choose"]

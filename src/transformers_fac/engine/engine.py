@@ -47,36 +47,19 @@ from typing import Any
 
 import torch
 
-from ..decoding_cache import GrowingSequence
-from ..decoding_step import DecodingState, decode_step
+from transformers import CompileConfig
+
 from ..generation_fun_audio_chat import append_speech
 from ..speech_sampling import choose
 from ..streaming import TextDeltas, close_at_exit
 from .audio import AudioWorker
-from .batch import join, select
+from .batch import EagerBatch, RunningBatch
 from .errors import EngineClosed, QueueFull, RequestError, failure_message
 from .replies import Reply, ReplyDone, ReplyFailed, ReplyRequest, TextDelta
 from .rows import EngineStats, Row, seeded_generator
+from .slots import SlotBatch
 
 logger = logging.getLogger("transformers_fac.engine")
-
-
-class _RowChoosers:
-    """The speech head's code chooser for the whole batch: each spoken row's own chooser on its own logits (text rows
-    get code 0, never used)."""
-
-    def __init__(self, rows: list[Row]):
-        self.rows = rows
-
-    def __call__(self, logits: torch.Tensor, group: list[torch.Tensor]) -> torch.Tensor:
-        codes = []
-        for index, row in enumerate(self.rows):
-            chooser = row.start.state.chooser
-            if chooser is None or not row.head_running:
-                codes.append(torch.zeros(1, dtype=torch.long, device=logits.device))
-            else:
-                codes.append(chooser(logits[index : index + 1], [code[index : index + 1] for code in group]))
-        return torch.cat(codes)
 
 
 class _CancelAtExit:
@@ -105,6 +88,12 @@ class ReplyEngine:
         max_prefill_tokens: prompt tokens prefilled per step at most (the running rows wait for at most this much
             prefill; one request is always admitted when a row is free).
         thread_name: the name of the engine's thread.
+        cache_implementation: `"static"` decodes `max_batch_size` fixed slots with the compiled step
+            (`engine.slots`); None (eager, dynamic caches) or anything else: the eager batch. Default: the model's
+            generation config's.
+        compile_config: how the static step compiles (as `generate` takes it; default: whole graph, CUDA graphs on
+            CUDA).
+        max_length: static slots only: the positions of a slot (prompt plus reply; bucketed to a power of two).
     """
 
     def __init__(
@@ -116,6 +105,9 @@ class ReplyEngine:
         max_prompt_tokens: int | None = None,
         max_prefill_tokens: int = 4096,
         thread_name: str = "fac-engine",
+        cache_implementation: str | None = None,
+        compile_config: CompileConfig | None = None,
+        max_length: int = 2048,
     ):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}.")
@@ -128,7 +120,6 @@ class ReplyEngine:
         self.max_prefill_tokens = max_prefill_tokens
         self.stats = EngineStats()
         self._pending: deque[Reply] = deque()
-        self._rows: list[Row] = []
         self._cond = threading.Condition()
         self._closing = False
         self._thread: threading.Thread | None = None
@@ -139,7 +130,14 @@ class ReplyEngine:
         self._pad_id = config.pad_token_id
         self._audio_token_id = self.tokenizer.convert_tokens_to_ids(processor.audio_token)
         self._audio: AudioWorker | None = None
-        self._reset_batch()
+        if cache_implementation is None:
+            cache_implementation = model.generation_config.cache_implementation
+        self._batch: RunningBatch
+        if cache_implementation == "static" and getattr(model, "has_speech_head", False):
+            positions = model.config.get_text_config(decoder=True).max_position_embeddings
+            self._batch = SlotBatch(model, max_batch_size, min(max_length, positions), compile_config)
+        else:
+            self._batch = EagerBatch(model)
 
     # ------------------------------------------------------------------------------------------------ owner API
     def start(self) -> "ReplyEngine":
@@ -180,6 +178,15 @@ class ReplyEngine:
         """Rows decoding now."""
         return len(self._rows)
 
+    @property
+    def compiled(self) -> bool:
+        """Whether the engine decodes fixed slots with the compiled step."""
+        return isinstance(self._batch, SlotBatch)
+
+    @property
+    def _rows(self) -> list[Row]:
+        return self._batch.rows
+
     def retry_after(self) -> int:
         """Seconds a refused client should wait: about the time the queue ahead takes to get rows."""
         step = self.stats.batch_seconds / self.stats.batches if self.stats.batches else 0.1
@@ -211,6 +218,8 @@ class ReplyEngine:
         limit = positions - request.max_new_tokens
         if self.max_prompt_tokens is not None:
             limit = min(limit, self.max_prompt_tokens)
+        if isinstance(self._batch, SlotBatch):
+            limit = min(limit, self._batch.capacity - request.max_new_tokens)
         if prompt_tokens > limit:
             raise RequestError(
                 f"The prompt is {prompt_tokens} tokens long (audio counts 5 tokens per second); this server takes "
@@ -282,35 +291,27 @@ class ReplyEngine:
             self.stats.batch_seconds += time.monotonic() - started
 
     def _step(self) -> None:
-        self._leave([index for index, row in enumerate(self._rows) if row.reply.cancelled])
-        stopped = [index for index, row in enumerate(self._rows) if row.reply.stopped]
+        self._leave([row for row in self._rows if row.reply.cancelled])
+        stopped = [row for row in self._rows if row.reply.stopped]
         if stopped:
-            for index in stopped:
-                self._rows[index].ending = "stop"
-            self._finish([self._rows[index] for index in stopped])
+            for row in stopped:
+                row.ending = "stop"
+            self._finish(stopped)
             self._leave(stopped, finished=True)
         self._admit()
         if not self._rows:
             return
         self.stats.batches += 1
         self.stats.largest_batch = max(self.stats.largest_batch, len(self._rows))
-        tokens = self._choose()
-        ending = [index for index, row in enumerate(self._rows) if row.ending is not None]
+        self._choose()
+        ending = [row for row in self._rows if row.ending is not None]
         if ending:
-            self._finish([self._rows[index] for index in ending])
-            keep = [index for index in range(len(self._rows)) if index not in set(ending)]
-            tokens = tokens[keep]
+            self._finish(ending)
             self._leave(ending, finished=True)
         if self._rows:
-            self._decode(tokens)
+            self._batch.decode()
 
     # ------------------------------------------------------------------------------------------------ joining
-    def _reset_batch(self) -> None:
-        self._llm: GrowingSequence | None = None
-        self._head = None  # SpeechHeadState of all rows
-        self._logits = self._group = self._speaking = self._appended_last = self._last_group = None
-        self.stats.running = 0
-
     def _admit(self) -> None:
         budget = self.max_prefill_tokens
         admitted = 0
@@ -363,110 +364,70 @@ class ReplyEngine:
         )
 
     def _join(self, row: Row) -> None:
-        """Appends a prefilled row to the batch (caches left-padded, per-row tensors concatenated)."""
-        model, start = self.model, row.start
-        config = model.config
-        audio_config = config.audio_config
-        device = start.logits.device
-        pad_group = torch.full((1, audio_config.group_size), audio_config.pad_token_id, device=device)
-        head = start.state.head
-        if head is None and getattr(model, "has_speech_head", False):
-            empty = GrowingSequence.empty(model.audio_invert_tower.crq_transformer.config, 1, device)
-            head = model.audio_invert_tower.start_state(empty, torch.empty(0, dtype=model.dtype, device=device))
-        speaking = start.input_ids[:, -1] == config.text_config.audio_bos_index
-        group = start.step_group if start.step_group is not None else pad_group
-        if self._llm is None:
-            self._llm, self._head = start.state.llm, head
-            self._logits, self._group, self._speaking = start.logits, group, speaking
-            self._appended_last = torch.zeros(1, dtype=torch.bool, device=device)
-            self._last_group = pad_group
-        else:
-            self._llm = join(self._llm, start.state.llm, config.get_text_config(decoder=True))
-            if head is not None:
-                head_config = model.audio_invert_tower.crq_transformer.config
-                self._head.sequence = join(self._head.sequence, head.sequence, head_config)
-                self._head.last_code_embedding = torch.cat(
-                    [self._head.last_code_embedding, head.last_code_embedding.to(self._head.last_code_embedding)]
-                )
-            self._logits = torch.cat([self._logits, start.logits.to(self._logits.dtype)])
-            self._group = torch.cat([self._group, group])
-            self._speaking = torch.cat([self._speaking, speaking])
-            self._appended_last = torch.cat([self._appended_last, torch.zeros_like(speaking)])
-            self._last_group = torch.cat([self._last_group, pad_group])
-        self._rows.append(row)
+        self._batch.join(row)
         row.reply.joined_step = self.stats.batches + 1  # the step about to run
         self.stats.rows += 1
         self.stats.running = len(self._rows)
 
-    def _leave(self, indices: list[int], finished: bool = False) -> None:
+    def _leave(self, rows: list[Row], finished: bool = False) -> None:
         """Removes rows from the batch (cancelled ones are told so)."""
-        if not indices:
+        if not rows:
             return
-        for index in indices:
-            row = self._rows[index]
+        for row in rows:
             row.reply.left_step = self.stats.batches + 1  # the first step without it
             if not finished:
                 self._drop_audio(row)
                 self.stats.cancelled += 1
                 row.reply.emit(row.done_event("cancelled", self._raw_text(row.tokens)))
-        keep_list = [index for index in range(len(self._rows)) if index not in set(indices)]
-        self._rows = [self._rows[index] for index in keep_list]
-        if not self._rows:
-            self._reset_batch()
-            return
-        keep = torch.tensor(keep_list, device=self._logits.device)
-        self._llm = select(self._llm, keep, self.model.config.get_text_config(decoder=True))
-        if self._head is not None:
-            head_config = self.model.audio_invert_tower.crq_transformer.config
-            self._head.sequence = select(self._head.sequence, keep, head_config)
-            self._head.last_code_embedding = self._head.last_code_embedding[keep]
-        self._logits, self._group = self._logits[keep], self._group[keep]
-        self._speaking, self._appended_last = self._speaking[keep], self._appended_last[keep]
-        self._last_group = self._last_group[keep]
+        self._batch.leave(rows)
         self.stats.running = len(self._rows)
 
     # ------------------------------------------------------------------------------------------------ one step
-    def _choose(self) -> torch.Tensor:
-        """Every row's token and speech group of this step; emits text, pushes codes, marks the rows that end.
-        Returns the step's text tokens [B] (the LLM inputs of the next step)."""
-        config, rows = self.model.config, self._rows
-        logits = self._logits.to(copy=True, dtype=torch.float32)
-        tokens, stops = [], []
-        for index, row in enumerate(rows):
-            scores = row.start.logits_processor(row.ids, logits[index : index + 1])
+    def _choose(self) -> None:
+        """Every row's token and speech group of this step; emits text, pushes codes, marks the rows that end."""
+        config, rows, batch = self.model.config, self._rows, self._batch
+        logits = batch.logits.to(copy=True, dtype=torch.float32)
+        device = logits.device
+        chosen = torch.zeros(batch.size, dtype=torch.long, device=device)  # free slots: any token, never read
+        ready = torch.zeros(batch.size, dtype=torch.bool, device=device)
+        stops = []
+        for row in rows:
+            scores = row.start.logits_processor(row.ids, logits[row.index : row.index + 1])
             token = choose(scores, row.start.generation_config.do_sample, row.generator)
             if row.first_step and row.spoken:
                 token = torch.full_like(token, config.text_config.audio_bos_index)  # `force_audio_bos`
             row.first_step = False
             row.ids = torch.cat([row.ids, token[:, None]], dim=-1)
             stops.append(bool(row.start.stopping_criteria(row.ids, None).any()))
-            tokens.append(token)
-        chosen = torch.cat(tokens)
-        ready = torch.tensor([row.head_running for row in rows], device=chosen.device)
-        group = self._group if bool(ready.any()) else None
-        kept, finished, appended, tokens_out, self._speaking = append_speech(
-            config, group, self._last_group, self._speaking, ready, chosen
+            chosen[row.index] = token[0]
+            ready[row.index] = row.head_running
+        group = batch.group if any(row.head_running for row in rows) else None
+        kept, finished, appended, tokens_out, batch.speaking = append_speech(
+            config, group, batch.last_group, batch.speaking, ready, chosen
         )
-        self._last_group = torch.where(kept[:, None], appended, self._last_group)
-        self._appended_last = kept
-        host = torch.cat([chosen[:, None], tokens_out[:, None], kept[:, None], finished[:, None], appended], 1)
-        for index, (row, values, stop) in enumerate(zip(rows, host.tolist(), stops)):
+        batch.last_group = torch.where(kept[:, None], appended, batch.last_group)
+        batch.appended_last = kept
+        host = torch.cat([chosen[:, None], tokens_out[:, None], kept[:, None], finished[:, None], appended], 1).tolist()
+        kept_rows = []
+        for row, stop in zip(rows, stops):
+            values = host[row.index]
             chosen_id, token, row_kept, row_finished, codes = values[0], values[1], values[2], values[3], values[4:]
             row.ids[0, -1] = token
             row.tokens.append(token)
             self._emit_text(row, row.text.add(token))
             if row_kept:
                 row.speech.extend(codes)
-                row.start.state.chooser.commit(appended[index : index + 1], kept[index : index + 1])
+                kept_rows.append(row)
                 row.speech_codes += self._audio.push(row.reply, codes)
             if row_finished:
                 row.speech_ended = True
             if stop:
                 row.ending = "stop" if chosen_id in self._eos_ids else "length"
+        if kept_rows:
+            batch.commit(kept_rows, appended, kept)
         if any(row.spoken for row in rows):
             self._audio.step()
-        self._speaking = self._speaking | (tokens_out == config.text_config.audio_bos_index)
-        return tokens_out
+        batch.speaking = batch.speaking | (tokens_out == config.text_config.audio_bos_index)
 
     def _emit_text(self, row: Row, delta: str) -> None:
         """A spoken row's text goes through the audio thread (its events keep their order), a text row's directly."""
@@ -476,16 +437,6 @@ class ReplyEngine:
             self._audio.text(row.reply, delta)
         else:
             row.reply.emit(TextDelta(delta))
-
-    def _decode(self, tokens: torch.Tensor) -> None:
-        rows = self._rows
-        state = DecodingState(self._llm, self._head, _RowChoosers(rows) if self._head is not None else None)
-        run_head = any(row.head_running for row in rows)
-        fuse = self._speaking & self._appended_last
-        logits, group = decode_step(self.model, state, tokens, self._last_group, fuse, run_head)
-        self._logits = logits
-        if group is not None:
-            self._group = group
 
     # ------------------------------------------------------------------------------------------------ audio, ends
     def _finish(self, rows: list[Row]) -> None:
@@ -526,8 +477,8 @@ class ReplyEngine:
                 row.reply.cancel()
                 self.stats.failed += 1
                 row.reply.emit(ReplyFailed(message))
-        self._rows = []
-        self._reset_batch()
+        self._batch.leave(list(self._rows))
+        self.stats.running = 0
 
 
 __all__ = ["ReplyEngine"]

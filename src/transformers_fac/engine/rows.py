@@ -59,10 +59,16 @@ class Row:
     speech_ended: bool = False
     first_step: bool = True
     ending: str | None = None  # finish reason once its last step is known
+    index: int = -1  # its place in the running batch's tensors (set by the batch)
 
     def __post_init__(self):
         if self.ids is None:
             self.ids = self.start.input_ids
+
+    @property
+    def speech_overrides(self) -> dict:
+        """The request's own speech sampling settings (`speech_overrides` of `generate`), if any."""
+        return self.reply.request.generate_kwargs.get("speech_overrides") or {}
 
     @property
     def head_running(self) -> bool:
