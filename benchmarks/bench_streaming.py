@@ -14,7 +14,7 @@ Presets:
   recording as prompt) with a random CosyVoice3 decoder of the real size (`--token2wav full`, default) or a small one.
 
 Both streaming modes are measured: `exact` (the official web-demo schedule) and the default bounded one. The first
-audio chunk needs 18 valid speech codes: 2 BOS groups + 4 steps of 5 codes, i.e. the 6th LLM step, then the vocoder.
+audio chunk needs 18 valid speech codes: 2 BOS groups + 4 steps of 5 codes, i.e. the 6th LLM step, then the decoder.
 
 Live conversation (`--part live`): a recorded timeline (a question, a pause in which the reply starts, a second
 question that interrupts it) is played through a `VoiceSession`:

@@ -25,9 +25,9 @@ from transformers import AutoModelForMultimodalLM, AutoProcessor
 import transformers_fac  # noqa: F401  (registers the model with the Auto classes)
 from transformers_fac.evaluation.reply_metrics import spoken_reply_metrics
 from transformers_fac.evaluation.transcription import Transcriber
+from transformers_fac.token2wav_loading import saved_voice
 from transformers_fac.training import FunAudioChatDataCollator, evaluate_model, generate_replies, report_table
 from transformers_fac.training.recipe import load_recipe, prepare_recipe_data
-from transformers_fac.vocoder import saved_voice
 
 try:  # run as a script (its folder on sys.path) or imported as `finetune.evaluate_model`
     from finetune.train_lora import resolve_paths

@@ -40,7 +40,7 @@ def test_schedule_and_split_independence(model, codes, speaker, exact):
 
 
 @pytest.mark.parametrize("exact", [True, False])
-def test_every_code_is_vocoded(model, codes, speaker, exact):
+def test_every_code_is_decoded(model, codes, speaker, exact):
     for n in (1, 3, 17, 18, 20, 34):
         chunks, decoder = stream(model, codes[:, :n], speaker, [n], exact=exact)
         assert torch.cat(chunks, dim=1).shape == (1, 960 * n) == (1, decoder.samples_emitted)

@@ -15,7 +15,7 @@ from transformers import AutoProcessor, pipeline
 
 from tests.token2wav_testing import single_thread  # noqa: F401
 from transformers_fac import S2M_SYSTEM_PROMPT, FunAudioChatConversation, FunAudioChatVoice, stream_reply
-from transformers_fac.vocoder import VOICE_DIR
+from transformers_fac.token2wav_loading import VOICE_DIR
 
 
 @pytest.fixture(scope="module")

@@ -52,7 +52,7 @@ class FunAudioChatGenerateOutput(GenerateDecoderOnlyOutput):
             mode, the text token of the step where speech ended replaced by `<|audio_eos|>`).
         speech_ids: [B, 5 * n] 25 Hz speech codes, one group of 5 per LLM step spent speaking (the 2 leading BOS
             groups and the final all-EOS group included). Rows that are not speaking at a step get a group of the
-            speech pad id there; use [`valid_speech_codes`] for what the vocoder accepts.
+            speech pad id there; use [`valid_speech_codes`] for what the decoder accepts.
         audio: one float32 24 kHz waveform per row, when a token-to-waveform decoder is attached.
         sampling_rate: sampling rate of `audio`.
     """
@@ -63,7 +63,7 @@ class FunAudioChatGenerateOutput(GenerateDecoderOnlyOutput):
     num_speech_codes: int | None = None
 
     def valid_speech_codes(self, codebook_limit: int | None = None) -> list[torch.LongTensor]:
-        """The vocoder-valid codes (`0 <= id < codebook_limit`, default: the model's `num_speech_codes`) of each
+        """The decodable codes (`0 <= id < codebook_limit`, default: the model's `num_speech_codes`) of each
         row, in order."""
         return valid_speech_codes(self.speech_ids, codebook_limit or self.num_speech_codes)
 

@@ -22,7 +22,7 @@ def generate_replies(
     **generate_kwargs,
 ) -> list[dict]:
     """Generate a reply to each example's prompt (one at a time). Returns per example `text` (special tokens
-    removed), `speech_codes` (vocoder-valid codes), and `audio` / `sampling_rate` when the model decoded speech."""
+    removed), `speech_codes` (the codes the decoder accepts), and `audio` / `sampling_rate` when the model decoded speech."""
     generate_kwargs = {"do_sample": False, **generate_kwargs}
     device = next(model.parameters()).device
     processor = collator.processor
