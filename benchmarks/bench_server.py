@@ -184,7 +184,7 @@ def request(loaded, tokens: int) -> ReplyRequest:
     chat = FunAudioChatConversation(system_prompt=S2M_SYSTEM_PROMPT)
     chat.add_user_audio(load_audio(QUESTION))
     inputs = chat.model_inputs(loaded.processor)
-    return ReplyRequest(inputs=dict(inputs), speaker="中文女", max_new_tokens=tokens, temperature=0)
+    return ReplyRequest(inputs=dict(inputs), voice="中文女", max_new_tokens=tokens, temperature=0)
 
 
 def follow(reply, arrived: float, runs: list) -> None:

@@ -69,14 +69,14 @@ def build_demo(engine: Engine) -> gr.Blocks:
 
     def respond(audio, mode, voice, persona, free_prompt, session: logic.DemoSession, request: gr.Request):
         try:
-            speaker = your_voice.speaker_for(voice, engine, request.session_hash)
+            voice = your_voice.engine_voice(voice, engine, request.session_hash)
         except logic.FriendlyError as error:  # a notice beside the conversation, which stays as it is
             yield list(session.history), None, notice_markdown(str(error)), session
             return
         if session.files.folder is None:  # the session's audio files go to a folder of its own
             session.files.folder = session_folder(settings.files_dir, request.session_hash)
         for update in logic.respond(
-            session, speak, engine.processor, audio, mode, speaker, persona, free_prompt, settings.max_seconds
+            session, speak, engine.processor, audio, mode, voice, persona, free_prompt, settings.max_seconds
         ):
             yield update.history, update.audio, notice_markdown(update.notice), session
 

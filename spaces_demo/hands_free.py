@@ -17,7 +17,7 @@ import chat_logic as logic
 import gradio as gr
 import numpy as np
 from session_files import SessionFiles, session_folder
-from your_voice import speaker_for
+from your_voice import engine_voice
 
 from transformers_fac.audio_io import SAMPLING_RATE
 
@@ -73,7 +73,7 @@ class HandsFree:
             spoken = mode == logic.SPEECH
             prompt = logic.system_prompt(mode, persona, free_prompt)
             session.update(
-                speaker=voice if spoken else None, reply_mode="audio" if spoken else "text", system_prompt=prompt
+                voice=voice if spoken else None, reply_mode="audio" if spoken else "text", system_prompt=prompt
             )
         except (logic.FriendlyError, ValueError) as error:
             return str(error)
@@ -238,11 +238,11 @@ def build_tab(engine, mode, voice, persona, free_prompt) -> None:
             if hands_free.files.folder is None:  # inside the tab's folder, which goes when the tab is closed
                 hands_free.files.folder = session_folder(settings.files_dir, request.session_hash) / "hands-free"
             try:
-                speaker = speaker_for(voice, engine, request.session_hash)
+                voice = engine_voice(voice, engine, request.session_hash)
             except logic.FriendlyError as error:
                 message = str(error)
             else:
-                message = hands_free.feed(engine, chunk, mode, speaker, persona, free_prompt)
+                message = hands_free.feed(engine, chunk, mode, voice, persona, free_prompt)
             notice_text = f"⚠️ {message}" if message else ""
             return (
                 list(hands_free.history),

@@ -193,8 +193,8 @@ def test_text_replies_stop_button_and_close(tiny_e2e_model, processor):
         done = events[-1]
         assert done.latency > 0 and done.text == "".join(e.text for e in events if e.type == "text").strip()
         assert session.state == "listening" and session.conversation.turns[-1].reply == done.text
-    with pytest.raises(ValueError, match="speaker"):
-        VoiceSession(tiny_e2e_model, processor, reply_mode="text", speaker="中文女")
+    with pytest.raises(ValueError, match="`voice` chooses the voice of spoken replies"):
+        VoiceSession(tiny_e2e_model, processor, reply_mode="text", voice="中文女")
 
     session = VoiceSession(tiny_e2e_model, processor, max_new_tokens=400)  # real time: feed never waits
     session.feed(timeline(silence(0.3), clip("en"), silence(0.8)), 16000)

@@ -41,8 +41,8 @@ class AudioWorker:
         self._thread.start()
 
     # ------------------------------------------------------------------------------------------------ engine side
-    def open(self, reply: Reply, speaker: Any, exact: bool) -> None:
-        self._commands.put(("open", reply, speaker, exact))
+    def open(self, reply: Reply, voice: Any, exact: bool) -> None:
+        self._commands.put(("open", reply, voice, exact))
 
     def text(self, reply: Reply, delta: str) -> None:
         self._commands.put(("text", reply, delta))

@@ -76,7 +76,7 @@ class VoiceSession:
 
     "Playing" is measured on the audio fed (see `transformers_fac.live.reply`): audio handed out at clock `t` plays
     from `max(t, end of the previous chunk)`, in real time. Echo: with `echo_cancelled=False` (the client plays the
-    reply through speakers without echo cancellation), voice activity while the reply plays counts only above
+    reply through loudspeakers without echo cancellation), voice activity while the reply plays counts only above
     `turn.echo_threshold` and `turn.echo_min_level_db`.
 
     With `realtime=True` (a live microphone) `feed` never waits for the model: reply events come out of the `feed` or
@@ -91,13 +91,13 @@ class VoiceSession:
     Example:
 
     ```python
-    >>> with VoiceSession(model, processor, speaker="中文女") as session:
+    >>> with VoiceSession(model, processor, voice="中文女") as session:
     ...     for chunk in microphone_chunks():  # e.g. 20 ms of 48 kHz int16 each
     ...         for event in session.feed(chunk, 48000):
     ...             if event.type == "audio":
-    ...                 speaker.play(event.audio)
+    ...                 loudspeaker.play(event.audio)
     ...             elif event.type == "interrupted":
-    ...                 speaker.flush()
+    ...                 loudspeaker.flush()
     ```
     """
 
@@ -105,7 +105,7 @@ class VoiceSession:
         self,
         model,
         processor,
-        speaker=None,
+        voice=None,
         reply_mode: str = "audio",
         system_prompt: str | None = None,
         exact: bool = False,
@@ -119,7 +119,7 @@ class VoiceSession:
         self.model, self.processor = model, processor
         self._lock = threading.RLock()
         self.conversation = FunAudioChatConversation(system_prompt="", max_turns=max_turns)
-        self.update(speaker=speaker, reply_mode=reply_mode, system_prompt=system_prompt, exact=exact)
+        self.update(voice=voice, reply_mode=reply_mode, system_prompt=system_prompt, exact=exact)
         self.echo_cancelled, self.realtime = echo_cancelled, realtime
         self.turn_settings = turn or TurnSettings()
         self.generate_kwargs = generate_kwargs
@@ -136,14 +136,14 @@ class VoiceSession:
         self.stop_latencies: list[float] = []  # wall seconds from each interruption to its generation's end
         self.drain_latencies: list[float] = []  # ... to its last audio decoding's end (in the background)
 
-    def update(self, speaker=None, reply_mode: str = "audio", system_prompt: str | None = None, exact: bool = False):
+    def update(self, voice=None, reply_mode: str = "audio", system_prompt: str | None = None, exact: bool = False):
         """Sets the voice, reply mode, system prompt (default: the official one of the mode) and stream mode of the
         next replies; the history stays."""
-        check_reply_mode(reply_mode, speaker)
+        check_reply_mode(reply_mode, voice)
         if reply_mode == "audio" and getattr(self.model, "token2wav", None) is None:
             raise ValueError("Spoken replies need the CosyVoice3 decoder: from_pretrained(..., token2wav=...).")
         with self._lock:
-            self.speaker, self.reply_mode, self.exact = speaker, reply_mode, exact
+            self.voice, self.reply_mode, self.exact = voice, reply_mode, exact
             self.conversation.system_prompt = system_prompt or reply_system_prompt(reply_mode)
 
     # ---------------------------------------------------------------------------------------------------- clock
@@ -279,7 +279,7 @@ class VoiceSession:
                 self.model,
                 self.processor,
                 inputs,
-                speaker=self.speaker,
+                voice=self.voice,
                 exact=self.exact,
                 generation_mode=self.reply_mode,
                 **self.generate_kwargs,

@@ -54,8 +54,8 @@ def _one_step(streams: list[BoundedStreamDecoder], finalize: bool) -> list[torch
         codes = torch.cat([plan[2] for plan in group]).to(device)
         frames = ratio * (codes.shape[1] - look_ahead)
         noise = torch.cat([model.flow_noise(stream.voice, ratio * start, frames) for stream, start, _ in group])
-        speakers = torch.cat([stream.voice.speaker_embedding for stream, _, _ in group]).to(device)
-        mel = model.flow(codes, speakers, noise, finalize=finalize)
+        embeddings = torch.cat([stream.voice.speaker_embedding for stream, _, _ in group]).to(device)
+        mel = model.flow(codes, embeddings, noise, finalize=finalize)
         for row, (stream, start, _) in enumerate(group):
             stream.add_frames(stream.new_frames(mel[row : row + 1], start), finalize)
 
@@ -120,7 +120,7 @@ class StreamBatch:
 
     ```python
     >>> streams = model.token2wav.stream_batch()
-    >>> streams.open("a", speaker="中文女")
+    >>> streams.open("a", voice="中文女")
     >>> streams.push("a", [12, 4051, 77, 6562])  # ids >= 6561 (BOS/EOS/pad) are dropped
     >>> audio = streams.step()  # {key: float32 samples} for the streams that completed a chunk
     >>> tails = streams.finish(["a"])  # {key: the rest of its audio}
@@ -133,9 +133,9 @@ class StreamBatch:
         self.vocab_size = token2wav.config.vocab_size
         self._decoders: dict[Hashable, Any] = {}
 
-    def open(self, key: Hashable, speaker: Any, exact: bool = False) -> None:
+    def open(self, key: Hashable, voice: Any, exact: bool = False) -> None:
         """Starts the stream of a row (an unknown voice raises here); `exact`: the official web-demo schedule."""
-        self._decoders[key] = self.token2wav.stream_decoder(speaker, exact=exact)
+        self._decoders[key] = self.token2wav.stream_decoder(voice, exact=exact)
 
     def push(self, key: Hashable, codes: list[int]) -> int:
         """Hands a row's new codes to its stream (decoded by the next `step`); returns how many are decoder codes."""
