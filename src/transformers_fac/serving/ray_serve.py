@@ -34,6 +34,9 @@ from .settings import ServerSettings, settings_from_strings
 
 logger = logging.getLogger("transformers_fac.serving")
 DEPLOYMENT_NAME = "fun-audio-chat"
+INGRESS_NAME = "fun-audio-chat-ingress"
+INGRESS_MAX_ONGOING = 10_000  # requests and Realtime sessions the ingress relays at once
+INGRESS_EXTRA_DRAIN_S = 10  # the ingress outlives the model replicas' drain by this much, to relay their last answers
 APP_NAME = "fun-audio-chat"
 SINGLE_MACHINE_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's node address is 127.0.0.1
 
@@ -63,23 +66,65 @@ def _cluster_has_gpus() -> bool:
 
 
 def application(settings: ServerSettings, options: dict | None = None):
-    """A bound Ray Serve application serving `settings` with the deployment `options`."""
+    """A bound Ray Serve application serving `settings`: a light ingress (`ray_ingress.RayIngress`, no model) in
+    front of the model deployment, whose replicas run with the deployment `options`."""
     serve = require("ray.serve")
 
-    @serve.ingress()
     class FunAudioChatServer:
-        """One replica: the `fac-serve` app on this worker."""
+        """One model replica: the `fac-serve` app on this worker, called by the ingress through `forward`. Its
+        lifespan runs with the replica: the model loads when it starts, and stopping the replica drains it."""
 
-        def __init__(self, values: dict):
-            self.settings = ServerSettings.from_dict(values)
+        async def __init__(self, values: dict):
+            from uvicorn import Config
+            from uvicorn.lifespan.on import LifespanOn
 
-        def __serve_build_asgi_app__(self):
             from .app import create_app
 
-            return create_app(self.settings)
+            self.protocol_app = create_app(ServerSettings.from_dict(values))
+            self.lifespan = LifespanOn(Config(self.protocol_app, lifespan="on", log_config=None))
+            await self.lifespan.startup()
+            if self.lifespan.should_exit:
+                raise RuntimeError("The server failed to start: see the replica's log.")
 
-    deployment = serve.deployment(name=DEPLOYMENT_NAME)(FunAudioChatServer)
-    return deployment.options(**deployment_options(settings, options)).bind(asdict(settings))
+        async def __del__(self):
+            await self.lifespan.shutdown()
+
+        async def forward(self, scope: dict, body: bytes | None, inbox=None, session: str | None = None):
+            """Serves one request relayed by the ingress and streams back the ASGI messages of the answer."""
+            from .ray_ingress import asgi_messages, body_receiver, inbox_receiver
+
+            receive = body_receiver(body) if inbox is None else inbox_receiver(inbox, session)
+            async for message in asgi_messages(self.protocol_app, scope, receive):
+                yield message
+
+    @serve.ingress()
+    class FunAudioChatIngress:
+        """The HTTP ingress: relays every request to a model replica (see `ray_ingress`)."""
+
+        def __init__(self, values: dict, model):
+            self.settings = ServerSettings.from_dict(values)
+            self.model = model
+
+        def __serve_build_asgi_app__(self):
+            from .ray_ingress import RayIngress
+
+            return RayIngress(self.settings, self.model)
+
+    model = serve.deployment(name=DEPLOYMENT_NAME)(FunAudioChatServer)
+    model = model.options(**deployment_options(settings, options)).bind(asdict(settings))
+    ingress = serve.deployment(name=INGRESS_NAME)(FunAudioChatIngress)
+    return ingress.options(**ingress_options(settings)).bind(asdict(settings), model)
+
+
+def ingress_options(settings: ServerSettings) -> dict:
+    """The ingress deployment: one light replica (no GPU, no CPU reserved) that holds every request in flight
+    (Realtime sessions included) while the model replicas answer them, and outlives their drain."""
+    return {
+        "num_replicas": 1,
+        "ray_actor_options": {"num_cpus": 0},
+        "max_ongoing_requests": INGRESS_MAX_ONGOING,
+        "graceful_shutdown_timeout_s": settings.drain_seconds + INGRESS_EXTRA_DRAIN_S,
+    }
 
 
 def build_app(args: dict[str, str]):
@@ -127,4 +172,4 @@ def run(settings: ServerSettings, options: dict, host: str, port: int, ray_init:
     return 0
 
 
-__all__ = ["application", "build_app", "deployment_options", "is_loopback", "run"]
+__all__ = ["application", "build_app", "deployment_options", "ingress_options", "is_loopback", "run"]
