@@ -12,8 +12,8 @@ and the client gets, instead of Ray's plain-text 500 or a dropped connection:
 - a chat completion stream that had started: an `{"error": {...}}` server-sent event, then the stream ends;
 - a Realtime session: an `error` event, then the socket closes with 1011 (1013 before the session had started).
 
-Realtime client events reach the replica through an `Inbox` actor (one per ingress replica, started with its first
-session): the replica pulls them in order, so the session runs unchanged on the model replica.
+Realtime client events reach the replica through an `Inbox` actor (one per ingress replica, started with it, no
+CPU reserved): the replica pulls them in order, so the session runs unchanged on the model replica.
 
 Example (what `ray_serve.application` builds):
 
@@ -140,7 +140,7 @@ class RayIngress:
     def __init__(self, settings: ServerSettings, model: Any):
         self.settings = settings
         self.model = model
-        self.inbox = None
+        self.inbox = require("ray").remote(num_cpus=0)(Inbox).remote()
         self.cut = 0
         exceptions, serve_exceptions = require("ray.exceptions"), require("ray.serve.exceptions")
         self.lost = (
@@ -155,9 +155,11 @@ class RayIngress:
             await self.http(scope, receive, send)
         elif scope["type"] == "websocket":
             await self.websocket(scope, receive, send)
-        else:  # lifespan: nothing to start or stop here, the model replicas have their own
+        else:  # lifespan: the ingress is ready once its inbox is (the model replicas have their own)
             while True:
                 kind = (await receive())["type"].removeprefix("lifespan.")
+                if kind == "startup":
+                    await self.inbox.drop.remote("")
                 await send({"type": f"lifespan.{kind}.complete"})
                 if kind == "shutdown":
                     return
@@ -166,7 +168,12 @@ class RayIngress:
         """What a client is told when its replica could not answer: a 503 when it went away, else a 500."""
         if isinstance(error, self.lost):
             self.cut += 1
-            logger.warning("A model replica went away: request answered with 503 (%d so far): %s", self.cut, error)
+            logger.warning(
+                "A model replica went away: a request was cut and answered with a 503 or an error event "
+                "(%d so far): %s",
+                self.cut,
+                str(error).splitlines()[0],
+            )
             return unavailable(REPLICA_LOST)
         logger.error("A model replica failed to answer: %r", error)
         return APIError(500, "The server failed to answer this request.", type="server_error")
@@ -210,8 +217,6 @@ class RayIngress:
 
     async def websocket(self, scope: dict, receive, send) -> None:
         """One Realtime session: client messages go to the replica through the inbox, its messages come back."""
-        if self.inbox is None:
-            self.inbox = require("ray").remote(num_cpus=0)(Inbox).remote()
         session = uuid.uuid4().hex
         replies = self.model.forward.options(stream=True).remote(wire_scope(scope), None, self.inbox, session)
         pump = asyncio.ensure_future(self.pump(receive, session))

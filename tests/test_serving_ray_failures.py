@@ -1,0 +1,96 @@
+"""`fac-serve --ray` when a model replica dies: a local Ray instance with one replica of the tiny model; three spoken
+replies are in flight on it (a non-streamed chat completion, a streamed one that has sent its first chunk, a Realtime
+response) when the replica is killed with SIGKILL. Each client gets the OpenAI error shape from the ingress (a 503 with
+`Retry-After`, an `error` server-sent event, a Realtime `error` event then close code 1011), not Ray's plain-text 500
+or a dropped connection; a request sent right after the kill waits for Ray's new replica and gets the same answer as
+before the kill."""
+
+import concurrent.futures
+import os
+import signal
+import time
+
+import httpx
+import openai
+import pytest
+import websockets
+
+from tests.serving_utils import MODEL, pcm16_24k, question, ray_env, running_server
+
+ARGS = ["--ray", "--replicas", "1", "--ray-num-cpus", "4", "--ray-object-store-mb", "80", "--max-new-tokens", "300"]
+SPOKEN = {"modalities": ["text", "audio"], "max_completion_tokens": 300, "temperature": 0}
+ERROR_KEYS = {"message", "type", "param", "code"}
+
+
+def replica_pid(response) -> int:
+    """The pid of the model replica that answered (its `x-fac-replica: <host>-<pid>` header)."""
+    return int(response.headers["x-fac-replica"].rsplit("-", 1)[1])
+
+
+def in_flight(url: str) -> tuple[int, int]:
+    """(requests in flight on the replica that answered, its pid), from `/metrics`."""
+    response = httpx.get(f"{url}/metrics", timeout=60)
+    line = next(line for line in response.text.splitlines() if line.startswith("fac_requests_in_flight "))
+    return int(line.split()[1]), replica_pid(response)
+
+
+def test_a_killed_replica_answers_in_the_openai_error_shape(tmp_path):
+    with running_server(ARGS, tmp_path / "ray.log", timeout=300, env=ray_env()) as server:
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=300)
+
+        def short_answer():
+            raw = client.chat.completions.with_raw_response.create(
+                model=MODEL, messages=question(), modalities=["text"], max_completion_tokens=6, temperature=0
+            )
+            return raw.parse().choices[0].message.content, replica_pid(raw)
+
+        before, first_pid = short_answer()
+
+        def non_streamed():
+            try:
+                client.chat.completions.create(model=MODEL, messages=question(), **SPOKEN)
+            except openai.APIStatusError as error:
+                return error.status_code, error.response.headers.get("retry-after"), error.response.json()
+            raise AssertionError("the reply was not cut")
+
+        with concurrent.futures.ThreadPoolExecutor(1) as pool, client.realtime.connect(model=MODEL) as realtime:
+            cut_reply = pool.submit(non_streamed)
+            stream = client.chat.completions.create(
+                model=MODEL, messages=question(), stream=True, audio={"voice": "中文女", "format": "pcm16"}, **SPOKEN
+            )
+            chunks = iter(stream)
+            assert next(chunks).choices[0].delta.role == "assistant"
+            assert realtime.recv().type == "session.created"
+            realtime.session.update(session={"type": "realtime", "max_output_tokens": 300})
+            assert realtime.recv().type == "session.updated"
+            realtime.conversation.item.create(
+                item={"type": "message", "role": "user", "content": [{"type": "input_audio", "audio": pcm16_24k()}]}
+            )
+            realtime.response.create()
+            deadline = time.monotonic() + 120
+            while in_flight(server.url) != (3, first_pid):  # the three replies are being generated
+                assert time.monotonic() < deadline, "the three replies never ran together"
+                time.sleep(0.1)
+            os.kill(first_pid, signal.SIGKILL)
+
+            with pytest.raises(openai.APIError) as streamed:
+                for _ in chunks:
+                    pass
+            status, retry_after, body = cut_reply.result(timeout=300)
+            events = []
+            with pytest.raises(websockets.exceptions.ConnectionClosedError) as closed:
+                while True:
+                    events.append(realtime.recv())
+        after, second_pid = short_answer()
+
+    assert (status, retry_after, set(body["error"])) == (503, "5", ERROR_KEYS)
+    assert (body["error"]["type"], body["error"]["code"]) == ("server_error", "unavailable")
+    assert "replica" in body["error"]["message"]
+    assert streamed.value.body == body["error"]  # the stream's last event: the same error
+    errors = [event.error for event in events if event.type == "error"]
+    assert [(error.type, error.code, error.message) for error in errors] == [
+        ("server_error", "unavailable", body["error"]["message"])
+    ]
+    assert events[-1].type == "error" and closed.value.rcvd.code == 1011
+    assert second_pid != first_pid and after == before  # a new replica, the same greedy answer
+    assert server.output().count("A model replica went away") == 3
