@@ -53,7 +53,10 @@ SCOPE_KEYS = (  # what of an ASGI scope crosses to the replica (the rest is the 
     "server",
     "subprotocols",
 )
-REPLICA_LOST = "The model replica answering this request stopped (Ray is starting a new one); retry."
+REPLICA_LOST = (
+    "The model replica answering this request stopped before it was answered (it died and Ray is starting a new one, "
+    "or the server is shutting down); retry."
+)
 GONE = {"type": "websocket.disconnect", "code": 1006}  # what the replica's app reads once the ingress is gone
 
 

@@ -1,8 +1,12 @@
-"""The server as a Ray Serve deployment: the same app and routes, one replica per GPU, behind Ray's HTTP proxy.
+"""The server as a Ray Serve application: the same app and routes, one model replica per GPU, behind Ray's HTTP proxy
+and a light ingress.
 
-Each replica builds the app of `transformers_fac.serving.app` on its own worker (its lifespan loads the model and
-starts a reply engine; stopping a replica drains it), so everything `fac-serve` does, every replica does. Ray
-routes each request to a replica and scales the number of replicas.
+Each model replica builds the app of `transformers_fac.serving.app` on its own worker (its lifespan loads the model
+and starts a reply engine), so everything `fac-serve` does, every replica does. Ray's proxy hands every request to
+the ingress deployment (`ray_ingress.RayIngress`: one replica, no model), which relays it to a model replica through
+a `DeploymentHandle`; when that replica dies (killed, out of memory, cut at the end of the drain), the ingress answers
+in the OpenAI error shape instead of Ray's plain-text 500. Ray routes each request to a model replica, restarts the
+ones that die and scales their number.
 
     fac-serve --ray --replicas 4                       # a local Ray instance (or the cluster in RAY_ADDRESS)
     fac-serve --ray --config serve.yaml                # server settings and deployment options from a file
@@ -87,7 +91,8 @@ def application(settings: ServerSettings, options: dict | None = None):
                 raise RuntimeError("The server failed to start: see the replica's log.")
 
         async def __del__(self):
-            await self.lifespan.shutdown()
+            if getattr(self, "lifespan", None) is not None:  # absent when the constructor failed
+                await self.lifespan.shutdown()
 
         async def forward(self, scope: dict, body: bytes | None, inbox=None, session: str | None = None):
             """Serves one request relayed by the ingress and streams back the ASGI messages of the answer."""
@@ -166,6 +171,7 @@ def run(settings: ServerSettings, options: dict, host: str, port: int, ray_init:
         print(f"Serving on http://{host}:{port} (Ray Serve)", flush=True)
         stop.wait()
         logger.info("Stopping: draining the replicas")
+        serve.delete(APP_NAME)  # while the proxy still relays the answers of the requests cut by the drain
     finally:
         serve.shutdown()
         ray.shutdown()
