@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -57,6 +58,8 @@ REPLICA_LOST = (
     "The model replica answering this request stopped before it was answered (it died and Ray is starting a new one, "
     "or the server is shutting down); retry."
 )
+SHUTTING_DOWN = "The server is shutting down and takes no new requests."
+CUT_ANSWER_SECONDS = 5.0  # after the drain time, how long the cut requests have to send their answers
 GONE = {"type": "websocket.disconnect", "code": 1006}  # what the replica's app reads once the ingress is gone
 
 
@@ -137,14 +140,17 @@ async def asgi_messages(app, scope: dict, receive: Callable[[], Awaitable[dict]]
 
 class RayIngress:
     """The ingress ASGI app: relays each HTTP request and WebSocket session to a model replica through `model` (a
-    `DeploymentHandle` of a deployment with a streaming `forward(scope, body, inbox, session)` method), and turns a
-    replica's death into OpenAI-shaped errors (see the module docstring). `cut` counts the requests so answered."""
+        `DeploymentHandle` of a deployment with a streaming `forward(scope, body, inbox, session)` method), and turns a
+        replica's death into OpenAI-shaped errors (see the module docstring). `cut` counts the requests so answered;
+    `drain` stops it at the end."""
 
     def __init__(self, settings: ServerSettings, model: Any):
         self.settings = settings
         self.model = model
         self.inbox = require("ray").remote(num_cpus=0)(Inbox).remote()
         self.cut = 0
+        self.draining = False
+        self.relays: set = set()  # the handle calls in flight
         exceptions, serve_exceptions = require("ray.exceptions"), require("ray.serve.exceptions")
         self.lost = (
             exceptions.RayActorError,
@@ -152,6 +158,7 @@ class RayIngress:
             serve_exceptions.ReplicaUnavailableError,
             serve_exceptions.BackPressureError,
         )
+        self.cancelled = serve_exceptions.RequestCancelledError
 
     async def __call__(self, scope: dict, receive, send) -> None:
         if scope["type"] == "http":
@@ -168,7 +175,10 @@ class RayIngress:
                     return
 
     def failure(self, error: Exception) -> APIError:
-        """What a client is told when its replica could not answer: a 503 when it went away, else a 500."""
+        """What a client is told when its replica could not answer: a 503 when it went away or the drain time ran
+        out, else a 500."""
+        if self.draining and isinstance(error, self.cancelled):
+            return unavailable("The server shut down before this reply was finished; retry.")
         if isinstance(error, self.lost):
             self.cut += 1
             logger.warning(
@@ -185,12 +195,14 @@ class RayIngress:
         """One HTTP request. Event streams are relayed as they come; other responses are held until complete."""
         from starlette.requests import Request
 
+        if self.draining:
+            return await send_json(send, unavailable(SHUTTING_DOWN))
         settings = self.settings
         try:
             body = await read_body(Request(scope, receive), settings.max_body_bytes, settings.body_timeout_seconds)
         except APIError as error:
             return await send_json(send, error)
-        replies = self.model.forward.options(stream=True).remote(wire_scope(scope), body)
+        replies = self.relay(wire_scope(scope), body)
         held: list[dict] = []
         streaming = finished = False
         try:
@@ -215,13 +227,16 @@ class RayIngress:
             else:
                 await send_json(send, answer)
         finally:
+            self.relays.discard(replies)
             if not finished:
                 replies.cancel()
 
     async def websocket(self, scope: dict, receive, send) -> None:
         """One Realtime session: client messages go to the replica through the inbox, its messages come back."""
+        if self.draining:  # before accepting: the client sees HTTP 403
+            return await send({"type": "websocket.close", "code": 1013})
         session = uuid.uuid4().hex
-        replies = self.model.forward.options(stream=True).remote(wire_scope(scope), None, self.inbox, session)
+        replies = self.relay(wire_scope(scope), None, self.inbox, session)
         pump = asyncio.ensure_future(self.pump(receive, session))
         accepted = closed = False
         try:
@@ -245,8 +260,31 @@ class RayIngress:
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pump
+            self.relays.discard(replies)
             replies.cancel()
             self.inbox.drop.remote(session)
+
+    def relay(self, *args):
+        """Calls the model deployment's `forward(*args)` (a stream of ASGI messages), counted as in flight."""
+        replies = self.model.forward.options(stream=True).remote(*args)
+        self.relays.add(replies)
+        return replies
+
+    async def drain(self, seconds: float) -> int:
+        """Stops taking requests (503), lets the ones in flight finish for at most `seconds`, then cuts the rest
+        (their clients get a 503 or an `error` event); how many were cut."""
+        self.draining = True
+        logger.info("Draining: %d request(s) in flight, at most %g s", len(self.relays), seconds)
+        deadline = time.monotonic() + seconds
+        while self.relays and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        cut = list(self.relays)
+        for replies in cut:
+            replies.cancel()
+        deadline = time.monotonic() + CUT_ANSWER_SECONDS
+        while self.relays and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return len(cut)
 
     async def pump(self, receive, session: str) -> None:
         """Passes the client's messages to the session's inbox until it disconnects."""

@@ -113,7 +113,12 @@ def application(settings: ServerSettings, options: dict | None = None):
         def __serve_build_asgi_app__(self):
             from .ray_ingress import RayIngress
 
-            return RayIngress(self.settings, self.model)
+            self.front = RayIngress(self.settings, self.model)
+            return self.front
+
+        async def drain(self, seconds: float) -> int:
+            """Stops taking requests, waits for the ones in flight, cuts the rest; how many were cut."""
+            return await self.front.drain(seconds)
 
     model = serve.deployment(name=DEPLOYMENT_NAME)(FunAudioChatServer)
     model = model.options(**deployment_options(settings, options)).bind(asdict(settings))
@@ -171,11 +176,25 @@ def run(settings: ServerSettings, options: dict, host: str, port: int, ray_init:
         print(f"Serving on http://{host}:{port} (Ray Serve)", flush=True)
         stop.wait()
         logger.info("Stopping: draining the replicas")
-        serve.delete(APP_NAME)  # while the proxy still relays the answers of the requests cut by the drain
+        drain(serve, settings.drain_seconds)
     finally:
         serve.shutdown()
         ray.shutdown()
     return 0
+
+
+def drain(serve, seconds: float) -> None:
+    """Drains the ingress (new requests get a 503, the ones in flight may finish for `seconds`, the rest are cut
+    with a 503 or an `error` event) while Ray's proxy still relays their answers, and logs how it ended."""
+    from .ray_ingress import CUT_ANSWER_SECONDS
+
+    try:
+        response = serve.get_app_handle(APP_NAME).drain.remote(seconds)
+        cut = response.result(timeout_s=seconds + CUT_ANSWER_SECONDS + 30)
+    except Exception as error:  # noqa: BLE001 - stopping goes on whatever happened to the ingress
+        logger.warning("The ingress could not drain (%s): stopping at once", error)
+        return
+    logger.info("Stopped (%s)", f"{cut} request(s) cut after the drain time" if cut else "drained")
 
 
 __all__ = ["application", "build_app", "deployment_options", "ingress_options", "is_loopback", "run"]
