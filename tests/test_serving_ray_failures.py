@@ -3,7 +3,8 @@ replies are in flight on it (a non-streamed chat completion, a streamed one that
 response) when the replica is killed with SIGKILL. Each client gets the OpenAI error shape from the ingress (a 503 with
 `Retry-After`, an `error` server-sent event, a Realtime `error` event then close code 1011), not Ray's plain-text 500
 or a dropped connection; a request sent right after the kill waits for Ray's new replica and gets the same answer as
-before the kill."""
+before the kill. Then SIGTERM with a stream in flight: new requests get a 503, the stream is cut after the drain time
+with an `error` event, and the log says how many requests were cut."""
 
 import concurrent.futures
 import os
@@ -17,7 +18,19 @@ import websockets
 
 from tests.serving_utils import MODEL, pcm16_24k, question, ray_env, running_server
 
-ARGS = ["--ray", "--replicas", "1", "--ray-num-cpus", "4", "--ray-object-store-mb", "80", "--max-new-tokens", "300"]
+ARGS = [
+    "--ray",
+    "--replicas",
+    "1",
+    "--ray-num-cpus",
+    "4",
+    "--ray-object-store-mb",
+    "80",
+    "--max-new-tokens",
+    "300",
+    "--drain-seconds",
+    "3",
+]
 SPOKEN = {"modalities": ["text", "audio"], "max_completion_tokens": 300, "temperature": 0}
 ERROR_KEYS = {"message", "type", "param", "code"}
 
@@ -83,6 +96,24 @@ def test_a_killed_replica_answers_in_the_openai_error_shape(tmp_path):
                     events.append(realtime.recv())
         after, second_pid = short_answer()
 
+        stream = client.chat.completions.create(
+            model=MODEL, messages=question(), stream=True, audio={"voice": "中文女", "format": "pcm16"}, **SPOKEN
+        )
+        chunks = iter(stream)
+        next(chunks)
+        server.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while (ready := httpx.get(f"{server.url}/ready", timeout=60)).status_code != 503:
+            assert time.monotonic() < deadline, "the server never said it was draining"
+            time.sleep(0.1)
+        refused = httpx.post(
+            f"{server.url}/v1/chat/completions", json={"model": MODEL, "messages": question()}, timeout=60
+        )
+        with pytest.raises(openai.APIError) as shut_down:
+            for _ in chunks:
+                pass
+        assert server.process.wait(120) == 0
+
     assert (status, retry_after, set(body["error"])) == (503, "5", ERROR_KEYS)
     assert (body["error"]["type"], body["error"]["code"]) == ("server_error", "unavailable")
     assert "replica" in body["error"]["message"]
@@ -94,3 +125,8 @@ def test_a_killed_replica_answers_in_the_openai_error_shape(tmp_path):
     assert events[-1].type == "error" and closed.value.rcvd.code == 1011
     assert second_pid != first_pid and after == before  # a new replica, the same greedy answer
     assert server.output().count("A model replica went away") == 3
+    for response in (ready, refused):
+        assert (response.status_code, response.headers["retry-after"]) == (503, "5")
+        assert response.json()["error"]["message"] == "The server is shutting down and takes no new requests."
+    assert shut_down.value.body["code"] == "unavailable" and "shut down" in shut_down.value.body["message"]
+    assert "Stopped (1 request(s) cut after the drain time)" in server.output()

@@ -12,6 +12,9 @@ and the client gets, instead of Ray's plain-text 500 or a dropped connection:
 - a chat completion stream that had started: an `{"error": {...}}` server-sent event, then the stream ends;
 - a Realtime session: an `error` event, then the socket closes with 1011 (1013 before the session had started).
 
+At the end (`drain`, on SIGTERM) new requests get a 503, the ones in flight may finish for `--drain-seconds` and the
+rest are cut (their handle calls cancelled) with a 503 or an `error` event, as plain `fac-serve` does.
+
 Realtime client events reach the replica through an `Inbox` actor (one per ingress replica, started with it, no
 CPU reserved): the replica pulls them in order, so the session runs unchanged on the model replica.
 

@@ -4,9 +4,9 @@ and a light ingress.
 Each model replica builds the app of `transformers_fac.serving.app` on its own worker (its lifespan loads the model
 and starts a reply engine), so everything `fac-serve` does, every replica does. Ray's proxy hands every request to
 the ingress deployment (`ray_ingress.RayIngress`: one replica, no model), which relays it to a model replica through
-a `DeploymentHandle`; when that replica dies (killed, out of memory, cut at the end of the drain), the ingress answers
-in the OpenAI error shape instead of Ray's plain-text 500. Ray routes each request to a model replica, restarts the
-ones that die and scales their number.
+a `DeploymentHandle`; when that replica dies (killed, out of memory), the ingress answers in the OpenAI error shape
+instead of Ray's plain-text 500. SIGTERM drains at the ingress (`RayIngress.drain`) while Ray's proxy still relays the
+answers. Ray routes each request to a model replica, restarts the ones that die and scales their number.
 
     fac-serve --ray --replicas 4                       # a local Ray instance (or the cluster in RAY_ADDRESS)
     fac-serve --ray --config serve.yaml                # server settings and deployment options from a file
