@@ -1,5 +1,5 @@
-"""`fac-serve --ray` when a model replica dies: a local Ray instance with one replica of the tiny model; three spoken
-replies are in flight on it (a non-streamed chat completion, a streamed one that has sent its first chunk, a Realtime
+"""`fac-serve --ray` when a model replica dies: a local Ray instance with one replica of the tiny model (a client that
+leaves mid-stream first: its reply is cancelled on the replica); three spoken replies are in flight on it (a non-streamed chat completion, a streamed one that has sent its first chunk, a Realtime
 response) when the replica is killed with SIGKILL. Each client gets the OpenAI error shape from the ingress (a 503 with
 `Retry-After`, an `error` server-sent event, a Realtime `error` event then close code 1011), not Ray's plain-text 500
 or a dropped connection; a request sent right after the kill waits for Ray's new replica and gets the same answer as
@@ -40,11 +40,18 @@ def replica_pid(response) -> int:
     return int(response.headers["x-fac-replica"].rsplit("-", 1)[1])
 
 
-def in_flight(url: str) -> tuple[int, int]:
-    """(requests in flight on the replica that answered, its pid), from `/metrics`."""
+def metric(url: str, name: str) -> tuple[float, int]:
+    """(the metric `name` of the replica that answered, its pid), from `/metrics`."""
     response = httpx.get(f"{url}/metrics", timeout=60)
-    line = next(line for line in response.text.splitlines() if line.startswith("fac_requests_in_flight "))
-    return int(line.split()[1]), replica_pid(response)
+    line = next(line for line in response.text.splitlines() if line.startswith(f"{name} "))
+    return float(line.split()[1]), replica_pid(response)
+
+
+def wait_for(url: str, name: str, value: float, pid: int) -> None:
+    deadline = time.monotonic() + 120
+    while metric(url, name) != (value, pid):
+        assert time.monotonic() < deadline, f"{name} never reached {value}"
+        time.sleep(0.1)
 
 
 def test_a_killed_replica_answers_in_the_openai_error_shape(tmp_path):
@@ -58,6 +65,14 @@ def test_a_killed_replica_answers_in_the_openai_error_shape(tmp_path):
             return raw.parse().choices[0].message.content, replica_pid(raw)
 
         before, first_pid = short_answer()
+
+        left = client.chat.completions.create(  # a client that leaves mid-stream: its reply is cancelled
+            model=MODEL, messages=question(), stream=True, audio={"voice": "中文女", "format": "pcm16"}, **SPOKEN
+        )
+        next(iter(left))
+        left.close()
+        wait_for(server.url, "fac_replies_cancelled_total", 1, first_pid)
+        wait_for(server.url, "fac_requests_in_flight", 0, first_pid)
 
         def non_streamed():
             try:
@@ -80,10 +95,7 @@ def test_a_killed_replica_answers_in_the_openai_error_shape(tmp_path):
                 item={"type": "message", "role": "user", "content": [{"type": "input_audio", "audio": pcm16_24k()}]}
             )
             realtime.response.create()
-            deadline = time.monotonic() + 120
-            while in_flight(server.url) != (3, first_pid):  # the three replies are being generated
-                assert time.monotonic() < deadline, "the three replies never ran together"
-                time.sleep(0.1)
+            wait_for(server.url, "fac_requests_in_flight", 3, first_pid)  # the three replies are being generated
             os.kill(first_pid, signal.SIGKILL)
 
             with pytest.raises(openai.APIError) as streamed:
