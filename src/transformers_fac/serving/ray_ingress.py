@@ -267,7 +267,7 @@ class RayIngress:
             replies.cancel()
             self.inbox.drop.remote(session)
 
-    def relay(self, *args):
+    def relay(self, *args: Any) -> Any:
         """Calls the model deployment's `forward(*args)` (a stream of ASGI messages), counted as in flight."""
         replies = self.model.forward.options(stream=True).remote(*args)
         self.relays.add(replies)
