@@ -25,6 +25,10 @@ STREAM_EVERY = 0.5
 """Seconds of microphone audio per chunk sent by the page."""
 POLL_S = 0.1
 """How often the reply player looks for new reply audio."""
+PLAYBACK_DELAY_S = 1.4
+"""Seconds from reply audio reaching the page's streaming player to it being heard (Gradio's HLS player buffers;
+measured 1.36-1.38 s in Chromium on the same machine): the session counts a reply as playing, and as heard, from then.
+"""
 IDLE_LIMIT_S = 120.0
 """A reply player that receives nothing for this long ends (a session closed under it)."""
 
@@ -90,7 +94,12 @@ class HandsFree:
             from transformers_fac.live import VoiceSession
 
             self.session = VoiceSession(
-                engine.model, engine.processor, realtime=True, max_new_tokens=engine.settings.max_new_tokens
+                engine.model,
+                engine.processor,
+                realtime=True,
+                echo_cancelled=False,  # the page opens the microphone without the browser's echo cancellation
+                playback_delay_s=PLAYBACK_DELAY_S,
+                max_new_tokens=engine.settings.max_new_tokens,
             )
         return self.session
 
@@ -216,8 +225,8 @@ def build_tab(engine, mode, voice, persona, free_prompt) -> None:
         state = gr.State(HandsFree(settings.audio_turns), delete_callback=HandsFree.close)
         gr.Markdown(
             "Talk naturally: your turn ends when you pause, the reply starts at once, and talking over it "
-            "interrupts it. Voice, reply mode and persona are those of the *Voice chat* tab. Use headphones if your "
-            "browser does not cancel echo."
+            "interrupts it (over speakers, talk clearly: the reply's own voice is ignored). Voice, reply mode and "
+            "persona are those of the *Voice chat* tab. Headphones work best."
         )
         status = gr.Markdown(STATES["off"], elem_id="hands_free_status")
         with gr.Row():
