@@ -206,10 +206,18 @@ class HandsFree:
             self._route(self.session.interrupt())
 
     def close(self) -> None:
-        """The tab has gone: stops and joins the session's threads, deletes its audio files."""
-        if self.session is not None:
-            self.session.close()
-            self.session = None
+        """The tab has gone: stops and joins the session's threads, ends the reply players, forgets the conversation
+        and deletes its audio files (a reconnecting tab starts afresh)."""
+        session, self.session = self.session, None
+        if session is not None:
+            session.close()
+        with self._lock:
+            for queue in self._players.values():
+                queue.put(None)
+            self.history = []
+            self._messages.clear()
+            self._audio.clear()
+            self._turn_reply.clear()
         self.files.close()
 
 
@@ -218,8 +226,9 @@ def _is_file_in(message: dict, paths: set[str]) -> bool:
     return isinstance(content, dict) and content.get("path") in paths
 
 
-def build_tab(engine, mode, voice, persona, free_prompt) -> None:
-    """The "Hands-free" tab (call inside `gr.Tabs()`); the reply settings are the Voice chat tab's components."""
+def build_tab(engine, tabs, mode, voice, persona, free_prompt) -> None:
+    """The "Hands-free" tab (call inside `gr.Tabs()`); `tabs`: the app's `memory.TabMemory`; the reply settings are
+    the Voice chat tab's components."""
     settings = engine.settings
     with gr.Tab("Hands-free", id="hands_free") as tab:
         state = gr.State(HandsFree(settings.audio_turns), delete_callback=HandsFree.close)
@@ -246,6 +255,7 @@ def build_tab(engine, mode, voice, persona, free_prompt) -> None:
         def on_chunk(chunk, hands_free: HandsFree, mode, voice, persona, free_prompt, request: gr.Request):
             if hands_free.files.folder is None:  # inside the tab's folder, which goes when the tab is closed
                 hands_free.files.folder = session_folder(settings.files_dir, request.session_hash) / "hands-free"
+            tabs.add(request.session_hash, hands_free)
             try:
                 speaker = speaker_for(voice, engine, request.session_hash)
             except logic.FriendlyError as error:
@@ -262,7 +272,8 @@ def build_tab(engine, mode, voice, persona, free_prompt) -> None:
             )
 
         def play(reply: float, hands_free: HandsFree):
-            yield from hands_free.play(int(reply))
+            with tabs.reply():
+                yield from hands_free.play(int(reply))
 
         def on_stop(hands_free: HandsFree):
             hands_free.stop()
