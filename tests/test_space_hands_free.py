@@ -175,48 +175,37 @@ def test_hands_free_starts_on_every_first_visit_and_on_reopen(app, tmp_path):
 
 
 def test_a_second_question_during_a_reply_interrupts_it(app, tmp_path):
-    """The user talks over the reply while it is audibly playing (the Space's own reply length: the tiny model's 8 s):
-    it stops (the chat marks it interrupted, the player pauses) and the new question is answered.
+    """The user talks over the reply while it is audibly playing (the Space's own reply length: the tiny model's 8 s;
+    the second question starts 3.5 s after the first ends, in the reply's first audible seconds): the reply stops (the chat marks it interrupted, the player
+    pauses) and the new question is answered; nothing is lost.
 
-    The tiny model's replies end when it says so (sometimes before the second question comes): such a try must still
-    answer both questions, with nothing interrupted, and the test tries again (3 tries at most) until one of them is
-    a real barge-in (the page's reply player was playing, or the status said Speaking or Thinking, when the user's
-    second question was heard)."""
+    Before the page opened the microphone without the browser's echo cancellation, this came out as no barge-in in
+    2 of 6 runs (with 6 s replies): the echo canceller muted the user while the reply played, so the second question
+    was heard only once the reply had ended."""
     microphone = microphone_file(
         tmp_path / "two.wav", silence(1.0), clip("en"), silence(3.5), clip("zh"), silence(15.0)
     )
-    barge_ins = 0
-    for attempt in range(3):
-        driver = browser(tmp_path / f"profile-{attempt}", microphone)
-        samples = []
-        try:
-            open_hands_free(driver, app.url)
-            page, states = watch(
-                driver,
-                lambda page: page["users"] >= 2 and len([t for t in page["bots"] if t and t != "…"]) >= 3,
-                samples=samples,
-            )
-        finally:
-            driver.quit()
-        assert page["users"] == 2, (page, states)  # both questions, as two turns: none lost
-        last = page["bots"][-1]
-        assert last and last != "…" and not last.endswith("(interrupted)"), (page, states)  # the second answered
-        flaps = [i for i in range(1, len(states)) if (states[i - 1], states[i]) == ("Speaking", "Thinking…")]
-        assert not flaps, states
-        hearing = [i for i, state in enumerate(states) if state == "Hearing"]
-        assert len(hearing) >= 2, states
-        heard_again = next(
-            i for i, sample in enumerate(samples) if sample["users"] >= 1 and "Hearing" in sample["status"]
+    driver = browser(tmp_path / "profile", microphone)
+    samples = []
+    try:
+        open_hands_free(driver, app.url)
+        page, states = watch(
+            driver,
+            lambda page: page["users"] >= 2 and len([t for t in page["bots"] if t and t != "…"]) >= 3,
+            samples=samples,
         )
-        before = samples[heard_again - 1]  # the tab just before the second question was heard
-        interrupted = [text for text in page["bots"] if text.endswith("(interrupted)")]
-        if before["audible"] or states[hearing[1] - 1] in ("Speaking", "Thinking…"):  # the reply was going: barge-in
-            assert len(interrupted) == 1, (page, states, before)
-            barge_ins += 1
-            break
-        assert interrupted == [], (page, states)  # the first reply had ended: nothing to interrupt
-    assert barge_ins == 1, "no try had its second question come while the first reply was going"
-    print(f"barge-in on try {attempt + 1}; the player was {'' if before['audible'] else 'not '}audible when it came")
+    finally:
+        driver.quit()
+    assert page["users"] == 2, (page, states)  # both questions, as two turns: none lost
+    last = page["bots"][-1]
+    assert last and last != "…" and not last.endswith("(interrupted)"), (page, states)  # the second answered
+    flaps = [i for i in range(1, len(states)) if (states[i - 1], states[i]) == ("Speaking", "Thinking…")]
+    assert not flaps, states
+    heard_again = next(i for i, sample in enumerate(samples) if sample["users"] >= 1 and "Hearing" in sample["status"])
+    before = samples[heard_again - 1]  # the tab just before the second question was heard
+    assert before["audible"] and "Speaking" in before["status"], (before, states)  # the reply was playing
+    interrupted = [text for text in page["bots"] if text.endswith("(interrupted)")]
+    assert len(interrupted) == 1 and page["bots"][0] == interrupted[0], (page, states)  # the first reply, cut
 
 
 def test_no_microphone_gets_a_clear_message(app, tmp_path):
