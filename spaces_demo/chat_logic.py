@@ -210,8 +210,9 @@ class DemoSession:
                 self._lock.release()
 
     def close(self) -> None:
-        """The session has ended: stops the reply in progress and deletes the session's files and folder."""
-        self.stop()
+        """The session has ended: stops the reply in progress, forgets the conversation and deletes the session's
+        files and folder (a reconnecting tab starts afresh)."""
+        self.reset()
         self.files.close()
 
 

@@ -166,6 +166,21 @@ def test_scripted_barge_in_timeline(tiny_e2e_model, processor):
     assert not [t.name for t in threading.enumerate() if t.name in ("fac-generate", "fac-live-reply")]
 
 
+def test_playback_delay_shifts_what_was_heard(tiny_e2e_model, processor):
+    """A client that plays reply audio `playback_delay_s` after receiving it: the same barge-in finds the reply heard
+    that much less (it was still playing later), and the session refuses a negative delay."""
+    heard = {}
+    for delay in (0.0, 0.5):
+        with VoiceSession(
+            tiny_e2e_model, processor, realtime=False, playback_delay_s=delay, max_new_tokens=12
+        ) as session:
+            events = run(session, two_questions(), 16000, [1600])
+        heard[delay] = next(e for e in events if e.type == "interrupted").heard_s
+    assert heard[0.0] > 1.0 and heard[0.0] - heard[0.5] == pytest.approx(0.5, abs=1e-6), heard
+    with pytest.raises(ValueError, match="playback_delay_s"):
+        VoiceSession(tiny_e2e_model, processor, playback_delay_s=-1.0)
+
+
 def test_without_echo_cancellation_a_quiet_voice_does_not_interrupt(tiny_e2e_model, processor):
     """The reply is playing through speakers; the microphone hears it back quietly (-25 dB): no barge-in. The same
     audio with echo cancellation on is the user talking: it interrupts."""

@@ -75,14 +75,17 @@ class VoiceSession:
     reply is dropped and the user's turn is joined with the next one (one question, spoken with a pause).
 
     "Playing" is measured on the audio fed (see `transformers_fac.live.reply`): audio handed out at clock `t` plays
-    from `max(t, end of the previous chunk)`, in real time. Echo: with `echo_cancelled=False` (the client plays the
-    reply through loudspeakers without echo cancellation), voice activity while the reply plays counts only above
+    from `max(t + playback_delay_s, end of the previous chunk)`, in real time. `playback_delay_s` is how long the
+    client takes from receiving reply audio to playing it (a browser's streaming player buffers about 1.4 s): the
+    reply then counts as playing, and as heard, when it is audible, so a question asked during its last seconds
+    still interrupts it. Echo: with `echo_cancelled=False` (the client plays the
+    reply through speakers without echo cancellation), voice activity while the reply plays counts only above
     `turn.echo_threshold` and `turn.echo_min_level_db`.
 
     With `realtime=True` (a live microphone) `feed` never waits for the model: reply events come out of the `feed` or
     `poll` calls after they are produced. With `realtime=False` the reply is handed out exactly as it plays: before
-    each window of audio, the session waits until the reply audio handed out covers it (a written reply: until it is
-    complete), and hands out nothing more. A recording fed faster than real time then gives the same events at the
+    each window of audio, the session waits until the reply audio handed out covers it and `playback_delay_s` more (a
+    written reply: until it is complete), and hands out nothing more. A recording fed faster than real time then gives the same events at the
     same clock times on every run, as if the model always kept up; `reply_done` comes when its audio has played.
 
     Not thread-safe for feeding (one thread feeds); `interrupt`, `reset` and `close` may come from another thread.
@@ -111,6 +114,7 @@ class VoiceSession:
         exact: bool = False,
         echo_cancelled: bool = True,
         realtime: bool = True,
+        playback_delay_s: float = 0.0,
         turn: TurnSettings | None = None,
         max_turns: int = 8,
         vad=None,
@@ -120,7 +124,9 @@ class VoiceSession:
         self._lock = threading.RLock()
         self.conversation = FunAudioChatConversation(system_prompt="", max_turns=max_turns)
         self.update(voice=voice, reply_mode=reply_mode, system_prompt=system_prompt, exact=exact)
-        self.echo_cancelled, self.realtime = echo_cancelled, realtime
+        if not playback_delay_s >= 0:
+            raise ValueError(f"playback_delay_s must be 0 or more, got {playback_delay_s!r}.")
+        self.echo_cancelled, self.realtime, self.playback_delay_s = echo_cancelled, realtime, playback_delay_s
         self.turn_settings = turn or TurnSettings()
         self.generate_kwargs = generate_kwargs
         self.vad = vad if vad is not None else VoiceActivity()
@@ -296,7 +302,7 @@ class VoiceSession:
         covers clock time `until`, waiting for it (so every event comes at the same clock time on every run)."""
         reply = self._reply
         while reply is not None and not reply.finished and not reply.cancelled:
-            if until is not None and reply.covers(until):
+            if until is not None and reply.covers(until + self.playback_delay_s):
                 return
             item = reply.take(wait=until is not None)
             if item is None:
@@ -308,7 +314,7 @@ class VoiceSession:
             latency = None
             if reply.first_audio_latency is None:
                 latency = reply.first_audio_latency = produced - reply.turn_ended_wall
-            reply.play(len(item.audio), item.sampling_rate, self.time)
+            reply.play(len(item.audio), item.sampling_rate, self.time + self.playback_delay_s)
             self._event("audio", turn=reply.turn, audio=item.audio, rate=item.sampling_rate, latency=latency)
         elif isinstance(item, TextDelta):
             reply.texts.append((item.text, reply.audio_samples))
