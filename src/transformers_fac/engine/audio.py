@@ -5,12 +5,15 @@ The engine's thread hands over, in order, what happens to each spoken reply at e
 it, joined when it stops) takes everything handed over so far, then decodes one batch of due chunks
 (`token2wav.stream_batch()`), and again:
 
-- **Most urgent first.** A chunk's deadline is when its listener runs out of audio: for a reply's first chunk, the
-  reply's arrival (it has waited since then); for a later chunk, the time of the reply's first audio plus the audio
-  emitted so far. The batch is the chunk with the earliest deadline and every due chunk of the same shapes (they
-  share its flow and vocoder calls at little extra cost). So a new reply's first chunk does not wait behind the later
-  chunks of replies that still have audio to play, and a reply whose listener is about to run dry comes before one
-  with seconds buffered.
+- **Most urgent first.** A chunk's deadline is when its listener runs out of audio: for a later chunk, the time of
+  the reply's first audio plus the audio emitted so far; for a reply's first chunk, the reply's arrival (its listener
+  has waited since then) minus a head start (`FIRST_CHUNK_HEAD_START`, 1 s: the wait for an answer to start is what
+  a voice assistant is judged by, so a first chunk goes before the later chunk of a reply that has been silent for
+  less than that). The batch is the chunk with the earliest deadline and every due chunk of the same shapes (they
+  share its flow and vocoder calls). So a new reply's first chunk does not wait behind the later chunks of replies
+  that still have audio to play, and a reply whose listener is about to run dry comes before one with seconds
+  buffered. When the decoder cannot keep up for long, the replies that are late by more than the head start come
+  first again: the playing replies' gaps stay bounded.
 - **Batches form from what is due**, not from one engine step: when the decoder falls behind, the chunks of equal
   shapes that accumulated meanwhile share one call.
 
@@ -37,6 +40,7 @@ logger = logging.getLogger("transformers_fac.engine")
 _STOP = object()
 _FINAL = "final"  # the batch shape of the final steps of finished replies
 _MID_STEP_WAIT = 0.02  # seconds to wait for the rest of a step whose marker has not come yet
+FIRST_CHUNK_HEAD_START = 1.0  # seconds a reply's first chunk counts as having waited beyond its arrival
 
 
 @dataclass
@@ -178,7 +182,7 @@ class AudioWorker:
         """When the reply's listener runs out of audio (a reply's first chunk: since it arrived)."""
         stream = self._replies[key]
         if stream.first_audio is None:
-            return stream.reply.arrived
+            return stream.reply.arrived - FIRST_CHUNK_HEAD_START
         return stream.first_audio + stream.samples / self.sampling_rate
 
     def _decode(self, due: dict[int, Any]) -> None:
