@@ -179,7 +179,7 @@ class AudioWorker:
         return due
 
     def _deadline(self, key: int) -> float:
-        """When the reply's listener runs out of audio (a reply's first chunk: since it arrived)."""
+        """When the reply's listener runs out of audio (a reply's first chunk: since it arrived, less the head start)."""
         stream = self._replies[key]
         if stream.first_audio is None:
             return stream.reply.arrived - FIRST_CHUNK_HEAD_START
