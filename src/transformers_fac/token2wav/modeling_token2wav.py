@@ -424,8 +424,9 @@ class FunAudioChatToken2Wav(PreTrainedModel):
 
     def stream_batch(self):
         """Streams of many replies decoded together ([`~stream_batch.StreamBatch`]: `open(key, voice)`,
-        `push(key, codes)`, `step()`, `finish(keys)`, `drop(key)`): the bounded streams' steps of all replies run as
-        one flow call and one vocoder call per group of equal shapes.
+        `push(key, codes)`, `due()`, `step(keys)`, `finish(keys)`, `drop(key)`): the bounded streams' steps of all
+        replies run as one flow call and one vocoder call per group of equal shapes (`due()` tells each due step's
+        shape, so that a caller can choose which streams to decode first).
 
         Example:
 
