@@ -21,7 +21,8 @@ run on the same engine code in this process, so only the scheduling differs:
 
 Per request: the time from its arrival to its first audio chunk and to its last event; overall the seconds of audio
 served per second of wall time (first arrival to last reply done). The idle first-audio time (one request alone) is
-the reference of the target "first-audio p90 at 70 % load ≤ 2× idle".
+the reference of the target "first-audio p90 at 70 % load ≤ 2× idle". On a shared machine the timings are noisy:
+`--repeat N` runs each rate and scheduler N times (alternating which goes first) and reports the medians.
 
 `--space` measures the Space instead (`spaces_demo/engine.py`, in-process, tiny): `--users` users talk at once, each
 for `--turns` turns (a turn starts when the user's previous reply has ended), with the Space's shared engine
@@ -184,7 +185,7 @@ def request(loaded, tokens: int) -> ReplyRequest:
     chat = FunAudioChatConversation(system_prompt=S2M_SYSTEM_PROMPT)
     chat.add_user_audio(load_audio(QUESTION))
     inputs = chat.model_inputs(loaded.processor)
-    return ReplyRequest(inputs=dict(inputs), speaker="中文女", max_new_tokens=tokens, temperature=0)
+    return ReplyRequest(inputs=dict(inputs), voice="中文女", max_new_tokens=tokens, temperature=0)
 
 
 def follow(reply, arrived: float, runs: list) -> None:
@@ -227,12 +228,12 @@ def open_loop(engine: ReplyEngine, template: ReplyRequest, arrivals: list[float]
     }
 
 
-def engines(loaded, rows: int, max_wait_ms: float) -> dict:
-    return {
-        "static": StaticBatchEngine(loaded.model, loaded.processor, max_batch_size=rows, max_queue=10_000,
-                                    max_wait_ms=max_wait_ms),
-        "continuous": ReplyEngine(loaded.model, loaded.processor, max_batch_size=rows, max_queue=10_000),
-    }  # fmt: skip
+def scheduler(name: str, loaded, rows: int, max_wait_ms: float) -> ReplyEngine:
+    """The `static` or the `continuous` engine (not started)."""
+    if name == "static":
+        return StaticBatchEngine(loaded.model, loaded.processor, max_batch_size=rows, max_queue=10_000,
+                                 max_wait_ms=max_wait_ms)  # fmt: skip
+    return ReplyEngine(loaded.model, loaded.processor, max_batch_size=rows, max_queue=10_000)
 
 
 def run_preset(loaded, label: str, args) -> list[str]:
@@ -249,7 +250,8 @@ def run_preset(loaded, label: str, args) -> list[str]:
     lines = [
         f"\n{label}: idle first audio {idle['first_p50']:.2f} s, reply {idle['done_p50']:.2f} s; saturation "
         f"≈ {saturation:.2f} requests/s ({args.rows} arriving together); {args.requests} Poisson arrivals per rate, "
-        f"{args.tokens} LLM steps ({args.tokens / 5:.1f} s of speech), up to {args.rows} rows\n",
+        f"{args.tokens} LLM steps ({args.tokens / 5:.1f} s of speech), up to {args.rows} rows; medians of "
+        f"{args.repeat} run(s) per rate and scheduler\n",
         "| load | scheduler | first audio p50 / p90 / p99 (s) | reply done p50 / p90 (s) | audio s/s | p90 / idle |",
         "|---|---|---|---|---|---|",
     ]
@@ -258,12 +260,17 @@ def run_preset(loaded, label: str, args) -> list[str]:
         rate = fraction * saturation
         gaps = [generator.expovariate(rate) for _ in range(args.requests)]
         arrivals = [sum(gaps[: index + 1]) - gaps[0] for index in range(len(gaps))]
-        for name, engine in engines(loaded, args.rows, args.max_wait_ms).items():
-            engine.start()
-            try:
-                m = open_loop(engine, template, arrivals)
-            finally:
-                engine.close()
+        measured: dict[str, list[dict]] = {}
+        for repeat in range(args.repeat):
+            names = ["static", "continuous"][:: 1 if repeat % 2 == 0 else -1]  # alternating order
+            for name in names:
+                engine = scheduler(name, loaded, args.rows, args.max_wait_ms).start()
+                try:
+                    measured.setdefault(name, []).append(open_loop(engine, template, arrivals))
+                finally:
+                    engine.close()
+        for name, runs in measured.items():
+            m = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
             lines.append(
                 f"| {fraction:.0%} ({rate:.2f} req/s) | {name} | {m['first_p50']:.2f} / {m['first_p90']:.2f} / "
                 f"{m['first_p99']:.2f} | {m['done_p50']:.2f} / {m['done_p90']:.2f} | {m['audio_per_s']:.2f} | "
@@ -379,6 +386,9 @@ def main(argv=None) -> None:
     parser.add_argument("--rows", type=int, default=8, help="the engines' max batch size")
     parser.add_argument("--tokens", type=int, default=20, help="LLM steps per reply (20 = 4 s of speech)")
     parser.add_argument("--max-wait-ms", type=float, default=20.0, help="static scheduler's batching wait")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs per rate and scheduler (alternating order; medians reported)"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--concurrency", default=None, help="closed loops of these client counts, e.g. 1,8,32")

@@ -14,7 +14,7 @@ Presets:
   recording as prompt) with a random CosyVoice3 decoder of the real size (`--token2wav full`, default) or a small one.
 
 Both streaming modes are measured: `exact` (the official web-demo schedule) and the default bounded one. The first
-audio chunk needs 18 valid speech codes: 2 BOS groups + 4 steps of 5 codes, i.e. the 6th LLM step, then the vocoder.
+audio chunk needs 18 valid speech codes: 2 BOS groups + 4 steps of 5 codes, i.e. the 6th LLM step, then the decoder.
 
 Live conversation (`--part live`): a recorded timeline (a question, a pause in which the reply starts, a second
 question that interrupts it) is played through a `VoiceSession`:
@@ -74,15 +74,13 @@ def mid_setup(token2wav: str):
     return model, AutoProcessor.from_pretrained(TINY_FAC), prompt_inputs("mid"), settings, torch.randn(192)
 
 
-def measure(model, tokenizer, inputs, settings, speaker, exact: bool, steps: int) -> dict:
+def measure(model, tokenizer, inputs, settings, voice, exact: bool, steps: int) -> dict:
     from transformers_fac import stream_reply
 
     start = time.perf_counter()
     first_text = first_audio = None
     audio_samples = 0
-    for chunk in stream_reply(
-        model, tokenizer, inputs, speaker=speaker, exact=exact, max_new_tokens=steps, **settings
-    ):
+    for chunk in stream_reply(model, tokenizer, inputs, voice=voice, exact=exact, max_new_tokens=steps, **settings):
         now = time.perf_counter() - start
         if chunk.text and first_text is None:
             first_text = now
@@ -116,12 +114,12 @@ def feed(session, audio, chunk: int = 320, realtime: bool = False) -> list:
     return events
 
 
-def measure_live(model, processor, settings, speaker) -> dict:
+def measure_live(model, processor, settings, voice) -> dict:
     """One run of the timeline through a paced session: turn latencies and the barge-in stop latency."""
     from transformers_fac.live import VoiceSession
 
     # long replies: the first one is still being generated when the second question interrupts it
-    session = VoiceSession(model, processor, speaker=speaker, realtime=False, **{**settings, "max_new_tokens": 1000})
+    session = VoiceSession(model, processor, voice=voice, realtime=False, **{**settings, "max_new_tokens": 1000})
     with session:
         events = feed(session, live_timeline())
     first_audio = {}
@@ -160,7 +158,7 @@ def measure_engine(seconds: float = 30.0) -> dict:
     return {"ms_per_s": 1000 * (time.perf_counter() - start) / seconds}
 
 
-def measure_event_latency(model, processor, settings, speaker) -> list[float]:
+def measure_event_latency(model, processor, settings, voice) -> list[float]:
     """Real-time feeding (20 ms chunks): seconds between the first reply audio being produced and being handed out."""
     import numpy as np
 
@@ -168,7 +166,7 @@ def measure_event_latency(model, processor, settings, speaker) -> list[float]:
 
     timeline = live_timeline()[: 16000 * 8]  # the first question and the start of its reply
     delays = []
-    with VoiceSession(model, processor, speaker=speaker, **{**settings, "max_new_tokens": 40}) as session:
+    with VoiceSession(model, processor, voice=voice, **{**settings, "max_new_tokens": 40}) as session:
         events = feed(session, np.asarray(timeline), realtime=True)
     stopped = {event.turn: event.wall for event in events if event.type == "speech_stopped"}
     for event in events:
@@ -186,8 +184,8 @@ def live_rows(presets: list[str], setups: dict, repeats: int) -> None:
     )
     print("|---|---|---|---|")
     for preset in presets:
-        model, processor, _, settings, speaker = setups[preset]
-        runs = [measure_live(model, processor, settings, speaker) for _ in range(repeats)]
+        model, processor, _, settings, voice = setups[preset]
+        runs = [measure_live(model, processor, settings, voice) for _ in range(repeats)]
         turns = [latency for run in runs for latency in run["turns"]]
         stops = [latency for run in runs for latency in run["stop"]]
         drains = [latency for run in runs for latency in run["drain"]]

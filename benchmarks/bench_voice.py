@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     n, seconds = args.offline_codes, args.offline_codes / CODES_PER_SECOND
     offline = {}
     for name, voice in voices.items():
-        elapsed, _ = timed(lambda voice=voice: model.decode(codes[:, :n], speaker=voice), device, args.repeats)
+        elapsed, _ = timed(lambda voice=voice: model.decode(codes[:, :n], voice=voice), device, args.repeats)
         offline[name] = elapsed
         rows.append((f"offline decode {n} codes ({seconds:g} s), {name}: RTF", f"{elapsed / seconds:.2f}"))
         print(rows[-1], flush=True)
@@ -121,20 +121,20 @@ def main(argv: list[str] | None = None) -> None:
     if not args.skip_stream:
         voice = voices["10 s prompt"]
         first = config.stream_hop_codes + config.pre_lookahead_len
-        for name, speaker in voices.items():
+        for name, stream_voice in voices.items():
             start = time.perf_counter()
-            model.stream_decoder(speaker).push(codes[:, :first])
+            model.stream_decoder(stream_voice).push(codes[:, :first])
             synchronize(device)
             rows.append(
                 (f"bounded stream, {name}: first chunk ({first} codes in)", f"{time.perf_counter() - start:.2f} s")
             )
             print(rows[-1], flush=True)
         latency = {}
-        for name, speaker in voices.items():
+        for name, stream_voice in voices.items():
             for position in (5 * CODES_PER_SECOND, 60 * CODES_PER_SECOND):
-                prepare = sample_prompt(model, speaker, codes)
+                prepare = sample_prompt(model, stream_voice, codes)
                 latency[name, position] = step_latency(
-                    model, speaker, codes, False, position, args.repeats, use_prefill=True, prepare=prepare
+                    model, stream_voice, codes, False, position, args.repeats, use_prefill=True, prepare=prepare
                 )
                 label = f"bounded stream, {name}: chunk latency at {position // CODES_PER_SECOND} s (0.6 s of audio)"
                 rows.append((label, f"{latency[name, position]:.2f} s"))

@@ -5,7 +5,7 @@ codes); and, on the replies it generates, the speech metrics of `fac-eval` (`tra
 of the spoken replies (offline), with `--asr-model` the ASR-WER / CER (%) of each spoken reply against its own text
 (Whisper's normalisers), and with `--reference-voice` (a clip of the target speaker or a saved voice; for a
 custom-voice adapter) the speaker similarity: the mean cosine of CAM++ speaker vectors between the spoken replies and
-it. Spoken replies need a speech decoder (the checkpoint's, or `--token2wav`). Replies are spoken in `--speaker`
+it. Spoken replies need a speech decoder (the checkpoint's, or `--token2wav`). Replies are spoken in `--voice`
 (default: the stock voice before, the voice saved next to the adapter after).
 
 Usage:
@@ -25,9 +25,9 @@ from transformers import AutoModelForMultimodalLM, AutoProcessor
 import transformers_fac  # noqa: F401  (registers the model with the Auto classes)
 from transformers_fac.evaluation.reply_metrics import spoken_reply_metrics
 from transformers_fac.evaluation.transcription import Transcriber
+from transformers_fac.token2wav_loading import saved_voice
 from transformers_fac.training import FunAudioChatDataCollator, evaluate_model, generate_replies, report_table
 from transformers_fac.training.recipe import load_recipe, prepare_recipe_data
-from transformers_fac.vocoder import saved_voice
 
 try:  # run as a script (its folder on sys.path) or imported as `finetune.evaluate_model`
     from finetune.train_lora import resolve_paths
@@ -65,8 +65,8 @@ def load_model(base: str, adapter: str | None, token2wav: str | None, dtype: str
 
 def reply_metrics(model, collator, examples, args, mode: str, transcriber) -> dict:
     """The generated replies' texts and the speech metrics of the spoken ones (see the module docstring)."""
-    speaker = {"speaker": args.speaker} if args.speaker and mode == "audio" else {}
-    replies = generate_replies(model, collator, examples, mode, args.max_new_tokens, **speaker)
+    voice = {"voice": args.voice} if args.voice and mode == "audio" else {}
+    replies = generate_replies(model, collator, examples, mode, args.max_new_tokens, **voice)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     frontend = base.token2wav.voice_frontend if args.reference_voice and base.token2wav is not None else None
     metrics = spoken_reply_metrics(replies, transcriber, args.language, args.reference_voice, frontend)
@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--language", default="en", help="language of the replies, for ASR and WER (en, zh, ...)")
     parser.add_argument("--token2wav", help="speech decoder the model loads to produce audio")
-    parser.add_argument("--speaker", help="voice of the replies (name or saved voice; default: see the docstring)")
+    parser.add_argument("--voice", help="voice of the replies (name or saved voice; default: see the docstring)")
     parser.add_argument("--reference-voice", help="clip or saved voice of the target speaker: speaker similarity")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

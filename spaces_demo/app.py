@@ -24,6 +24,7 @@ import gradio as gr
 import hands_free
 import your_voice
 from engine import Engine, Settings
+from memory import TabMemory, return_large_buffers_on_free
 from session_files import remove_folder, session_folder
 
 HERE = Path(__file__).resolve().parent
@@ -58,6 +59,7 @@ def model_title(model: str) -> str:
 def build_demo(engine: Engine) -> gr.Blocks:
     """The page, wired to a loaded `engine`. Per-tab state lives in `gr.State`; the model is shared."""
     settings = engine.settings
+    tabs = TabMemory()  # the tabs' states, closed when their tab closes
 
     @spaces.GPU(duration=settings.gpu_duration)
     def speak(inputs, spoken: bool, voice: str | None):
@@ -69,16 +71,18 @@ def build_demo(engine: Engine) -> gr.Blocks:
 
     def respond(audio, mode, voice, persona, free_prompt, session: logic.DemoSession, request: gr.Request):
         try:
-            speaker = your_voice.speaker_for(voice, engine, request.session_hash)
+            voice = your_voice.engine_voice(voice, engine, request.session_hash)
         except logic.FriendlyError as error:  # a notice beside the conversation, which stays as it is
             yield list(session.history), None, notice_markdown(str(error)), session
             return
         if session.files.folder is None:  # the session's audio files go to a folder of its own
             session.files.folder = session_folder(settings.files_dir, request.session_hash)
-        for update in logic.respond(
-            session, speak, engine.processor, audio, mode, speaker, persona, free_prompt, settings.max_seconds
-        ):
-            yield update.history, update.audio, notice_markdown(update.notice), session
+        tabs.add(request.session_hash, session)
+        with tabs.reply():
+            for update in logic.respond(
+                session, speak, engine.processor, audio, mode, voice, persona, free_prompt, settings.max_seconds
+            ):
+                yield update.history, update.audio, notice_markdown(update.notice), session
 
     def new_conversation(session: logic.DemoSession):
         session.reset()
@@ -88,8 +92,9 @@ def build_demo(engine: Engine) -> gr.Blocks:
         session.stop()
 
     def end_session(request: gr.Request):
-        """The tab was closed: its audio files go at once (its state, a while later: `DemoSession.close`)."""
+        """The tab was closed: its audio files and its states go at once (Gradio drops the states an hour later)."""
         remove_folder(session_folder(settings.files_dir, request.session_hash))
+        tabs.close_tab(request.session_hash)
 
     def call_tools(audio, tools_json):
         result = logic.call_tools(write, engine.processor, audio, tools_json, settings.max_seconds)
@@ -166,7 +171,7 @@ def build_demo(engine: Engine) -> gr.Blocks:
                             example_labels=[label for _, label in EXAMPLES],
                             label="Example questions",
                         )
-            hands_free.build_tab(engine, mode, voice, persona, free_prompt)
+            hands_free.build_tab(engine, tabs, mode, voice, persona, free_prompt)
             with gr.Tab("Function calling", id="tools"):
                 gr.Markdown(
                     "Paste tool definitions (JSON, OpenAI style), ask for something out loud, and see which tools the "
@@ -251,6 +256,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings.from_env(environ)
     # SIGTERM (how containers and Spaces stop an app) stops it as Ctrl-C does, and either way the files of this run go
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    return_large_buffers_on_free()  # freed tensors go back to the system (memory.py)
     with run_folders(settings):
         engine = Engine.load(settings)
         try:

@@ -22,10 +22,10 @@ from transformers_fac.conversation import FunAudioChatConversation
 from transformers_fac.engine import AudioDelta, TextDelta
 from transformers_fac.prompts import (
     S2M_SYSTEM_PROMPT,
-    S2T_SYSTEM_PROMPT,
     XIAOYUN_PERSONA,
     function_calling_prompt,
     parse_tool_calls,
+    reply_system_prompt,
 )
 
 SPEECH = "Speech + text"
@@ -93,7 +93,7 @@ def system_prompt(mode: str, persona: str | None, free_prompt: str | None = None
         raise FriendlyError(f"Unknown reply mode {mode!r}: choose {' or '.join(MODES)}.")
     if persona is not None and persona not in PERSONAS:
         raise FriendlyError(f"Unknown persona {persona!r}: choose one of {', '.join(PERSONAS)}.")
-    parts = [S2M_SYSTEM_PROMPT if mode == SPEECH else S2T_SYSTEM_PROMPT]
+    parts = [reply_system_prompt("audio" if mode == SPEECH else "text")]
     parts += [PERSONAS.get(persona or PLAIN, ""), (free_prompt or "").strip()]
     return " ".join(part for part in parts if part)
 
@@ -210,8 +210,9 @@ class DemoSession:
                 self._lock.release()
 
     def close(self) -> None:
-        """The session has ended: stops the reply in progress and deletes the session's files and folder."""
-        self.stop()
+        """The session has ended: stops the reply in progress, forgets the conversation and deletes the session's
+        files and folder (a reconnecting tab starts afresh)."""
+        self.reset()
         self.files.close()
 
 

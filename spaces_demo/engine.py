@@ -166,7 +166,7 @@ class Engine:
                 self.model,
                 self.processor,
                 inputs,
-                speaker=voice if spoken else None,
+                voice=voice if spoken else None,
                 generation_mode="audio" if spoken else "text",
                 max_new_tokens=self.settings.max_new_tokens,
             ) as stream:
@@ -175,7 +175,7 @@ class Engine:
         request = ReplyRequest(
             inputs=inputs,
             spoken=spoken,
-            speaker=voice if spoken else None,
+            voice=voice if spoken else None,
             max_new_tokens=self.settings.max_new_tokens,
         )
         reply = self.replies.submit(request)

@@ -5,6 +5,16 @@ async () => {
   // while the button already shows Stop. So: click Record once the button is there, then watch the page: the status
   // leaving "Off" (the server got the first chunks) means it runs; a recorder error, or no chunk for a while, means
   // it failed, and the tab presses Stop then Record again, a little later each time, until it runs.
+  // The browser's echo cancellation mutes the user while the reply plays (it cannot tell a voice talking over the
+  // reply from the reply's echo, so a barge-in is swallowed until the reply has ended): the Hands-free microphone is
+  // opened without it, and the server ignores the reply's own voice instead (hands_free.py: `echo_cancelled=False`).
+  if (!window.facHandsFreeMicrophone && navigator.mediaDevices?.getUserMedia) {
+    window.facHandsFreeMicrophone = true;
+    const open = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+    const handsFreeShown = () => document.querySelector("#hands_free_mic")?.offsetParent != null;
+    navigator.mediaDevices.getUserMedia = (constraints) =>
+      open(constraints?.audio === true && !constraints.video && handsFreeShown() ? { audio: { echoCancellation: false } } : constraints);
+  }
   if (window.facHandsFreeStarting) return; // one starter per page (choosing the tab twice)
   window.facHandsFreeStarting = true;
   const OFF = "⏸️"; // the status icon while the microphone is off (hands_free.STATES["off"])

@@ -17,7 +17,7 @@ import chat_logic as logic
 import gradio as gr
 import numpy as np
 from session_files import SessionFiles, session_folder
-from your_voice import speaker_for
+from your_voice import engine_voice
 
 from transformers_fac.audio_io import SAMPLING_RATE
 
@@ -25,6 +25,10 @@ STREAM_EVERY = 0.5
 """Seconds of microphone audio per chunk sent by the page."""
 POLL_S = 0.1
 """How often the reply player looks for new reply audio."""
+PLAYBACK_DELAY_S = 1.4
+"""Seconds from reply audio reaching the page's streaming player to it being heard (Gradio's HLS player buffers;
+measured 1.36-1.38 s in Chromium on the same machine): the session counts a reply as playing, and as heard, from then.
+"""
 IDLE_LIMIT_S = 120.0
 """A reply player that receives nothing for this long ends (a session closed under it)."""
 
@@ -73,7 +77,7 @@ class HandsFree:
             spoken = mode == logic.SPEECH
             prompt = logic.system_prompt(mode, persona, free_prompt)
             session.update(
-                speaker=voice if spoken else None, reply_mode="audio" if spoken else "text", system_prompt=prompt
+                voice=voice if spoken else None, reply_mode="audio" if spoken else "text", system_prompt=prompt
             )
         except (logic.FriendlyError, ValueError) as error:
             return str(error)
@@ -90,7 +94,12 @@ class HandsFree:
             from transformers_fac.live import VoiceSession
 
             self.session = VoiceSession(
-                engine.model, engine.processor, realtime=True, max_new_tokens=engine.settings.max_new_tokens
+                engine.model,
+                engine.processor,
+                realtime=True,
+                echo_cancelled=False,  # the page opens the microphone without the browser's echo cancellation
+                playback_delay_s=PLAYBACK_DELAY_S,
+                max_new_tokens=engine.settings.max_new_tokens,
             )
         return self.session
 
@@ -197,10 +206,18 @@ class HandsFree:
             self._route(self.session.interrupt())
 
     def close(self) -> None:
-        """The tab has gone: stops and joins the session's threads, deletes its audio files."""
-        if self.session is not None:
-            self.session.close()
-            self.session = None
+        """The tab has gone: stops and joins the session's threads, ends the reply players, forgets the conversation
+        and deletes its audio files (a reconnecting tab starts afresh)."""
+        session, self.session = self.session, None
+        if session is not None:
+            session.close()
+        with self._lock:
+            for queue in self._players.values():
+                queue.put(None)
+            self.history = []
+            self._messages.clear()
+            self._audio.clear()
+            self._turn_reply.clear()
         self.files.close()
 
 
@@ -209,15 +226,16 @@ def _is_file_in(message: dict, paths: set[str]) -> bool:
     return isinstance(content, dict) and content.get("path") in paths
 
 
-def build_tab(engine, mode, voice, persona, free_prompt) -> None:
-    """The "Hands-free" tab (call inside `gr.Tabs()`); the reply settings are the Voice chat tab's components."""
+def build_tab(engine, tabs, mode, voice, persona, free_prompt) -> None:
+    """The "Hands-free" tab (call inside `gr.Tabs()`); `tabs`: the app's `memory.TabMemory`; the reply settings are
+    the Voice chat tab's components."""
     settings = engine.settings
     with gr.Tab("Hands-free", id="hands_free") as tab:
         state = gr.State(HandsFree(settings.audio_turns), delete_callback=HandsFree.close)
         gr.Markdown(
             "Talk naturally: your turn ends when you pause, the reply starts at once, and talking over it "
-            "interrupts it. Voice, reply mode and persona are those of the *Voice chat* tab. Use headphones if your "
-            "browser does not cancel echo."
+            "interrupts it (over speakers, talk clearly: the reply's own voice is ignored). Voice, reply mode and "
+            "persona are those of the *Voice chat* tab. Headphones work best."
         )
         status = gr.Markdown(STATES["off"], elem_id="hands_free_status")
         with gr.Row():
@@ -237,12 +255,13 @@ def build_tab(engine, mode, voice, persona, free_prompt) -> None:
         def on_chunk(chunk, hands_free: HandsFree, mode, voice, persona, free_prompt, request: gr.Request):
             if hands_free.files.folder is None:  # inside the tab's folder, which goes when the tab is closed
                 hands_free.files.folder = session_folder(settings.files_dir, request.session_hash) / "hands-free"
+            tabs.add(request.session_hash, hands_free)
             try:
-                speaker = speaker_for(voice, engine, request.session_hash)
+                voice = engine_voice(voice, engine, request.session_hash)
             except logic.FriendlyError as error:
                 message = str(error)
             else:
-                message = hands_free.feed(engine, chunk, mode, speaker, persona, free_prompt)
+                message = hands_free.feed(engine, chunk, mode, voice, persona, free_prompt)
             notice_text = f"⚠️ {message}" if message else ""
             return (
                 list(hands_free.history),
@@ -253,7 +272,8 @@ def build_tab(engine, mode, voice, persona, free_prompt) -> None:
             )
 
         def play(reply: float, hands_free: HandsFree):
-            yield from hands_free.play(int(reply))
+            with tabs.reply():
+                yield from hands_free.play(int(reply))
 
         def on_stop(hands_free: HandsFree):
             hands_free.stop()

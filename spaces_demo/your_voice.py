@@ -4,7 +4,7 @@ The clip is cloned by the speech decoder (`FunAudioChatToken2Wav.clone_voice`: C
 mel of the clip) and saved as a voice file (about 100 KB for 10 s) in the tab's folder (`session_files`), which is
 deleted when the tab closes. The voice's id is a short name (`cloned-<32 hex digits>`), never a server path:
 `/add_voice` returns it (plain values only: the id, the file, a notice), a page-only event adds it to the tab's voice
-list, and `/respond` takes it as its `voice`. `speaker_for` turns a voice of the list into what `Engine.speak` takes
+list, and `/respond` takes it as its `voice`. `engine_voice` turns a voice of the list into what `Engine.speak` takes
 (a stock voice's name or the voice file's path, a plain picklable string) and refuses any other voice, including a
 voice cloned in another tab.
 """
@@ -28,7 +28,7 @@ UNKNOWN_VOICE = "Unknown voice {voice}: choose one of the list (a cloned voice b
 CLONING_FAILED = "Could not use this clip: record 3 to 15 s of clear speech, with little background noise."
 
 
-def speaker_for(voice: str | None, engine, session_hash: str) -> str | None:
+def engine_voice(voice: str | None, engine, session_hash: str) -> str | None:
     """What `Engine.speak` takes for `voice`: None (the default voice) for no voice, a stock voice's name, or the
     file of a voice cloned in this tab; any other voice raises a `FriendlyError`."""
     if not voice:
@@ -103,7 +103,7 @@ class YourVoices:
     def check_choice(self, voice: str | None, request: gr.Request):
         """A name typed into the voice list that is no voice: a warning, and the list goes back to the default."""
         try:
-            speaker_for(voice, self.engine, request.session_hash)
+            engine_voice(voice, self.engine, request.session_hash)
         except FriendlyError as error:
             gr.Warning(str(error))
             return gr.Dropdown(value=self.engine.default_voice)
@@ -120,7 +120,7 @@ def build_controls(engine, voice_list: gr.Dropdown, stock_choices: list[tuple[st
         )
         name = gr.Textbox(label="Name", placeholder="my voice", max_lines=1)
         add = gr.Button("Use this voice")
-        voice_file = gr.File(label="Voice file (reuse it with fac-chat --voice or speaker=...)", interactive=False)
+        voice_file = gr.File(label="Voice file (reuse it with fac-chat --voice or voice=...)", interactive=False)
         notice = gr.Markdown(label="notice")
         voice_id = gr.Textbox(visible=False, label="voice")  # the id /respond takes as its `voice`
     add.click(
@@ -134,4 +134,4 @@ def build_controls(engine, voice_list: gr.Dropdown, stock_choices: list[tuple[st
     return voices
 
 
-__all__ = ["UNKNOWN_VOICE", "YourVoices", "build_controls", "speaker_for"]
+__all__ = ["UNKNOWN_VOICE", "YourVoices", "build_controls", "engine_voice"]

@@ -189,3 +189,9 @@ def build_tool_calling_checkpoint(out_dir: Path) -> Path:
         head.copy_(weight)
     model.save_pretrained(out_dir)
     return out_dir
+
+
+def ray_env() -> dict:
+    """The environment of a `fac-serve --ray` test: a local Ray instance of its own, no usage reports."""
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    return {**env, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ADDRESS": ""}

@@ -53,6 +53,19 @@ def test_help_and_usage_errors_import_nothing_heavy(argv, status, says):
     assert says in result.stdout + result.stderr
 
 
+def test_speaker_is_the_deprecated_name_of_voice(capsys):
+    """`--voice` takes a stock name, a clip or a saved voice; `--speaker` (until 0.2) becomes `--voice`, with a note."""
+    from transformers_fac_cli.chat_arguments import parse_chat_arguments
+
+    assert parse_chat_arguments(["q.wav", "--voice", "中文男"]).voice == "中文男"
+    assert "deprecated" not in capsys.readouterr().err
+    assert parse_chat_arguments(["q.wav", "--speaker", "中文男"]).voice == "中文男"
+    assert "--speaker is deprecated and will be removed in 0.2; use --voice" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_chat_arguments(["q.wav", "--voice", "voices/missing"])  # a path, not a name: checked at once
+    assert "--voice: no such file or directory: voices/missing" in capsys.readouterr().err
+
+
 def test_the_console_script_is_the_light_entry_point():
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["fac-chat"] == "transformers_fac_cli:fac_chat"

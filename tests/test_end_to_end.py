@@ -50,20 +50,30 @@ def test_pipeline_text_mode_and_two_turn_chat(speech_pipe):
         {"role": "assistant", "content": text_only["text"]},
         {"role": "user", "content": [{"type": "audio", "audio": read_audio("zh")}]},
     ]
-    second = speech_pipe(chat, max_new_tokens=8, speaker="中文男")
+    second = speech_pipe(chat, max_new_tokens=8, voice="中文男")
     assert second["text"] and len(second["audio"]) % 960 == 0 and len(second["audio"]) > 0
 
 
 def test_voices_change_the_audio(speech_pipe):
-    female = speech_pipe(str(AUDIO_FILES["en"]), max_new_tokens=8, speaker="中文女")
-    male = speech_pipe(str(AUDIO_FILES["en"]), max_new_tokens=8, speaker="中文男")
+    female = speech_pipe(str(AUDIO_FILES["en"]), max_new_tokens=8, voice="中文女")
+    male = speech_pipe(str(AUDIO_FILES["en"]), max_new_tokens=8, voice="中文男")
     assert female["text"] == male["text"] and female["audio"].shape == male["audio"].shape
     assert not np.allclose(female["audio"], male["audio"])
 
 
-def test_unknown_speaker_fails_before_generating(speech_pipe):
-    with pytest.raises(ValueError, match="中文女"):
-        speech_pipe(str(AUDIO_FILES["en"]), max_new_tokens=2, speaker="Alice")
+def test_unknown_voice_fails_before_generating(speech_pipe):
+    with pytest.raises(ValueError, match="Unknown voice 'Alice'; valid voices: '中文女'"):
+        speech_pipe(str(AUDIO_FILES["en"]), max_new_tokens=2, voice="Alice")
+
+
+def test_the_pipeline_still_takes_speaker_with_a_future_warning(speech_pipe):
+    """`speaker=` is the deprecated name of `voice=` until 0.2: same reply, a FutureWarning naming `voice=`."""
+    male = speech_pipe(str(AUDIO_FILES["en"]), max_new_tokens=8, voice="中文男")
+    with pytest.warns(FutureWarning, match=r"`speaker=` is deprecated .* use `voice=` instead"):
+        alias = speech_pipe(str(AUDIO_FILES["en"]), max_new_tokens=8, speaker="中文男")
+    assert alias["text"] == male["text"] and np.array_equal(alias["audio"], male["audio"])
+    with pytest.raises(TypeError, match="give only `voice`"):
+        speech_pipe(str(AUDIO_FILES["en"]), max_new_tokens=2, voice="中文男", speaker="中文女")
 
 
 def test_any_to_any_pipeline_speaks_too(tiny_e2e_dir):
@@ -184,8 +194,9 @@ def test_cli_interactive_mode(tiny_e2e_dir, tmp_path):
         (lambda d: d / "missing.wav", [], "no such audio file"),
         (lambda d: (d / "notes.wav").write_text("hello") and d / "notes.wav", [], "notes.wav"),
         (lambda d: sf.write(d / "quiet.wav", np.zeros(16000), 16000) or d / "quiet.wav", [], "silence|silent"),
-        (lambda d: AUDIO_FILES["en"], ["--speaker", "Alice"], "Unknown speaker"),
-        (lambda d: AUDIO_FILES["en"], ["--text-only", "--speaker", "中文女"], "text-only"),
+        (lambda d: AUDIO_FILES["en"], ["--voice", "Alice"], "Unknown voice 'Alice'"),
+        (lambda d: AUDIO_FILES["en"], ["--text-only", "--voice", "中文女"], "text-only"),
+        (lambda d: AUDIO_FILES["en"], ["--text-only", "--speaker", "中文女"], "text-only"),  # the deprecated alias
     ],
 )
 def test_cli_bad_inputs_give_one_line_errors(tiny_e2e_dir, tmp_path, make_input, extra, message):

@@ -81,12 +81,12 @@ def test_staggered_mixed_rows_equal_their_solo_replies(loaded):
     cloned = decoder.clone_voice(str(AUDIO / "question_zh.wav"), name="clip")
     spoken = prompt(processor, system=S2M_SYSTEM_PROMPT)
     requests = [
-        ReplyRequest(spoken, [load_audio(QUESTION)], speaker="中文女", max_new_tokens=24, temperature=0),
+        ReplyRequest(spoken, [load_audio(QUESTION)], voice="中文女", max_new_tokens=24, temperature=0),
         ReplyRequest(prompt(processor, audios=0, text="what is up"), spoken=False, max_new_tokens=18, temperature=0),
-        ReplyRequest(spoken, [load_audio(AUDIO / "real_zh_6s.wav")], speaker=cloned, max_new_tokens=20, temperature=0),
+        ReplyRequest(spoken, [load_audio(AUDIO / "real_zh_6s.wav")], voice=cloned, max_new_tokens=20, temperature=0),
         ReplyRequest(
             prompt(processor, system=S2M_SYSTEM_PROMPT, audios=0, text="hello there, a longer question"),
-            speaker=embedding,
+            voice=embedding,
             max_new_tokens=16,
             temperature=0,
         ),
@@ -95,7 +95,7 @@ def test_staggered_mixed_rows_equal_their_solo_replies(loaded):
     engine = ReplyEngine(loaded.model, processor, max_batch_size=4).start()
     try:
         replies = [engine.submit(requests[0])]
-        doomed = engine.submit(ReplyRequest(spoken, [load_audio(QUESTION)], speaker="中文男", max_new_tokens=40))
+        doomed = engine.submit(ReplyRequest(spoken, [load_audio(QUESTION)], voice="中文男", max_new_tokens=40))
         wait_for_text(replies[0], 3)
         replies.append(engine.submit(requests[1]))
         wait_for_text(doomed, 4)
@@ -227,8 +227,8 @@ def test_queue_limit_bad_requests_and_closing(loaded):
     with pytest.raises(RequestError, match="at most"):
         too_long = ReplyRequest(prompt(loaded.processor, audios=0, text="x" * 5000), spoken=False)
         ReplyEngine(loaded.model, loaded.processor, max_prompt_tokens=1000).submit(too_long)
-    with pytest.raises(RequestError, match="speaker|voice"):
-        engine.prepare(ReplyRequest(prompt(loaded.processor, audios=0), speaker="nobody"))
+    with pytest.raises(RequestError, match="Unknown voice"):
+        engine.prepare(ReplyRequest(prompt(loaded.processor, audios=0), voice="nobody"))
     engine.start()
     assert engine.close(timeout=60)  # the queued request is finished first
     with pytest.raises(EngineClosed):

@@ -7,7 +7,7 @@ import torch
 from transformers import AutoConfig, AutoModel, GenerationConfig
 
 from transformers_fac import FunAudioChatConfig, FunAudioChatToken2WavConfig, SpeechSamplingConfig
-from transformers_fac.vocoder import DEFAULT_TOKEN2WAV, default_token2wav_source
+from transformers_fac.token2wav_loading import DEFAULT_TOKEN2WAV, default_token2wav_source
 
 HUB = Path(__file__).resolve().parents[1] / "hub_configs"
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"

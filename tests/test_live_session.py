@@ -166,6 +166,21 @@ def test_scripted_barge_in_timeline(tiny_e2e_model, processor):
     assert not [t.name for t in threading.enumerate() if t.name in ("fac-generate", "fac-live-reply")]
 
 
+def test_playback_delay_shifts_what_was_heard(tiny_e2e_model, processor):
+    """A client that plays reply audio `playback_delay_s` after receiving it: the same barge-in finds the reply heard
+    that much less (it was still playing later), and the session refuses a negative delay."""
+    heard = {}
+    for delay in (0.0, 0.5):
+        with VoiceSession(
+            tiny_e2e_model, processor, realtime=False, playback_delay_s=delay, max_new_tokens=12
+        ) as session:
+            events = run(session, two_questions(), 16000, [1600])
+        heard[delay] = next(e for e in events if e.type == "interrupted").heard_s
+    assert heard[0.0] > 1.0 and heard[0.0] - heard[0.5] == pytest.approx(0.5, abs=1e-6), heard
+    with pytest.raises(ValueError, match="playback_delay_s"):
+        VoiceSession(tiny_e2e_model, processor, playback_delay_s=-1.0)
+
+
 def test_without_echo_cancellation_a_quiet_voice_does_not_interrupt(tiny_e2e_model, processor):
     """The reply is playing through speakers; the microphone hears it back quietly (-25 dB): no barge-in. The same
     audio with echo cancellation on is the user talking: it interrupts."""
@@ -193,8 +208,8 @@ def test_text_replies_stop_button_and_close(tiny_e2e_model, processor):
         done = events[-1]
         assert done.latency > 0 and done.text == "".join(e.text for e in events if e.type == "text").strip()
         assert session.state == "listening" and session.conversation.turns[-1].reply == done.text
-    with pytest.raises(ValueError, match="speaker"):
-        VoiceSession(tiny_e2e_model, processor, reply_mode="text", speaker="中文女")
+    with pytest.raises(ValueError, match="`voice` chooses the voice of spoken replies"):
+        VoiceSession(tiny_e2e_model, processor, reply_mode="text", voice="中文女")
 
     session = VoiceSession(tiny_e2e_model, processor, max_new_tokens=400)  # real time: feed never waits
     session.feed(timeline(silence(0.3), clip("en"), silence(0.8)), 16000)

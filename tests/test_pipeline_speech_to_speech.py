@@ -66,7 +66,7 @@ def test_chat_input_for_multi_turn(text_pipe):
         (np.full(32000, np.nan, dtype=np.float32), {}, "NaN"),
         (np.ones((2, 2, 100), dtype=np.float32), {}, "rank|dimension"),
         (AUDIO_FILES["en"], {"generation_mode": "video"}, "generation_mode"),
-        (AUDIO_FILES["en"], {"generation_mode": "text", "speaker": "中文女"}, "speaker"),
+        (AUDIO_FILES["en"], {"generation_mode": "text", "voice": "中文女"}, "`voice` chooses the voice"),
     ],
 )
 def test_bad_inputs_give_clear_errors(text_pipe, audio, options, message):

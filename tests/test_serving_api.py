@@ -462,7 +462,7 @@ def test_concurrent_requests_are_batched_and_equal_unbatched(server, client):
             == alone[which].usage.completion_tokens_details.audio_tokens
         )
         ours, theirs = (sf.read(io.BytesIO(base64.b64decode(a.data)))[0] for a in (audio, reference))
-        assert ours.shape == theirs.shape and snr_db(theirs, ours) > 40  # the same codes, vocoded in a batch
+        assert ours.shape == theirs.shape and snr_db(theirs, ours) > 40  # the same codes, decoded in a batch
     assert after["fac_batch_rows_total"] - before["fac_batch_rows_total"] == 32
     # decoding steps (each one batch): fewer than the 32 × 5 steps of the replies one after the other
     assert after["fac_batches_total"] - before["fac_batches_total"] < 32 * 5

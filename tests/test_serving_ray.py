@@ -1,25 +1,23 @@
 """`fac-serve --ray`: a local Ray instance (small: 4 logical CPUs, 80 MB object store) with 2 replicas of the tiny
-model behind Ray's HTTP proxy answers concurrent `openai` client requests on both replicas, then shuts down. Every
+model behind Ray's HTTP proxy and the ingress deployment answers concurrent `openai` client requests on both replicas, then shuts down. Every
 listening socket of every process it started is on 127.0.0.1, except the one the README names: each Serve replica's
-inter-deployment gRPC server, which Ray Serve binds to all interfaces (`[::]:0`) with no option to change it."""
+inter-deployment gRPC server (the 2 model replicas' and the ingress's), which Ray Serve binds to all interfaces
+(`[::]:0`) with no option to change it."""
 
 import concurrent.futures
 import ipaddress
-import os
 import time
 
 import openai
 import psutil
 
-from tests.serving_utils import MODEL, question, running_server
+from tests.serving_utils import MODEL, question, ray_env, running_server
 
 ARGS = ["--ray", "--replicas", "2", "--ray-num-cpus", "4", "--ray-object-store-mb", "80", "--max-new-tokens", "6"]
 
 
 def test_two_replicas_answer_concurrent_requests(tmp_path):
-    env = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ADDRESS": ""}
-    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, **env}
-    with running_server(ARGS, tmp_path / "ray.log", timeout=300, env=env) as server:
+    with running_server(ARGS, tmp_path / "ray.log", timeout=300, env=ray_env()) as server:
         client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=300)
 
         def ask(_):
@@ -41,7 +39,7 @@ def test_two_replicas_answer_concurrent_requests(tmp_path):
     assert server.port in {port for _, _, port in listening}  # Serve's HTTP proxy is among them
     assert {name for name, _, _ in listening} >= {"gcs_server", "raylet"}
     wide = [(name, ip, port) for name, ip, port in listening if not loopback(ip)]
-    assert len(wide) == 2 and all(name.startswith("ray::ServeReplica") and ip == "::" for name, ip, _ in wide), wide
+    assert len(wide) == 3 and all(name.startswith("ray::ServeReplica") and ip == "::" for name, ip, _ in wide), wide
     assert len(replicas) == 2
     assert len(set(answers)) == 1 and answers[0][1] > 0  # greedy: every replica gives the same reply
     assert server.process.returncode == 0

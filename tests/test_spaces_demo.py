@@ -401,23 +401,23 @@ def test_files_on_disk_stay_bounded_over_many_turns_and_sessions(engine, tmp_pat
 
 
 def test_voices_are_ids_of_the_list_never_paths(engine, tmp_path, monkeypatch):
-    """`speaker_for`: no voice is the default, stock voices by name, a cloned voice by its id in its own tab only;
+    """`engine_voice`: no voice is the default, stock voices by name, a cloned voice by its id in its own tab only;
     anything else (a path, another tab's voice, a typo) is refused with a message for the user."""
-    from your_voice import speaker_for, voice_path
+    from your_voice import engine_voice, voice_path
 
     monkeypatch.setattr(engine.settings, "files_dir", str(tmp_path))
-    assert speaker_for(None, engine, "tab") is None and speaker_for("", engine, "tab") is None
-    assert speaker_for("中文男", engine, "tab") == "中文男"
+    assert engine_voice(None, engine, "tab") is None and engine_voice("", engine, "tab") is None
+    assert engine_voice("中文男", engine, "tab") == "中文男"
     voice_id = "cloned-" + "ab" * 16
     path = voice_path(engine, "tab", voice_id)
     path.parent.mkdir(parents=True)
     path.write_bytes(b"saved voice")
-    assert speaker_for(voice_id, engine, "tab") == str(path)
+    assert engine_voice(voice_id, engine, "tab") == str(path)
     for voice, session in [(voice_id, "other tab"), (str(path), "tab"), ("../" + voice_id, "tab"), ("中文女x", "tab")]:
         with pytest.raises(logic.FriendlyError, match=r"^Unknown voice '.*': choose one of the list"):
-            speaker_for(voice, engine, session)
+            engine_voice(voice, engine, session)
     with pytest.raises(logic.FriendlyError, match=r"'x{57}\.\.\.'"):  # a long name is cut
-        speaker_for("x" * 500, engine, "tab")
+        engine_voice("x" * 500, engine, "tab")
 
 
 STOCK_CHOICES = [("中文女 (female)", "中文女"), ("中文男 (male)", "中文男")]

@@ -86,5 +86,5 @@ def test_both_weight_norm_styles_load_to_identical_outputs(tmp_path, data):
     assert any(k.endswith(".weight_g") for k in keys) and all(k.startswith("generator.") for k in keys)
     assert not any("parametrizations" in k for k in keys)
     other = FunAudioChatToken2Wav.from_cosyvoice(old_style)
-    codes, speaker = data["in.tokens"], data["in.speaker_embedding"]
-    assert torch.equal(other.decode(codes, speaker=speaker), reference.decode(codes, speaker=speaker))
+    codes, voice = data["in.tokens"], data["in.speaker_embedding"]
+    assert torch.equal(other.decode(codes, voice=voice), reference.decode(codes, voice=voice))

@@ -124,15 +124,15 @@ def test_held_out_directory_loads_strictly_and_follows_length_laws(held_out):
     assert model.config.samples_per_frame == 4 * 5 * 3 * 2
     generator = torch.Generator().manual_seed(3)
     codes = torch.randint(0, 6561, (1, 23), generator=generator)
-    speaker = torch.randn(192, generator=generator)
+    voice = torch.randn(192, generator=generator)
     step, per_code = model.config.samples_per_frame, model.config.samples_per_code
-    assert model.decode(codes, speaker=speaker).shape == (1, 23 * per_code)
-    mel = model.token2mel(codes, speaker[None], finalize=False)
+    assert model.decode(codes, voice=voice).shape == (1, 23 * per_code)
+    mel = model.token2mel(codes, voice[None], finalize=False)
     assert mel.shape == (1, 80, 2 * 20)
     holdback = 3 + 3 + 1  # f0 look-ahead + conv_pre look-ahead (3 in this yaml) + one iSTFT frame
     assert model.mel2wav(mel, finalize=False).shape == (1, step * (40 - holdback))
     for exact in (True, False):
-        stream = model.stream_decoder(speaker, exact=exact)
+        stream = model.stream_decoder(voice, exact=exact)
         wav = torch.cat([stream.push(codes[:, :20]), stream.push(codes[:, 20:]), stream.finish()], dim=1)
         assert wav.shape == (1, 23 * per_code)
 
@@ -148,10 +148,8 @@ def test_save_pretrained_round_trip_and_auto_classes(tmp_path):
         loaded = auto.from_pretrained(tmp_path / "hf")
         assert isinstance(loaded, FunAudioChatToken2Wav)
     data = golden()
-    codes, speaker = data["in.tokens"], data["in.speaker_embedding"]
-    torch.testing.assert_close(
-        loaded.decode(codes, speaker=speaker), model.decode(codes, speaker=speaker), atol=1e-5, rtol=0
-    )
+    codes, voice = data["in.tokens"], data["in.speaker_embedding"]
+    torch.testing.assert_close(loaded.decode(codes, voice=voice), model.decode(codes, voice=voice), atol=1e-5, rtol=0)
 
 
 def test_bfloat16_keeps_f0_predictor_in_float32(tmp_path):
@@ -163,7 +161,7 @@ def test_bfloat16_keeps_f0_predictor_in_float32(tmp_path):
     loaded = FunAudioChatToken2Wav.from_pretrained(tmp_path / "bf16", dtype=torch.bfloat16)
     assert all(p.dtype == torch.float32 for p in loaded.hift.f0_predictor.parameters())
     data = golden()
-    wav = loaded.decode(data["in.tokens"], speaker=data["in.speaker_embedding"])
+    wav = loaded.decode(data["in.tokens"], voice=data["in.speaker_embedding"])
     assert wav.dtype == torch.float32 and wav.shape == (1, 37 * 960) and torch.isfinite(wav).all()
 
 

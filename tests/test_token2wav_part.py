@@ -39,11 +39,11 @@ def test_decoder_is_a_frozen_submodule_outside_the_checkpoint(tiny_e2e_dir, tiny
 
 def test_saved_and_reloaded_model_speaks_the_same(tiny_e2e_dir, tiny_e2e_model, tmp_path):
     inputs = question(tiny_e2e_dir)
-    before = tiny_e2e_model.generate(**inputs, **SETTINGS, speaker="中文男")
+    before = tiny_e2e_model.generate(**inputs, **SETTINGS, voice="中文男")
     tiny_e2e_model.save_pretrained(tmp_path)
     reloaded = AutoModelForMultimodalLM.from_pretrained(tmp_path).eval()
     assert reloaded.token2wav is not None and reloaded.token2wav.voice_names == ["中文女", "中文男"]
-    after = reloaded.generate(**inputs, **SETTINGS, speaker="中文男")
+    after = reloaded.generate(**inputs, **SETTINGS, voice="中文男")
     assert before.audio[0].numel() == 960 * before.valid_speech_codes()[0].numel() > 0
     assert torch.equal(after.speech_ids, before.speech_ids) and torch.equal(after.audio[0], before.audio[0])
 
@@ -57,7 +57,7 @@ def test_to_carries_the_decoder_along(tiny_e2e_dir):
     decoder = model.token2wav
     assert decoder.flow.input_embedding.weight.dtype == torch.bfloat16
     assert decoder.hift.f0_predictor.classifier.weight.dtype == torch.float32  # the f0 path stays float32
-    audio = decoder.decode(codes, speaker="中文男")
+    audio = decoder.decode(codes, voice="中文男")
     assert audio.shape == (1, 960 * 20) and audio.float().isfinite().all()
     model.to("meta")  # (the only other device here) every decoder tensor moves too
     assert {parameter.device.type for parameter in decoder.parameters()} == {"meta"}
@@ -83,7 +83,7 @@ def test_generate_reads_nothing_from_the_network(tiny_e2e_dir):
         def loading(*args, **kwargs):
             raise RuntimeError("loading inside generate")
         torch.load = safetensors.torch.load_file = huggingface_hub.hf_hub_download = loading
-        out = model.generate(**inputs, **{SETTINGS!r}, speaker="中文女")
+        out = model.generate(**inputs, **{SETTINGS!r}, voice="中文女")
         print("samples", out.audio[0].numel())
         """
     )

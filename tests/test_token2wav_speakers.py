@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.token2wav_testing import TINY_COSYVOICE, make_speaker_file, official_speaker_file, single_thread  # noqa: F401
-from transformers_fac.token2wav import DEFAULT_SPEAKER, FunAudioChatToken2Wav, load_speaker_file, speakers
+from transformers_fac.token2wav import DEFAULT_VOICE, FunAudioChatToken2Wav, load_speaker_file, speakers
 from transformers_fac.token2wav.speakers import SPEAKER_FILE_SHA256, _sha256
 
 
@@ -66,13 +66,13 @@ def test_voices_are_selected_by_name(model, codes, tmp_path):
         embedding = model.speaker_embedding(name)
         assert embedding.shape == (1, 192) and embedding.dtype == torch.float32
         assert torch.equal(embedding[0], voices[name])
-    assert DEFAULT_SPEAKER == "中文女"
+    assert DEFAULT_VOICE == "中文女"
     assert torch.equal(model.speaker_embedding(None), model.speaker_embedding("中文女"))
-    female, male = model.decode(codes, speaker="中文女"), model.decode(codes, speaker="中文男")
+    female, male = model.decode(codes, voice="中文女"), model.decode(codes, voice="中文男")
     assert female.shape == male.shape == (1, 9600) and not torch.equal(female, male)
-    assert torch.equal(female, model.decode(codes, speaker=voices["中文女"]))  # a name is its embedding
-    with pytest.raises(ValueError, match="Unknown speaker '英文女'; valid speakers: '中文女', '中文男'"):
-        model.decode(codes, speaker="英文女")
+    assert torch.equal(female, model.decode(codes, voice=voices["中文女"]))  # a name is its embedding
+    with pytest.raises(ValueError, match="Unknown voice '英文女'; valid voices: '中文女', '中文男'"):
+        model.decode(codes, voice="英文女")
 
 
 @pytest.fixture
@@ -140,12 +140,12 @@ def test_official_speaker_file(model, codes):
     path = official_speaker_file()
     assert _sha256(path) == SPEAKER_FILE_SHA256
     voices = load_speaker_file(path)
-    assert list(voices) == ["中文女", "中文男"] and DEFAULT_SPEAKER in voices
+    assert list(voices) == ["中文女", "中文男"] and DEFAULT_VOICE in voices
     for embedding in voices.values():
         assert embedding.shape == (192,) and embedding.dtype == torch.float32
         assert torch.isfinite(embedding).all() and float(embedding.norm()) > 1
     assert not torch.allclose(voices["中文女"], voices["中文男"])
     assert model.load_voices(path) == list(voices)
     torch.testing.assert_close(model.speaker_embedding()[0], voices["中文女"])
-    female, male = model.decode(codes, speaker="中文女"), model.decode(codes, speaker="中文男")
+    female, male = model.decode(codes, voice="中文女"), model.decode(codes, voice="中文男")
     assert female.shape == male.shape == (1, 9600) and not torch.equal(female, male)

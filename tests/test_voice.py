@@ -82,19 +82,19 @@ def test_clone_save_load_round_trip(decoder, voice_en, tmp_path):
     assert decoder.speaker_similarity(CLIP_EN, voice) == pytest.approx(1.0, abs=1e-6)
 
 
-def test_voices_are_accepted_wherever_a_speaker_is(decoder, voice_en, tmp_path):
+def test_every_kind_of_voice_is_accepted_by_the_decoder(decoder, voice_en, tmp_path):
     codes = torch.randint(0, 6561, (1, 30), generator=torch.Generator().manual_seed(0))
-    reference = decoder.decode(codes, speaker=voice_en)
+    reference = decoder.decode(codes, voice=voice_en)
     voice_en.save(tmp_path / "en")
     voice_en.save(tmp_path / "en.safetensors")
-    for speaker in (tmp_path / "en", str(tmp_path / "en.safetensors")):
-        assert torch.equal(decoder.decode(codes, speaker=speaker), reference)
-    vector_only = decoder.decode(codes, speaker=voice_en.speaker_embedding[0])
+    for path in (tmp_path / "en", str(tmp_path / "en.safetensors")):
+        assert torch.equal(decoder.decode(codes, voice=path), reference)
+    vector_only = decoder.decode(codes, voice=voice_en.speaker_embedding[0])
     assert vector_only.shape == reference.shape and not torch.equal(vector_only, reference)  # the prompt matters
     with pytest.raises(ValueError, match="clone it first"):
-        decoder.decode(codes, speaker=CLIP_EN)
+        decoder.decode(codes, voice=CLIP_EN)
     with pytest.raises(FileNotFoundError, match="not found"):
-        decoder.decode(codes, speaker=str(tmp_path / "missing"))
+        decoder.decode(codes, voice=str(tmp_path / "missing"))
     assert decoder.voice_frontend is not None and decoder.default_voice is None
     decoder.set_default_voice(tmp_path / "en")
     try:

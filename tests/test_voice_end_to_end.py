@@ -15,7 +15,7 @@ from transformers import AutoProcessor, pipeline
 
 from tests.token2wav_testing import single_thread  # noqa: F401
 from transformers_fac import S2M_SYSTEM_PROMPT, FunAudioChatConversation, FunAudioChatVoice, stream_reply
-from transformers_fac.vocoder import VOICE_DIR
+from transformers_fac.token2wav_loading import VOICE_DIR
 
 
 @pytest.fixture(scope="module")
@@ -45,16 +45,16 @@ def inputs(processor):
 def test_generate_speaks_in_a_cloned_voice(tiny_e2e_model, decoder, voices, inputs, tmp_path):
     english, chinese = voices
     out = tiny_e2e_model.generate(
-        **inputs, generation_mode="audio", speaker=english, max_new_tokens=8, return_dict_in_generate=True
+        **inputs, generation_mode="audio", voice=english, max_new_tokens=8, return_dict_in_generate=True
     )
     codes = out.valid_speech_codes()[0]
-    assert torch.equal(out.audio[0], decoder.decode(codes, speaker=english)[0])
+    assert torch.equal(out.audio[0], decoder.decode(codes, voice=english)[0])
     # the same codes in two cloned voices differ; a saved voice's path speaks like the voice
-    other = decoder.decode(codes, speaker=chinese)[0]
+    other = decoder.decode(codes, voice=chinese)[0]
     assert other.shape == out.audio[0].shape and not torch.allclose(other, out.audio[0], atol=1e-3)
     path = english.save(tmp_path / "en")
     by_path = tiny_e2e_model.generate(
-        **inputs, generation_mode="audio", speaker=str(path), max_new_tokens=8, return_dict_in_generate=True
+        **inputs, generation_mode="audio", voice=str(path), max_new_tokens=8, return_dict_in_generate=True
     )
     assert torch.equal(by_path.audio[0], out.audio[0])
 
@@ -80,7 +80,7 @@ def test_exact_stream_with_a_voice_equals_the_web_demo_reference(decoder, voices
 
 def test_stream_reply_in_a_cloned_voice(tiny_e2e_model, decoder, voices, processor, inputs):
     voice = voices[0]
-    chunks = list(stream_reply(tiny_e2e_model, processor, inputs, speaker=voice, max_new_tokens=16))
+    chunks = list(stream_reply(tiny_e2e_model, processor, inputs, voice=voice, max_new_tokens=16))
     audio = np.concatenate([c.audio for c in chunks if c.audio is not None])
     out = tiny_e2e_model.generate(
         **inputs, generation_mode="audio", max_new_tokens=16, return_dict_in_generate=True, return_audio=False
@@ -165,8 +165,8 @@ def test_dataset_voice_saved_with_an_adapter_is_the_pipeline_default(tiny_e2e_di
     assert torch.equal(default.prompt_codes, voice.prompt_codes) and default.name == "smoke speaker"
     question, options = str(AUDIO_FILES["en"]), {"max_new_tokens": 6}
     reply = pipe(question, **options)
-    np.testing.assert_array_equal(reply["audio"], pipe(question, speaker=voice, **options)["audio"])
-    assert not np.allclose(reply["audio"], pipe(question, speaker="中文女", **options)["audio"], atol=1e-3)
+    np.testing.assert_array_equal(reply["audio"], pipe(question, voice=voice, **options)["audio"])
+    assert not np.allclose(reply["audio"], pipe(question, voice="中文女", **options)["audio"], atol=1e-3)
     shutil.rmtree(adapter / VOICE_DIR)
     assert AutoModelForMultimodalLM.from_pretrained(adapter).token2wav.default_voice is None
 
@@ -178,12 +178,12 @@ def test_evaluation_reports_speaker_similarity(tiny_e2e_model, decoder, voices, 
     english, chinese = voices
     collator = FunAudioChatDataCollator(processor)
     result = evaluate_model(
-        tiny_e2e_model, collator, [example], max_new_tokens=8, speaker=english, speaker_reference=chinese
+        tiny_e2e_model, collator, [example], max_new_tokens=8, voice=english, reference_voice=chinese
     )
     reply = tiny_e2e_model.generate(
         **collator.prompt_inputs([example]),
         generation_mode="audio",
-        speaker=english,
+        voice=english,
         max_new_tokens=8,
         do_sample=False,
         return_dict_in_generate=True,

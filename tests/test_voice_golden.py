@@ -67,7 +67,7 @@ def test_hift_and_decode_with_prompt(model, data, voice):
         model.mel2wav(data["out.flow_mel_final"]), data["out.hift_wav_final"], atol=WAV_ATOL, rtol=0
     )
     # end to end the vocoder turns the flow's 1e-6 mel differences into up to ~2e-4 (random weights, f0 phase)
-    decoded = model.decode(data["in.tokens"], speaker=voice)
+    decoded = model.decode(data["in.tokens"], voice=voice)
     torch.testing.assert_close(decoded, data["out.hift_wav_final"], atol=1e-3, rtol=0)
 
 

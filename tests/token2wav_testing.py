@@ -70,9 +70,9 @@ def random_codes(count: int, seed: int = 1) -> torch.Tensor:
     return torch.randint(0, 6561, (1, count), generator=torch.Generator().manual_seed(seed))
 
 
-def stream_chunks(model, codes: torch.Tensor, speaker, sizes: list[int], exact: bool = False):
+def stream_chunks(model, codes: torch.Tensor, voice, sizes: list[int], exact: bool = False):
     """Push `codes` in pieces of `sizes` into a new stream, then finish it: (chunks incl. the final one, decoder)."""
-    decoder = model.stream_decoder(speaker, exact=exact)
+    decoder = model.stream_decoder(voice, exact=exact)
     chunks, start = [], 0
     for size in sizes:
         chunks.append(decoder.push(codes[:, start : start + size]))
@@ -82,12 +82,12 @@ def stream_chunks(model, codes: torch.Tensor, speaker, sizes: list[int], exact: 
     return chunks, decoder
 
 
-def check_golden_stream(model, speaker, data: dict[str, torch.Tensor], split: list[int], atol: float) -> None:
+def check_golden_stream(model, voice, data: dict[str, torch.Tensor], split: list[int], atol: float) -> None:
     """Push `in.tokens` in pieces of `split` codes into an exact stream and compare with `out.stream_wav`.
 
     Emissions happen per step (22 frames once 18 codes are in, 30 frames at 33 codes, the rest at finish()); a push
     covering several steps returns their audio together, so the running totals must be golden chunk boundaries."""
-    stream = model.stream_decoder(speaker, exact=True)
+    stream = model.stream_decoder(voice, exact=True)
     tokens, chunks, start = data["in.tokens"], [], 0
     for size in split:
         chunks.append(stream.push(tokens[:, start : start + size]))

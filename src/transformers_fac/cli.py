@@ -5,7 +5,7 @@ fac-chat q1.wav q2.wav -o reply.wav                     # a multi-turn chat: rep
 fac-chat --interactive -o reply.wav                     # asks for one audio file per turn: reply_1.wav, ...
 fac-chat question.wav --text-only                       # a written reply only
 fac-chat question.wav -o reply.wav --model tiny         # the built-in tiny random checkpoint (CPU, no download)
-fac-chat --live                                         # hands-free: microphone and speaker (see cli_live.py)
+fac-chat --live                                         # hands-free: microphone and loudspeaker (see cli_live.py)
 fac-chat question.wav -o reply.wav --voice me.wav       # reply in the voice of a clip (see cli_voice.py)
 """
 
@@ -23,7 +23,7 @@ import soundfile as sf
 from transformers_fac_cli.chat_arguments import parse_chat_arguments
 
 from . import cli_live
-from .cli_voice import check_voice_extra, speaker_from_args
+from .cli_voice import check_voice_extra, voice_from_args
 
 MODEL_HINT = (
     "Use --model tiny (the built-in test model, no download), a local checkpoint directory, or HF_HUB_OFFLINE=1 "
@@ -61,15 +61,6 @@ def load_model(args: argparse.Namespace):
     return model, processor
 
 
-def reply_speaker(model, args: argparse.Namespace):
-    """The voice of spoken replies (`--voice` or `--speaker`, checked now rather than after a reply); None in text."""
-    if args.text_only:
-        return None
-    speaker = speaker_from_args(model.token2wav, args)
-    model.token2wav.speaker_embedding(speaker)  # an unknown voice fails now, not after a reply
-    return speaker
-
-
 class ChatSession:
     """A loaded model, processor and conversation; one `reply(audio)` call per user turn."""
 
@@ -79,7 +70,7 @@ class ChatSession:
 
         self.args, self.model, self.processor = args, model, processor
         self.mode = "text" if args.text_only else "audio"
-        self.speaker = reply_speaker(model, args)
+        self.voice = voice_from_args(model.token2wav, args)  # None with --text-only (no --voice then)
         self.chat = FunAudioChatConversation(system_prompt=args.system or reply_system_prompt(self.mode))
 
     def reply(self, audio: str) -> tuple[str, np.ndarray | None, int | None]:
@@ -119,12 +110,12 @@ class ChatSession:
         self.chat.add_assistant_reply(text)
         if self.mode == "text":
             return text.strip(), None, None
-        vocoder = self.model.token2wav
-        codes = output.valid_speech_codes(vocoder.config.vocab_size)[0]
+        token2wav = self.model.token2wav
+        codes = output.valid_speech_codes(token2wav.config.vocab_size)[0]
         if codes.numel() == 0:
-            return text.strip(), np.zeros(0, np.float32), vocoder.config.sampling_rate
-        waveform = vocoder.decode(codes, speaker=self.speaker)[0].float().cpu().numpy()
-        return text.strip(), waveform, vocoder.config.sampling_rate
+            return text.strip(), np.zeros(0, np.float32), token2wav.config.sampling_rate
+        waveform = token2wav.decode(codes, voice=self.voice)[0].float().cpu().numpy()
+        return text.strip(), waveform, token2wav.config.sampling_rate
 
 
 def check_audio_file(path: str, question: bool = True) -> None:
@@ -249,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
         if args.live:
             cli_live.prepare(args, check_audio_file)
             model, processor = load_model(args)
-            return cli_live.run(args, model, processor, reply_speaker(model, args))
+            return cli_live.run(args, model, processor, voice_from_args(model.token2wav, args))
         session = ChatSession(args, *load_model(args))
         numbered = len(args.audio) > 1 or args.interactive
         for turn, audio in enumerate(args.audio, start=1):

@@ -1,6 +1,6 @@
 """`fac-chat --live`: a hands-free conversation from the command line (`transformers_fac.live.VoiceSession`).
 
-fac-chat --live                                                  # default microphone and speaker (sounddevice)
+fac-chat --live                                                  # default microphone and loudspeaker (sounddevice)
 fac-chat --live --input conversation.wav --output-dir replies    # play a recording through it, in real time
 fac-chat --live --input conversation.wav --fast --model tiny     # ... as fast as the model goes (same events)
 
@@ -142,7 +142,7 @@ def play_file(session, path: str, fast: bool, printer: EventPrinter) -> None:
         printer.show(event)
 
 
-class Speaker:
+class Loudspeaker:
     """Plays reply audio on the default output device; `flush()` drops what is not played yet (a barge-in)."""
 
     def __init__(self, sounddevice, rate: int):
@@ -173,7 +173,7 @@ class Speaker:
         with self._lock:
             self._pending.clear()
 
-    def __enter__(self) -> "Speaker":
+    def __enter__(self) -> "Loudspeaker":
         self._stream.start()
         return self
 
@@ -191,7 +191,7 @@ def import_sounddevice():
 
 
 def talk(session, printer: EventPrinter) -> None:
-    """Microphone in, speaker out, until Ctrl-C."""
+    """Microphone in, loudspeaker out, until Ctrl-C."""
     from queue import Queue
 
     sounddevice = import_sounddevice()
@@ -207,19 +207,19 @@ def talk(session, printer: EventPrinter) -> None:
     microphone = sounddevice.InputStream(
         samplerate=rate, channels=1, dtype="float32", blocksize=round(rate * CHUNK_S), callback=on_input
     )
-    with Speaker(sounddevice, session.model.token2wav.config.sampling_rate) as speaker, microphone:
+    with Loudspeaker(sounddevice, session.model.token2wav.config.sampling_rate) as loudspeaker, microphone:
         _status("Listening: talk any time, pause to let it answer, talk over it to interrupt. Ctrl-C quits.")
         while True:
             for event in session.feed(chunks.get(), rate):
                 printer.show(event)
                 if event.type == "audio":
-                    speaker.play(event.audio)
+                    loudspeaker.play(event.audio)
                 elif event.type == "interrupted":
-                    speaker.flush()
+                    loudspeaker.flush()
 
 
-def run(args: argparse.Namespace, model, processor, speaker=None) -> int:
-    """`fac-chat --live`: the session on a file (`--input`) or the microphone, replying in `speaker`'s voice. Returns
+def run(args: argparse.Namespace, model, processor, voice=None) -> int:
+    """`fac-chat --live`: the session on a file (`--input`) or the microphone, replying in `voice`. Returns
     the exit status."""
     from .live import TurnSettings, VoiceSession
 
@@ -228,7 +228,7 @@ def run(args: argparse.Namespace, model, processor, speaker=None) -> int:
     session = VoiceSession(
         model,
         processor,
-        speaker=speaker,
+        voice=voice,
         reply_mode="text" if args.text_only else "audio",
         system_prompt=args.system,
         echo_cancelled=args.input is not None or args.echo_cancelled,

@@ -26,6 +26,7 @@ from transformers.generation import (
 from .configuration_fun_audio_chat import FunAudioChatAudioEncoderConfig
 from .decoding_cache import GrowingSequence, StaticSequence, static_cache_length
 from .decoding_step import DecodingState, compiled_decode_step, decode_attention, decode_step
+from .deprecation import renamed_argument
 from .prompts import check_reply_mode
 from .speech_sampling import ProcessorChooser, SpeechSamplingConfig, StaticSpeechSampler, choose
 
@@ -52,7 +53,7 @@ class FunAudioChatGenerateOutput(GenerateDecoderOnlyOutput):
             mode, the text token of the step where speech ended replaced by `<|audio_eos|>`).
         speech_ids: [B, 5 * n] 25 Hz speech codes, one group of 5 per LLM step spent speaking (the 2 leading BOS
             groups and the final all-EOS group included). Rows that are not speaking at a step get a group of the
-            speech pad id there; use [`valid_speech_codes`] for what the vocoder accepts.
+            speech pad id there; use [`valid_speech_codes`] for what the decoder accepts.
         audio: one float32 24 kHz waveform per row, when a token-to-waveform decoder is attached.
         sampling_rate: sampling rate of `audio`.
     """
@@ -63,7 +64,7 @@ class FunAudioChatGenerateOutput(GenerateDecoderOnlyOutput):
     num_speech_codes: int | None = None
 
     def valid_speech_codes(self, codebook_limit: int | None = None) -> list[torch.LongTensor]:
-        """The vocoder-valid codes (`0 <= id < codebook_limit`, default: the model's `num_speech_codes`) of each
+        """The decodable codes (`0 <= id < codebook_limit`, default: the model's `num_speech_codes`) of each
         row, in order."""
         return valid_speech_codes(self.speech_ids, codebook_limit or self.num_speech_codes)
 
@@ -97,12 +98,12 @@ def valid_speech_codes(speech_ids: torch.Tensor | None, codebook_limit: int | No
     return [row[(row >= 0) & (row < codebook_limit)] for row in speech_ids]
 
 
-def _decode_row(vocoder, codes: torch.Tensor, speaker) -> torch.Tensor:
-    """One row's vocoder-valid codes → float32 waveform on the CPU (empty when the row did not speak)."""
+def _decode_row(token2wav, codes: torch.Tensor, voice) -> torch.Tensor:
+    """One row's decodable codes → float32 waveform on the CPU (empty when the row did not speak)."""
     if codes.numel() == 0:
         return torch.zeros(0)
-    device = next(vocoder.parameters()).device
-    return vocoder.decode(codes[None].to(device), speaker=speaker)[0].float().cpu()
+    device = next(token2wav.parameters()).device
+    return token2wav.decode(codes[None].to(device), voice=voice)[0].float().cpu()
 
 
 class FunAudioChatGenerationMixin(GenerationMixin):
@@ -140,7 +141,7 @@ class FunAudioChatGenerationMixin(GenerationMixin):
         stopping_criteria: StoppingCriteriaList | None = None,
         streamer=None,
         generation_mode: str = "text",
-        speaker: Any = None,
+        voice: Any = None,
         return_audio: bool | None = None,
         force_audio_bos: bool = True,
         speech_do_sample: bool | None = None,
@@ -156,8 +157,9 @@ class FunAudioChatGenerationMixin(GenerationMixin):
         Args:
             generation_mode: `"text"` (speech-to-text, audio understanding, function calling; the speech head never
                 runs) or `"audio"` (joint text and 25 Hz speech codes).
-            speaker: voice of the audio output: `"中文女"` (default) or `"中文男"`, a [192] speaker embedding, a
-                `FunAudioChatVoice` (e.g. `model.token2wav.clone_voice("me.wav")`) or a saved voice's path.
+            voice: voice of the audio output: `"中文女"` (default) or `"中文男"`, a [192] speaker embedding, a
+                `FunAudioChatVoice` (e.g. `model.token2wav.clone_voice("me.wav")`) or a saved voice's path
+                (`speaker=` is its deprecated name, accepted with a `FutureWarning` until 0.2).
             return_audio: decode the speech codes into 24 kHz waveforms (default: when the model has its
                 token-to-waveform decoder, see `from_pretrained(token2wav=...)`).
             force_audio_bos: in audio mode, force the first text token to `<|audio_bos|>` (what starts speech).
@@ -187,7 +189,8 @@ class FunAudioChatGenerationMixin(GenerationMixin):
         >>> fast = model.generate(**inputs, generation_mode="audio", cache_implementation="static")  # compiled step
         ```
         """
-        check_reply_mode(generation_mode, speaker, "generation_mode")
+        voice = renamed_argument(kwargs, "speaker", "voice", voice, "generate")
+        check_reply_mode(generation_mode, voice, "generation_mode")
         self._check_new_tokens(generation_config, kwargs)
         kwargs["output_speech_logits"] = False
         common = dict(
@@ -214,14 +217,14 @@ class FunAudioChatGenerationMixin(GenerationMixin):
             generation_config is not None and (generation_config.num_beams or 1) > 1
         ):
             raise ValueError("generation_mode='audio' supports greedy decoding and sampling only (num_beams=1).")
-        vocoder = self.token2wav if return_audio is not False else None
-        if return_audio and vocoder is None:
+        token2wav = self.token2wav if return_audio is not False else None
+        if return_audio and token2wav is None:
             raise ValueError(
                 "return_audio=True needs a token-to-waveform decoder: load the model with "
                 "`from_pretrained(..., token2wav=<dir | hub id | FunAudioChatToken2Wav>)`."
             )
-        if vocoder is not None and speaker is not None:
-            vocoder.speaker_embedding(speaker)  # an unknown voice fails now, not after generating
+        if token2wav is not None and voice is not None:
+            token2wav.resolve_voice(voice)  # an unknown voice fails now, not after generating
         overrides = {
             "do_sample": speech_do_sample,
             "temperature": speech_temperature,
@@ -238,17 +241,17 @@ class FunAudioChatGenerationMixin(GenerationMixin):
             force_audio_bos=force_audio_bos,
             **kwargs,
         )
-        if vocoder is None:
+        if token2wav is None:
             return result if isinstance(result, FunAudioChatGenerateOutput) else SpeechReply(*result)
         if isinstance(result, FunAudioChatGenerateOutput):
-            result.audio = [_decode_row(vocoder, codes, speaker) for codes in result.valid_speech_codes()]
-            result.sampling_rate = vocoder.config.sampling_rate
+            result.audio = [_decode_row(token2wav, codes, voice) for codes in result.valid_speech_codes()]
+            result.sampling_rate = token2wav.config.sampling_rate
             return result
         sequences, speech_ids = result
         codes = valid_speech_codes(speech_ids, self.config.audio_config.num_speech_codes)
-        audio = [_decode_row(vocoder, row, speaker) for row in codes]
+        audio = [_decode_row(token2wav, row, voice) for row in codes]
         # On the CPU, like the waveforms: the codes tensor then survives pipelines' moves to the CPU (see SpeechReply).
-        return SpeechReply(sequences, speech_ids.cpu(), audio, vocoder.config.sampling_rate)
+        return SpeechReply(sequences, speech_ids.cpu(), audio, token2wav.config.sampling_rate)
 
     @torch.no_grad()
     def start_reply(

@@ -7,12 +7,12 @@ mlx-audio.
 
 The token-to-waveform decoder (CosyVoice3, a [`FunAudioChatToken2Wav`]) is an explicit part of the model: the
 registered submodule `model.token2wav` (None without one). As a submodule it follows `model.to(...)` (device and
-dtype) and `eval()`/`train()`; it is loaded once, by `from_pretrained` (with its voices, so that choosing a speaker
+dtype) and `eval()`/`train()`; it is loaded once, by `from_pretrained` (with its voices, so that choosing a voice
 later reads nothing from disk or network), onto the model's device (the first one with a `device_map`). It is kept
 out of the LLM checkpoint: `save_pretrained` writes the official `model.safetensors` key set unchanged and the decoder
 (weights and voices) into a `token2wav/` subfolder that the saved config names, where `from_pretrained` finds it
 again. Its parameters are frozen (fine-tuning never touches them). This module is the only one of the model's that
-imports the decoder side (`vocoder`), and `forward`/`generate` never load or download anything.
+imports the decoder side (`token2wav_loading`), and `forward`/`generate` never load or download anything.
 """
 
 import os
@@ -36,7 +36,14 @@ from .modeling_audio_encoders import (
 )
 from .modeling_speech_head import FunAudioChatSpeechHead
 from .quantization import with_skip_modules
-from .vocoder import TOKEN2WAV_FOLDER, VOICE_DIR, default_token2wav_source, load_token2wav, save_token2wav, saved_voice
+from .token2wav_loading import (
+    TOKEN2WAV_FOLDER,
+    VOICE_DIR,
+    default_token2wav_source,
+    load_token2wav,
+    save_token2wav,
+    saved_voice,
+)
 
 
 @dataclass
@@ -219,7 +226,7 @@ class FunAudioChatForConditionalGeneration(FunAudioChatGenerationMixin, FunAudio
     def attach_token2wav(self, source: Any, checkpoint: str | os.PathLike | None = None, default_voice: Any = None):
         """Loads `source` (instance, directory or Hub id; a relative directory is first looked up in `checkpoint`)
         with its voices, and makes it this model's frozen `token2wav` submodule on the model's device.
-        `default_voice` (a voice saved next to the checkpoint or adapter) becomes what `speaker=None` means."""
+        `default_voice` (a voice saved next to the checkpoint or adapter) becomes what `voice=None` means."""
         decoder = load_token2wav(source, checkpoint=checkpoint, device=self.device, default_voice=default_voice)
         self.token2wav = decoder.requires_grad_(False)
         return decoder

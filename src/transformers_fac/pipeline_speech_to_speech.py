@@ -12,6 +12,7 @@ from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.utils.chat_template_utils import Chat
 
 from .audio_io import AudioInputError, is_silent, load_audio
+from .deprecation import renamed_argument
 from .prompts import AUDIO_TEMPLATE, check_reply_mode, reply_system_prompt
 
 TASKS = ("speech-to-speech", "audio-to-audio")
@@ -25,10 +26,10 @@ class FunAudioChatSpeechToSpeechPipeline(Pipeline):
     `{"type": "audio", "audio" | "path" | "url": ...}` blocks; earlier assistant turns as text). A list of inputs is a
     batch and gives a list of outputs.
 
-    Options: `generation_mode` (`"audio"` default, or `"text"`), `speaker` (`"中文女"` default, `"中文男"`, a [192]
-    embedding, a `FunAudioChatVoice` or a saved voice's path; a voice saved next to the model or adapter is the
-    default), `system_prompt` (default: the official prompt of the mode), `max_new_tokens` (5 Hz steps; 512 ≈ 100 s
-    of speech), and any other `generate` argument.
+    Options: `generation_mode` (`"audio"` default, or `"text"`), `voice` (`"中文女"` default, `"中文男"`, a [192]
+    speaker embedding, a `FunAudioChatVoice` or a saved voice's path; a voice saved next to the model or adapter is
+    the default; `speaker` is its deprecated name until 0.2), `system_prompt` (default: the official prompt of the
+    mode), `max_new_tokens` (5 Hz steps; 512 ≈ 100 s of speech), and any other `generate` argument.
 
     Output: `{"text": str, "audio": np.ndarray float32, "sampling_rate": 24000}` (`"text"` only in text mode).
 
@@ -38,7 +39,7 @@ class FunAudioChatSpeechToSpeechPipeline(Pipeline):
     >>> import transformers_fac
     >>> from transformers import pipeline
     >>> chat = pipeline("speech-to-speech", model="FunAudioLLM/Fun-Audio-Chat-8B", dtype="bfloat16", device_map="auto")
-    >>> reply = chat("question.wav", speaker="中文女")
+    >>> reply = chat("question.wav", voice="中文女")
     >>> reply["text"], reply["audio"].shape, reply["sampling_rate"]
     ```
     """
@@ -54,19 +55,20 @@ class FunAudioChatSpeechToSpeechPipeline(Pipeline):
     def _sanitize_parameters(
         self,
         generation_mode: str | None = None,
-        speaker: Any = None,
+        voice: Any = None,
         system_prompt: str | None = None,
         max_new_tokens: int | None = None,
         generate_kwargs: dict | None = None,
         **kwargs,
     ):
         mode = generation_mode or "audio"
-        check_reply_mode(mode, speaker, "generation_mode")
+        voice = renamed_argument(kwargs, "speaker", "voice", voice, "pipeline('speech-to-speech')")
+        check_reply_mode(mode, voice, "generation_mode")
         forward = {**(generate_kwargs or {}), **kwargs, "generation_mode": mode}
         if max_new_tokens is not None:
             forward["max_new_tokens"] = max_new_tokens
-        if speaker is not None:
-            forward["speaker"] = speaker
+        if voice is not None:
+            forward["voice"] = voice
         preprocess = {"system_prompt": system_prompt if system_prompt is not None else reply_system_prompt(mode)}
         return preprocess, forward, {}
 

@@ -40,7 +40,7 @@ def check_reply_mode(reply_mode: str, voice: Any = None, name: str = "reply_mode
     if reply_mode not in REPLY_MODES:
         raise ValueError(f"{name} must be one of {REPLY_MODES}, got {reply_mode!r}.")
     if reply_mode == "text" and voice is not None:
-        raise ValueError(f"`speaker` chooses the voice of spoken replies; a text reply ({name}='text') has none.")
+        raise ValueError(f"`voice` chooses the voice of spoken replies; a text reply ({name}='text') has none.")
 
 
 def reply_system_prompt(reply_mode: str) -> str:

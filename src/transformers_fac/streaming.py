@@ -109,7 +109,7 @@ class FunAudioChatIteratorStreamer(FunAudioChatStreamer):
     >>> Thread(target=model.generate, kwargs={**inputs, "generation_mode": "audio", "streamer": streamer}).start()
     >>> for chunk in streamer:
     ...     if chunk.text: print(chunk.text[0], end="")
-    ...     if chunk.speech_codes: vocoder_stream.push(chunk.speech_codes[0])
+    ...     if chunk.speech_codes: token2wav_stream.push(chunk.speech_codes[0])
     ```
     """
 

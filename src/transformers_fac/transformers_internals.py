@@ -35,6 +35,6 @@ PRIVATE_ATTRIBUTES: tuple[str, ...] = (
 
 # `module:key`: private keyword keys that transformers fills in and the package reads.
 PRIVATE_KEYS: tuple[str, ...] = (
-    # vocoder.saved_voice: the adapter folder an Auto class loads, handed to `from_pretrained` in `adapter_kwargs`
+    # token2wav_loading.saved_voice: the adapter folder an Auto class loads, handed to `from_pretrained` in `adapter_kwargs`
     "transformers.models.auto.auto_factory:_adapter_model_path",
 )

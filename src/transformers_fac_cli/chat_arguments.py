@@ -3,6 +3,8 @@ argparse, so that `fac-chat --help` and a usage error answer at once (the comman
 only to run; see `transformers_fac.cli`)."""
 
 import argparse
+import os
+import sys
 from pathlib import Path
 
 DEFAULT_MODEL = "FunAudioLLM/Fun-Audio-Chat-8B"
@@ -35,7 +37,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--model", default=DEFAULT_MODEL, help="Hub id or directory, or 'tiny' for the test model")
     parser.add_argument("--token2wav", default=None, help="Hub id or directory of the CosyVoice3 decoder")
-    parser.add_argument("--speaker", default=None, help="voice: 中文女 (default) or 中文男")
     parser.add_argument("--text-only", action="store_true", help="reply in text only (no speech)")
     parser.add_argument("--system", default=None, help="system prompt (default: the official one of the mode)")
     parser.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda when available")
@@ -57,33 +58,44 @@ def add_voice_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--voice",
         default=None,
-        metavar="PATH",
-        help="speak in this voice: a reference clip (1-30 s of speech, cloned) or a saved voice directory/file",
+        metavar="VOICE",
+        help="speak in this voice: a stock voice (中文女 (default), 中文男), a reference clip (1-30 s of speech, "
+        "cloned) or a saved voice directory/file",
     )
+    parser.add_argument("--speaker", default=None, help=argparse.SUPPRESS)  # the deprecated name of --voice
     parser.add_argument("--save-voice", default=None, metavar="DIR", help="save the --voice voice to DIR for reuse")
 
 
 def check_voice_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Reject contradictory voice options (exits through `parser.error`)."""
+    """Reject contradictory voice options (exits through `parser.error`); `--speaker` (deprecated) becomes `--voice`.
+    A `--voice` that is no existing path is a voice name, checked once the decoder's voices are loaded."""
+    if args.speaker is not None:
+        if args.voice is not None:
+            parser.error("give either --voice or --speaker, not both (--speaker is the deprecated name of --voice)")
+        print("fac-chat: --speaker is deprecated and will be removed in 0.2; use --voice", file=sys.stderr)
+        args.voice = args.speaker
     if args.voice is None and args.save_voice is not None:
         parser.error("--save-voice saves the voice given with --voice")
-    if args.voice is not None and args.speaker is not None:
-        parser.error("give either --voice or --speaker, not both")
     if args.voice is not None and args.text_only:
         parser.error("--voice chooses the voice of spoken replies; it cannot be used with --text-only")
-    if args.voice is not None and not Path(args.voice).exists():
+    if args.voice is not None and not Path(args.voice).exists() and _looks_like_path(args.voice):
         parser.error(f"--voice: no such file or directory: {args.voice}")
+
+
+def _looks_like_path(voice: str) -> bool:
+    """A path rather than a voice name: it names a folder or has a file suffix."""
+    return "/" in voice or os.sep in voice or bool(Path(voice).suffix)
 
 
 def add_live_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("hands-free conversation (--live)")
-    group.add_argument("--live", action="store_true", help="talk hands-free: microphone in, speaker out")
+    group.add_argument("--live", action="store_true", help="talk hands-free: microphone in, loudspeaker out")
     group.add_argument("--input", default=None, help="with --live: a recorded conversation to play instead of the mic")
     group.add_argument("--fast", action="store_true", help="with --input: as fast as the model goes, not real time")
     group.add_argument("--output-dir", default=".", help="with --live: where reply_<turn>.wav files go (default: .)")
     group.add_argument("--silence", type=float, default=0.6, help="seconds of silence that end your turn")
     group.add_argument(
-        "--echo-cancelled", action="store_true", help="your microphone does not hear the speaker (headphones, AEC)"
+        "--echo-cancelled", action="store_true", help="your microphone does not hear the loudspeaker (headphones, AEC)"
     )
 
 
@@ -110,8 +122,6 @@ def parse_chat_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     check_live_arguments(parser, args)
     if not args.audio and not args.interactive and not args.live:
         parser.error("give at least one audio file, or --interactive, or --live")
-    if args.text_only and args.speaker:
-        parser.error("--speaker chooses the voice of spoken replies; it cannot be used with --text-only")
     return args
 
 

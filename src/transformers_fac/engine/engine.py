@@ -30,7 +30,7 @@ Example:
 
 ```python
 >>> engine = ReplyEngine(model, processor, max_batch_size=8).start()
->>> reply = engine.submit(ReplyRequest(prompt, [waveform], speaker="中文女"))
+>>> reply = engine.submit(ReplyRequest(prompt, [waveform], voice="中文女"))
 >>> for event in reply:
 ...     print(event)
 >>> engine.close()
@@ -226,9 +226,9 @@ class ReplyEngine:
                 f"at most {limit}. Send shorter audio or fewer turns.",
                 code="context_length_exceeded",
             )
-        if request.spoken and request.speaker is not None:
+        if request.spoken and request.voice is not None:
             try:
-                self.model.token2wav.speaker_embedding(request.speaker)
+                self.model.token2wav.speaker_embedding(request.voice)
             except (KeyError, ValueError, TypeError) as error:
                 raise RequestError(f"Unknown voice: {error}", code="unknown_voice") from error
         return inputs
@@ -351,7 +351,7 @@ class ReplyEngine:
         if start.state.chooser is not None:
             start.state.chooser.generator = generator
         if spoken:
-            self._audio.open(reply, request.speaker, request.exact)
+            self._audio.open(reply, request.voice, request.exact)
         prompt = reply.inputs["input_ids"]
         return Row(
             reply=reply,

@@ -32,7 +32,7 @@ class ReplyRequest:
         prompt: the rendered chat prompt (audio slots as `<|audio_bos|><|AUDIO|><|audio_eos|>`).
         audios: one 16 kHz mono float32 waveform per audio slot of `prompt`, in order.
         spoken: answer with text and speech (`generation_mode="audio"`) or text only.
-        speaker: the voice (anything the decoder's `speaker` accepts).
+        voice: the voice (anything the decoder's `voice` accepts).
         max_new_tokens: the longest reply in LLM steps.
         temperature / top_p: sampling; `temperature=0` is greedy; None keeps the checkpoint's settings.
         seed: makes a sampled reply reproducible: it draws from a random generator of its own, so its neighbours
@@ -48,7 +48,7 @@ class ReplyRequest:
     prompt: str = ""
     audios: list[np.ndarray] = field(default_factory=list)
     spoken: bool = True
-    speaker: Any = None
+    voice: Any = None
     max_new_tokens: int = 60
     temperature: float | None = None
     top_p: float | None = None

@@ -10,6 +10,8 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from ..deprecation import renamed_argument
+from ..prompts import check_reply_mode
 from ..streaming import close_at_exit
 from .engine import ReplyEngine
 from .replies import AudioDelta, Reply, ReplyDone, ReplyFailed, ReplyRequest, TextDelta
@@ -101,7 +103,7 @@ def stream_reply(
     model,
     tokenizer,
     inputs: dict,
-    speaker: Any = None,
+    voice: Any = None,
     exact: bool = False,
     interrupt: threading.Event | None = None,
     timeout: float | None = None,
@@ -113,8 +115,8 @@ def stream_reply(
     Args:
         model: a [`FunAudioChatForConditionalGeneration`] with a token-to-waveform decoder attached (spoken replies).
         tokenizer: the processor (or a processor-like object with `tokenizer` and `audio_token`).
-        speaker: the voice, passed unchanged to the decoder (a stock voice name, a [192] embedding, a
-            `FunAudioChatVoice` or a saved voice's path; see `generate`).
+        voice: the voice of a spoken reply (a stock voice name, a [192] speaker embedding, a `FunAudioChatVoice` or a
+            saved voice's path; see `generate`; `speaker=` is its deprecated name until 0.2).
         exact: stream with the official web-demo schedule (whole-history recomputation) instead of bounded cost.
         interrupt: set it to stop generating but still receive the audio of what was said (a graceful stop; closing
             the stream instead drops it).
@@ -136,8 +138,8 @@ def stream_reply(
     """
     if inputs["input_ids"].shape[0] != 1:
         raise ValueError("stream_reply streams one conversation at a time (batch size 1).")
-    if generation_mode not in ("audio", "text"):
-        raise ValueError(f"generation_mode must be 'audio' or 'text', got {generation_mode!r}.")
+    voice = renamed_argument(generate_kwargs, "speaker", "voice", voice, "stream_reply")
+    check_reply_mode(generation_mode, voice, "generation_mode")
     spoken = generation_mode == "audio"
     if spoken and model.token2wav is None:
         raise ValueError("Streaming audio needs the CosyVoice3 decoder: from_pretrained(..., token2wav=...).")
@@ -145,7 +147,7 @@ def stream_reply(
     request = ReplyRequest(
         inputs={key: value.cpu() for key, value in inputs.items()},
         spoken=spoken,
-        speaker=speaker if spoken else None,
+        voice=voice,
         max_new_tokens=max_new_tokens,
         exact=exact,
         generate_kwargs=generate_kwargs,

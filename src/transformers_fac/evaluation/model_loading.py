@@ -25,7 +25,7 @@ def load_model(
 
     from ..quantization import quantization_config
     from ..tiny import tiny_checkpoint
-    from ..vocoder import saved_voice
+    from ..token2wav_loading import saved_voice
 
     if adapter is not None and not os.path.isdir(adapter):
         raise FileNotFoundError(f"--adapter {adapter} is not a folder.")

@@ -48,7 +48,7 @@ class ReplyGenerator:
         model / processor: the loaded model (with its decoder for spoken replies) and processor.
         batch_size: replies generated together.
         max_new_tokens: the longest reply (LLM steps).
-        speaker: the voice of spoken replies (a stock name, a saved voice, ...; None: the decoder's default).
+        voice: the voice of spoken replies (a stock name, a saved voice, ...; None: the decoder's default).
         temperature: None keeps the checkpoint's sampling; 0 is greedy.
     """
 
@@ -58,7 +58,7 @@ class ReplyGenerator:
         processor: Any,
         batch_size: int = 8,
         max_new_tokens: int = 512,
-        speaker: Any = None,
+        voice: Any = None,
         temperature: float | None = None,
     ):
         from ..engine import ReplyEngine
@@ -67,7 +67,7 @@ class ReplyGenerator:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
-        self.speaker = speaker
+        self.voice = voice
         self.temperature = temperature
         self.engine = ReplyEngine(model, processor, max_batch_size=batch_size, max_queue=max(64, 2 * batch_size))
 
@@ -92,7 +92,7 @@ class ReplyGenerator:
                 prompt=job.prompt,
                 audios=[job.audio],
                 spoken=job.spoken,
-                speaker=self.speaker if job.spoken else None,
+                voice=self.voice if job.spoken else None,
                 max_new_tokens=self.max_new_tokens,
                 temperature=self.temperature,
             )

@@ -34,13 +34,13 @@ def _subsets(benchmark: Benchmark, subset: str | None, data_dir: str | None) -> 
 
 
 def _system_prompt(benchmark: Benchmark, item: Item) -> str:
-    from ..prompts import S2M_SYSTEM_PROMPT, S2T_SYSTEM_PROMPT, SPOKEN_S2M_PROMPT, function_calling_prompt
+    from ..prompts import SPOKEN_S2M_PROMPT, function_calling_prompt, reply_system_prompt
 
     if benchmark.mode == "fc":
         return function_calling_prompt(item.tools or [])
     if benchmark.spoken_persona:
         return SPOKEN_S2M_PROMPT
-    return S2M_SYSTEM_PROMPT if benchmark.mode == "s2m" else S2T_SYSTEM_PROMPT
+    return reply_system_prompt("audio" if benchmark.mode == "s2m" else "text")
 
 
 def _file_name(item_id: str) -> str:
@@ -74,7 +74,7 @@ def _generate(
         raise ValueError(f"{benchmark.name} needs spoken replies, but the model has no speech decoder (token2wav).")
     if spoken and voice is not None:
         try:
-            model.token2wav.speaker_embedding(voice)
+            model.token2wav.resolve_voice(voice)
         except (KeyError, ValueError, TypeError, OSError) as error:
             raise ValueError(f"--voice {voice}: {error}") from error
     progress = tqdm(total=len(pending), desc=f"fac-eval {benchmark.name}", unit="reply")

@@ -7,7 +7,7 @@ Example:
 
 ```python
 >>> from transformers_fac.live import VoiceSession
->>> with VoiceSession(model, processor, speaker="中文女") as session:
+>>> with VoiceSession(model, processor, voice="中文女") as session:
 ...     for event in session.feed(chunk, 48000):
 ...         print(event.type, round(event.time, 2))
 ```

@@ -75,14 +75,17 @@ class VoiceSession:
     reply is dropped and the user's turn is joined with the next one (one question, spoken with a pause).
 
     "Playing" is measured on the audio fed (see `transformers_fac.live.reply`): audio handed out at clock `t` plays
-    from `max(t, end of the previous chunk)`, in real time. Echo: with `echo_cancelled=False` (the client plays the
+    from `max(t + playback_delay_s, end of the previous chunk)`, in real time. `playback_delay_s` is how long the
+    client takes from receiving reply audio to playing it (a browser's streaming player buffers about 1.4 s): the
+    reply then counts as playing, and as heard, when it is audible, so a question asked during its last seconds
+    still interrupts it. Echo: with `echo_cancelled=False` (the client plays the
     reply through speakers without echo cancellation), voice activity while the reply plays counts only above
     `turn.echo_threshold` and `turn.echo_min_level_db`.
 
     With `realtime=True` (a live microphone) `feed` never waits for the model: reply events come out of the `feed` or
     `poll` calls after they are produced. With `realtime=False` the reply is handed out exactly as it plays: before
-    each window of audio, the session waits until the reply audio handed out covers it (a written reply: until it is
-    complete), and hands out nothing more. A recording fed faster than real time then gives the same events at the
+    each window of audio, the session waits until the reply audio handed out covers it and `playback_delay_s` more (a
+    written reply: until it is complete), and hands out nothing more. A recording fed faster than real time then gives the same events at the
     same clock times on every run, as if the model always kept up; `reply_done` comes when its audio has played.
 
     Not thread-safe for feeding (one thread feeds); `interrupt`, `reset` and `close` may come from another thread.
@@ -91,13 +94,13 @@ class VoiceSession:
     Example:
 
     ```python
-    >>> with VoiceSession(model, processor, speaker="中文女") as session:
+    >>> with VoiceSession(model, processor, voice="中文女") as session:
     ...     for chunk in microphone_chunks():  # e.g. 20 ms of 48 kHz int16 each
     ...         for event in session.feed(chunk, 48000):
     ...             if event.type == "audio":
-    ...                 speaker.play(event.audio)
+    ...                 loudspeaker.play(event.audio)
     ...             elif event.type == "interrupted":
-    ...                 speaker.flush()
+    ...                 loudspeaker.flush()
     ```
     """
 
@@ -105,12 +108,13 @@ class VoiceSession:
         self,
         model,
         processor,
-        speaker=None,
+        voice=None,
         reply_mode: str = "audio",
         system_prompt: str | None = None,
         exact: bool = False,
         echo_cancelled: bool = True,
         realtime: bool = True,
+        playback_delay_s: float = 0.0,
         turn: TurnSettings | None = None,
         max_turns: int = 8,
         vad=None,
@@ -119,8 +123,10 @@ class VoiceSession:
         self.model, self.processor = model, processor
         self._lock = threading.RLock()
         self.conversation = FunAudioChatConversation(system_prompt="", max_turns=max_turns)
-        self.update(speaker=speaker, reply_mode=reply_mode, system_prompt=system_prompt, exact=exact)
-        self.echo_cancelled, self.realtime = echo_cancelled, realtime
+        self.update(voice=voice, reply_mode=reply_mode, system_prompt=system_prompt, exact=exact)
+        if not playback_delay_s >= 0:
+            raise ValueError(f"playback_delay_s must be 0 or more, got {playback_delay_s!r}.")
+        self.echo_cancelled, self.realtime, self.playback_delay_s = echo_cancelled, realtime, playback_delay_s
         self.turn_settings = turn or TurnSettings()
         self.generate_kwargs = generate_kwargs
         self.vad = vad if vad is not None else VoiceActivity()
@@ -136,14 +142,14 @@ class VoiceSession:
         self.stop_latencies: list[float] = []  # wall seconds from each interruption to its generation's end
         self.drain_latencies: list[float] = []  # ... to its last audio decoding's end (in the background)
 
-    def update(self, speaker=None, reply_mode: str = "audio", system_prompt: str | None = None, exact: bool = False):
+    def update(self, voice=None, reply_mode: str = "audio", system_prompt: str | None = None, exact: bool = False):
         """Sets the voice, reply mode, system prompt (default: the official one of the mode) and stream mode of the
         next replies; the history stays."""
-        check_reply_mode(reply_mode, speaker)
+        check_reply_mode(reply_mode, voice)
         if reply_mode == "audio" and getattr(self.model, "token2wav", None) is None:
             raise ValueError("Spoken replies need the CosyVoice3 decoder: from_pretrained(..., token2wav=...).")
         with self._lock:
-            self.speaker, self.reply_mode, self.exact = speaker, reply_mode, exact
+            self.voice, self.reply_mode, self.exact = voice, reply_mode, exact
             self.conversation.system_prompt = system_prompt or reply_system_prompt(reply_mode)
 
     # ---------------------------------------------------------------------------------------------------- clock
@@ -279,7 +285,7 @@ class VoiceSession:
                 self.model,
                 self.processor,
                 inputs,
-                speaker=self.speaker,
+                voice=self.voice,
                 exact=self.exact,
                 generation_mode=self.reply_mode,
                 **self.generate_kwargs,
@@ -296,7 +302,7 @@ class VoiceSession:
         covers clock time `until`, waiting for it (so every event comes at the same clock time on every run)."""
         reply = self._reply
         while reply is not None and not reply.finished and not reply.cancelled:
-            if until is not None and reply.covers(until):
+            if until is not None and reply.covers(until + self.playback_delay_s):
                 return
             item = reply.take(wait=until is not None)
             if item is None:
@@ -308,7 +314,7 @@ class VoiceSession:
             latency = None
             if reply.first_audio_latency is None:
                 latency = reply.first_audio_latency = produced - reply.turn_ended_wall
-            reply.play(len(item.audio), item.sampling_rate, self.time)
+            reply.play(len(item.audio), item.sampling_rate, self.time + self.playback_delay_s)
             self._event("audio", turn=reply.turn, audio=item.audio, rate=item.sampling_rate, latency=latency)
         elif isinstance(item, TextDelta):
             reply.texts.append((item.text, reply.audio_samples))

@@ -62,6 +62,16 @@ class StampResponses:
 async def read_json(request, limit: int, timeout: float):
     """The request body as JSON: 413 above `limit` bytes (checked while reading), 408 when it takes longer than
     `timeout` seconds to arrive, 400 when it is not JSON or nests too deep."""
+    body = await read_body(request, limit, timeout)
+    try:
+        return loads_bounded(body)
+    except JSONLimitError as error:
+        raise invalid(f"The request body: {error}", code="invalid_json") from None
+
+
+async def read_body(request, limit: int, timeout: float) -> bytes:
+    """The request body: 413 above `limit` bytes (checked while reading), 408 when it takes longer than `timeout`
+    seconds to arrive."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise too_large(limit)
@@ -79,10 +89,7 @@ async def read_json(request, limit: int, timeout: float):
             code="request_timeout",
             headers={"Connection": "close"},
         ) from None
-    try:
-        return loads_bounded(bytes(body))
-    except JSONLimitError as error:
-        raise invalid(f"The request body: {error}", code="invalid_json") from None
+    return bytes(body)
 
 
 def create_app(settings: ServerSettings, loaded: LoadedModel | None = None):
@@ -215,4 +222,4 @@ def openapi_schema(app, request_model, settings: ServerSettings) -> dict:
     return app.openapi_schema
 
 
-__all__ = ["create_app", "openapi_schema", "read_json"]
+__all__ = ["create_app", "openapi_schema", "read_body", "read_json"]

@@ -70,7 +70,7 @@ def submit(runtime: ServerRuntime, request: ChatCompletionRequest, loop: asyncio
     spoken = request.spoken and not tools  # tool calling is the model's text mode
     audio = request.audio
     audio_format = audio.format if audio is not None else "wav"
-    speaker = None
+    voice = None
     if spoken:
         if audio_format not in OUTPUT_FORMATS:
             raise invalid(
@@ -78,7 +78,7 @@ def submit(runtime: ServerRuntime, request: ChatCompletionRequest, loop: asyncio
             )
         if request.stream and audio_format != "pcm16":
             raise invalid("Streamed audio is sent as pcm16: set audio.format to 'pcm16'.", param="audio.format")
-        speaker = runtime.speaker(audio.voice_name if audio is not None else None, "audio.voice")
+        voice = runtime.resolve_voice(audio.voice_name if audio is not None else None, "audio.voice")
     limit = settings.max_new_tokens
     max_tokens = request.max_completion_tokens or request.max_tokens or limit
     if max_tokens > limit:
@@ -93,7 +93,7 @@ def submit(runtime: ServerRuntime, request: ChatCompletionRequest, loop: asyncio
         prompt=prompt.render(runtime.loaded.processor),
         audios=prompt.audios,
         spoken=spoken,
-        speaker=speaker,
+        voice=voice,
         max_new_tokens=max_tokens,
         temperature=request.temperature,
         top_p=request.top_p,

@@ -221,7 +221,7 @@ class RealtimeSession:
     async def on_commit(self, event: dict) -> None:
         if self.vad is not None:
             raise SessionError(
-                "Server turn detection is on: turns are committed when the speaker pauses. Set turn_detection to "
+                "Server turn detection is on: turns are committed when the user pauses. Set turn_detection to "
                 "null to commit them yourself.",
                 "turn_detection_on",
             )
@@ -408,13 +408,13 @@ class RealtimeSession:
         instructions = self.config.instructions
         if "instructions" in options:
             instructions = instructions_option(options["instructions"], "response.instructions", self.runtime)
-        speaker = self.runtime.speaker(voice, "response.audio.output.voice") if spoken else None
+        voice = self.runtime.resolve_voice(voice, "response.audio.output.voice") if spoken else None
         prompt = self.prompt(instructions, spoken, tools)
         request = ReplyRequest(
             prompt=prompt.render(self.runtime.loaded.processor),
             audios=prompt.audios,
             spoken=spoken,
-            speaker=speaker,
+            voice=voice,
             max_new_tokens=max_tokens,
             temperature=self.config.temperature,
         )

@@ -136,7 +136,7 @@ def parse_session_update(session: Any, runtime: ServerRuntime, vad: ServerVad | 
         voice = voice.get("id") if isinstance(voice, dict) else voice
         if not isinstance(voice, str):
             raise SessionError("The voice must be a voice name.", param="session.audio.output.voice")
-        runtime.speaker(voice, "session.audio.output.voice")  # unknown voice -> error
+        runtime.resolve_voice(voice, "session.audio.output.voice")  # unknown voice -> error
         updates["voice"] = voice
     return updates, vad
 

@@ -35,7 +35,7 @@ class ServerRuntime:
         settings: what it serves and its limits.
         loaded: the model, processor and stock voices.
         engine: the reply engine (started).
-        voices: voice name -> what is passed to the decoder as `speaker`.
+        voices: voice name -> what is passed to the decoder as `voice`.
         replica: an id of this process (host and pid), sent back in the `x-fac-replica` header.
         draining: set when the process was asked to stop: new requests are refused with 503.
         in_flight: the replies being answered (chat completions and realtime responses).
@@ -119,19 +119,19 @@ class ServerRuntime:
         key = self.settings.api_key
         return not key or (token is not None and hmac.compare_digest(token.encode(), key.encode()))
 
-    def speaker(self, voice: str | None, param: str) -> Any:
-        """The decoder's `speaker` for a requested voice name (default: the first voice), or a 400 listing them."""
+    def resolve_voice(self, name: str | None, param: str) -> Any:
+        """The decoder's `voice` for a requested voice name (default: the first voice), or a 400 listing them."""
         if not self.voices:
             raise invalid("This server has no voices: ask for a text reply (modalities ['text']).", param=param)
-        if voice is None:
+        if name is None:
             return next(iter(self.voices.values()))
-        if voice not in self.voices:
+        if name not in self.voices:
             raise invalid(
-                f"Unknown voice {voice!r}; this server's voices are: {', '.join(self.voices)}.",
+                f"Unknown voice {name!r}; this server's voices are: {', '.join(self.voices)}.",
                 param=param,
                 code="unknown_voice",
             )
-        return self.voices[voice]
+        return self.voices[name]
 
     def shutdown_error(self) -> "APIError":
         """What a client whose reply was cut by the shutdown is told (a 503 with Retry-After)."""

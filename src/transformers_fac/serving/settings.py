@@ -20,7 +20,7 @@ class ServerSettings:
         dtype: `"bfloat16"` or `"float32"`; default bf16 on cuda.
         quantize: quantize the LLM backbone's weights when loading: `"int8"`, `"fp8"` (torchao), `"nf4"`
             (bitsandbytes) or `"int4"` (torchao, CUDA only); see `transformers_fac.quantization`.
-        threads: torch's CPU threads (default on CPU: half the cores, as generation and vocoding run side by side;
+        threads: torch's CPU threads (default on CPU: half the cores, as generation and speech decoding run side by side;
             more threads than cores make both many times slower).
         served_model_name: the model id clients send (`model=`); the `model` value is accepted too.
         api_key: when set, every `/v1` request needs `Authorization: Bearer <api_key>`.

@@ -5,7 +5,7 @@ from typing import Any
 
 
 def load_voices(paths: list[str], stock: list[str]) -> dict[str, Any]:
-    """Voice name -> what the decoder takes as `speaker`: each stock name, then every saved voice under `paths`.
+    """Voice name -> what the decoder takes as `voice`: each stock name, then every saved voice under `paths`.
 
     A path is a saved voice (a directory with `voice.safetensors`, or a voice `.safetensors` file) or a folder of
     them. A saved voice is named by its own `name`, else by its file or directory name.

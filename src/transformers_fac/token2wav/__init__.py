@@ -3,11 +3,12 @@
 from .configuration_token2wav import FunAudioChatToken2WavConfig
 from .cosyvoice_loading import save_cosyvoice_dir
 from .modeling_token2wav import FunAudioChatToken2Wav, FunAudioChatToken2WavOutput
-from .speakers import DEFAULT_SPEAKER, load_speaker_file
+from .speakers import load_speaker_file
 from .tiny_decoder import build_tiny_cosyvoice_dir
+from .voices import DEFAULT_VOICE
 
 __all__ = [
-    "DEFAULT_SPEAKER",
+    "DEFAULT_VOICE",
     "FunAudioChatToken2Wav",
     "FunAudioChatToken2WavConfig",
     "FunAudioChatToken2WavOutput",

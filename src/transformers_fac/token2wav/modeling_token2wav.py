@@ -22,7 +22,8 @@ from .flow import CausalMaskedDiffWithDiT
 from .flow_dit import RotaryEmbedding
 from .hift import CausalHiFTGenerator, Snake
 from .noise import FixedNoise
-from .speakers import SpeakerLike, load_speaker_file, resolve_voice
+from .speakers import load_speaker_file
+from .voices import VoiceLike, resolve_voice
 
 CodesLike = torch.Tensor | Sequence[int]
 
@@ -46,7 +47,7 @@ class FunAudioChatToken2Wav(PreTrainedModel):
     Load the official weights with [`~FunAudioChatToken2Wav.from_cosyvoice`] (reads `cosyvoice3.yaml`, `flow.pt`,
     `hift.pt`), or a converted checkpoint with `from_pretrained`.
 
-    Every `speaker` argument takes a stock voice name (`"中文女"`, `"中文男"`), a speaker vector [192], a
+    Every `voice` argument takes a stock voice name (`"中文女"`, `"中文男"`), a speaker embedding [192], a
     [`FunAudioChatVoice`] (e.g. from [`~FunAudioChatToken2Wav.clone_voice`]) or the path of a saved voice; a voice
     with a prompt conditions the flow on the reference clip's codes and mel (CosyVoice3 zero-shot cloning).
 
@@ -60,7 +61,7 @@ class FunAudioChatToken2Wav(PreTrainedModel):
     ...     hift_base_channels=32, f0_cond_channels=32,
     ... )
     >>> model = FunAudioChatToken2Wav(config).eval()
-    >>> wav = model.decode(torch.tensor([[1, 2, 3, 4, 6562]]), speaker=torch.randn(192))
+    >>> wav = model.decode(torch.tensor([[1, 2, 3, 4, 6562]]), voice=torch.randn(192))
     >>> wav.shape  # 4 valid codes -> 4 * 960 samples; 6562 (EOS) is dropped
     torch.Size([1, 3840])
     ```
@@ -181,13 +182,14 @@ class FunAudioChatToken2Wav(PreTrainedModel):
         """The loaded speaker file: voice name -> speaker vector [192] (the official file is loaded on first use)."""
         return dict(self._stock_voices())
 
-    def resolve_voice(self, speaker: SpeakerLike = None) -> FunAudioChatVoice:
-        """Any accepted speaker -> the [`FunAudioChatVoice`] the decoder speaks with, checked against its sizes.
+    def resolve_voice(self, voice: VoiceLike = None) -> FunAudioChatVoice:
+        """Any accepted voice -> the [`FunAudioChatVoice`] the decoder speaks with, checked against its sizes.
 
         None gives `default_voice` (see `set_default_voice`) or the stock `"中文女"`; a name gives a stock voice (or
-        the default voice of that name); a path loads a saved voice; a tensor [192] is a voice without prompt."""
+        the default voice of that name); a path loads a saved voice; a speaker embedding [192] is a voice without
+        prompt."""
         config = self.config
-        voice = resolve_voice(speaker, self._stock_voices, config.speaker_embedding_dim, default=self.default_voice)
+        voice = resolve_voice(voice, self._stock_voices, config.speaker_embedding_dim, default=self.default_voice)
         if voice.speaker_embedding.shape[1] != config.speaker_embedding_dim:
             raise ValueError(
                 f"A speaker embedding must have shape [{config.speaker_embedding_dim}] or "
@@ -202,14 +204,14 @@ class FunAudioChatToken2Wav(PreTrainedModel):
                 raise ValueError(f"The voice's prompt codes must be < {config.vocab_size}.")
         return voice
 
-    def speaker_embedding(self, speaker: SpeakerLike = None) -> torch.Tensor:
-        """The speaker vector [1, 192] float32 of any accepted speaker (see `resolve_voice`)."""
-        return self.resolve_voice(speaker).speaker_embedding
+    def speaker_embedding(self, voice: VoiceLike = None) -> torch.Tensor:
+        """The speaker embedding [1, 192] float32 of any accepted voice (see `resolve_voice`)."""
+        return self.resolve_voice(voice).speaker_embedding
 
-    def set_default_voice(self, speaker: SpeakerLike) -> FunAudioChatVoice | None:
-        """Make `speaker` (a voice, a voice path, a name or a vector) what `speaker=None` means; None restores the stock
-        `"中文女"`. A voice saved next to a checkpoint or adapter (`voice/`) becomes the default when it loads."""
-        voice = None if speaker is None else self.resolve_voice(speaker)
+    def set_default_voice(self, voice: VoiceLike) -> FunAudioChatVoice | None:
+        """Make `voice` (a voice, a voice path, a name or a speaker embedding) what `voice=None` means; None restores
+        the stock `"中文女"`. A voice saved next to a checkpoint or adapter (`voice/`) becomes the default when it loads."""
+        voice = None if voice is None else self.resolve_voice(voice)
         if voice is not None and voice.name is None:  # named, so that voice lists can offer it
             voice = FunAudioChatVoice(
                 voice.speaker_embedding,
@@ -253,7 +255,7 @@ class FunAudioChatToken2Wav(PreTrainedModel):
 
         ```python
         >>> voice = token2wav.clone_voice("me.wav", name="me")  # doctest: +SKIP
-        >>> voice.save("voices/me")  # later: speaker="voices/me"  # doctest: +SKIP
+        >>> voice.save("voices/me")  # later: voice="voices/me"  # doctest: +SKIP
         ```
         """
         return self.voice_frontend.clone(audio, name=name, sampling_rate=sampling_rate, trim=trim)
@@ -300,12 +302,12 @@ class FunAudioChatToken2Wav(PreTrainedModel):
     def token2mel(
         self,
         codes: torch.Tensor,
-        speaker: SpeakerLike = None,
+        voice: VoiceLike = None,
         finalize: bool = True,
         chunk_causal: bool = False,
         frame_offset: int = 0,
     ) -> torch.Tensor:
-        """Flow: codes [1, N] (ids in [0, 6561)) + a speaker (see `resolve_voice`) -> mel [1, 80, 2N], float32.
+        """Flow: codes [1, N] (ids in [0, 6561)) + a voice (see `resolve_voice`) -> mel [1, 80, 2N], float32.
 
         `finalize=False` treats the last 3 codes as look-ahead only (mel [1, 80, 2(N - 3)]); `chunk_causal=True` uses
         the 50-frame chunk-causal attention mask instead of full attention (the chunk grid starts at the prompt's first
@@ -315,7 +317,7 @@ class FunAudioChatToken2Wav(PreTrainedModel):
         """
         look_ahead = self.flow.look_ahead
         codes = self._check_codes(codes, minimum=1 if finalize else look_ahead + 1)
-        voice = self.resolve_voice(speaker)
+        voice = self.resolve_voice(voice)
         frames = self.config.token_mel_ratio * (codes.shape[1] - (0 if finalize else look_ahead))
         noise = self.flow_noise(voice, frame_offset, frames)
         prompt = (
@@ -378,21 +380,21 @@ class FunAudioChatToken2Wav(PreTrainedModel):
     def decode(
         self,
         codes: CodesLike,
-        speaker: SpeakerLike = None,
+        voice: VoiceLike = None,
         progress: bool = False,
     ) -> torch.Tensor:
         """Speech codes -> 24 kHz waveform [1, 960 N], exactly as Fun-Audio-Chat's offline detokenizer: ids >= 6561
         are dropped, the codes are cut into 30 s segments (see `segments`), each decoded fully (finalize=True, full
         attention) and the pieces are concatenated without cross-fade.
 
-        `speaker` is a voice name (`"中文女"` (default) or `"中文男"`, from the official speaker file), an embedding
-        [192] / [1, 192], a [`FunAudioChatVoice`] or a saved voice's path (each segment is conditioned on the voice's
+        `voice` is a voice name (`"中文女"` (default) or `"中文男"`, from the official speaker file), a speaker
+        embedding [192] / [1, 192], a [`FunAudioChatVoice`] or a saved voice's path (each segment is conditioned on the voice's
         prompt). `progress=True` shows a progress bar over the segments.
         """
         valid = self.filter_codes(codes)
         if valid.numel() == 0:
             raise ValueError("No speech codes to decode (empty input, or only BOS/EOS/pad ids).")
-        voice = self.resolve_voice(speaker)
+        voice = self.resolve_voice(voice)
         bounds = self.segments(valid.shape[1])
         if progress:
             from tqdm.auto import tqdm
@@ -401,12 +403,12 @@ class FunAudioChatToken2Wav(PreTrainedModel):
         pieces = [self.mel2wav(self.token2mel(valid[:, start:end], voice)) for start, end in bounds]
         return torch.cat(pieces, dim=1)
 
-    def forward(self, codes: torch.Tensor, speaker: SpeakerLike = None) -> FunAudioChatToken2WavOutput:
+    def forward(self, codes: torch.Tensor, voice: VoiceLike = None) -> FunAudioChatToken2WavOutput:
         """Same as [`~FunAudioChatToken2Wav.decode`], wrapped in a [`FunAudioChatToken2WavOutput`]."""
-        return FunAudioChatToken2WavOutput(waveform=self.decode(codes, speaker=speaker))
+        return FunAudioChatToken2WavOutput(waveform=self.decode(codes, voice=voice))
 
     # ----------------------------------------------------------------------------------------------- streaming
-    def stream_decoder(self, speaker: SpeakerLike = None, exact: bool = False):
+    def stream_decoder(self, voice: VoiceLike = None, exact: bool = False):
         """A streaming decoder with `push(codes) -> wav chunk` and `finish() -> last chunk`.
 
         `exact=True` reproduces Fun-Audio-Chat's web-demo pattern (every 15 codes + 3 look-ahead, the flow re-run on all
@@ -418,12 +420,13 @@ class FunAudioChatToken2Wav(PreTrainedModel):
         """
         from .streaming import BoundedStreamDecoder, ExactStreamDecoder
 
-        return (ExactStreamDecoder if exact else BoundedStreamDecoder)(self, self.resolve_voice(speaker))
+        return (ExactStreamDecoder if exact else BoundedStreamDecoder)(self, self.resolve_voice(voice))
 
     def stream_batch(self):
-        """Streams of many replies decoded together ([`~stream_batch.StreamBatch`]: `open(key, speaker)`,
-        `push(key, codes)`, `step()`, `finish(keys)`, `drop(key)`): the bounded streams' steps of all replies run as
-        one flow call and one vocoder call per group of equal shapes.
+        """Streams of many replies decoded together ([`~stream_batch.StreamBatch`]: `open(key, voice)`,
+        `push(key, codes)`, `due()`, `step(keys)`, `finish(keys)`, `drop(key)`): the bounded streams' steps of all
+        replies run as one flow call and one vocoder call per group of equal shapes (`due()` tells each due step's
+        shape, so that a caller can choose which streams to decode first).
 
         Example:
 

@@ -54,8 +54,8 @@ def _one_step(streams: list[BoundedStreamDecoder], finalize: bool) -> list[torch
         codes = torch.cat([plan[2] for plan in group]).to(device)
         frames = ratio * (codes.shape[1] - look_ahead)
         noise = torch.cat([model.flow_noise(stream.voice, ratio * start, frames) for stream, start, _ in group])
-        speakers = torch.cat([stream.voice.speaker_embedding for stream, _, _ in group]).to(device)
-        mel = model.flow(codes, speakers, noise, finalize=finalize)
+        embeddings = torch.cat([stream.voice.speaker_embedding for stream, _, _ in group]).to(device)
+        mel = model.flow(codes, embeddings, noise, finalize=finalize)
         for row, (stream, start, _) in enumerate(group):
             stream.add_frames(stream.new_frames(mel[row : row + 1], start), finalize)
 
@@ -78,21 +78,35 @@ def _batchable(stream) -> bool:
 
 
 @torch.no_grad()
-def step_together(streams: list) -> list[torch.Tensor]:
-    """Decodes every step that is `ready` in each stream (codes given with `add`); returns each stream's new audio
-    [1, S] (S may be 0), the same as `stream.push([])` would."""
+def step_together(streams: list, steps: int | None = None) -> list[torch.Tensor]:
+    """Decodes the steps that are `ready` in each stream (codes given with `add`), at most `steps` per stream (all
+    by default); returns each stream's new audio [1, S] (S may be 0), the same as `stream.push([])` would with all
+    steps. A stream that cannot share calls (the exact mode) decodes all its ready steps."""
     chunks = {id(stream): [torch.zeros(1, 0, device=stream.model.device)] for stream in streams}
     batched = [stream for stream in streams if _batchable(stream)]
     for stream in streams:
         if not _batchable(stream):
             chunks[id(stream)].append(stream.push([]))
-    while True:
+    done = 0
+    while steps is None or done < steps:
         ready = [stream for stream in batched if stream.ready]
         if not ready:
             break
         for stream, wav in zip(ready, _one_step(ready, finalize=False)):
             chunks[id(stream)].append(wav)
+        done += 1
     return [torch.cat(chunks[id(stream)], dim=1) for stream in streams]
+
+
+def step_shape(stream) -> Hashable:
+    """What the next non-final step of a `ready` stream runs on: streams with equal shapes share its flow call
+    (those without a voice prompt) and its vocoder call; a stream that cannot share calls has a shape of its own."""
+    if not _batchable(stream):
+        return ("alone", id(stream))
+    flow_codes = stream.offset + stream.hop + stream.look_ahead - max(0, stream.offset - stream.flow_context)
+    frames_after = stream.mel_base + stream.mel.shape[-1] + stream.ratio * stream.hop
+    vocoder_frames = frames_after - max(0, stream.frames_emitted - stream.hift_context)
+    return (flow_codes, vocoder_frames)
 
 
 @torch.no_grad()
@@ -120,8 +134,9 @@ class StreamBatch:
 
     ```python
     >>> streams = model.token2wav.stream_batch()
-    >>> streams.open("a", speaker="中文女")
+    >>> streams.open("a", voice="中文女")
     >>> streams.push("a", [12, 4051, 77, 6562])  # ids >= 6561 (BOS/EOS/pad) are dropped
+    >>> streams.due()  # {key: shape} of the streams with a complete step waiting
     >>> audio = streams.step()  # {key: float32 samples} for the streams that completed a chunk
     >>> tails = streams.finish(["a"])  # {key: the rest of its audio}
     ```
@@ -133,9 +148,9 @@ class StreamBatch:
         self.vocab_size = token2wav.config.vocab_size
         self._decoders: dict[Hashable, Any] = {}
 
-    def open(self, key: Hashable, speaker: Any, exact: bool = False) -> None:
+    def open(self, key: Hashable, voice: Any, exact: bool = False) -> None:
         """Starts the stream of a row (an unknown voice raises here); `exact`: the official web-demo schedule."""
-        self._decoders[key] = self.token2wav.stream_decoder(speaker, exact=exact)
+        self._decoders[key] = self.token2wav.stream_decoder(voice, exact=exact)
 
     def push(self, key: Hashable, codes: list[int]) -> int:
         """Hands a row's new codes to its stream (decoded by the next `step`); returns how many are decoder codes."""
@@ -143,10 +158,22 @@ class StreamBatch:
         self._decoders[key].add(valid)
         return len(valid)
 
-    def step(self) -> dict[Hashable, np.ndarray]:
-        """Decodes every row's complete steps; returns the new audio of the rows that produced some."""
-        keys = list(self._decoders)
-        chunks = step_together([self._decoders[key] for key in keys])
+    def due(self) -> dict[Hashable, Hashable]:
+        """The rows with a complete step to decode, each with the shape of that step ([`step_shape`]): a `step` of
+        rows of equal shape runs one flow call and one vocoder call for all of them."""
+        return {key: step_shape(decoder) for key, decoder in self._decoders.items() if decoder.ready}
+
+    def next_step_codes(self, key: Hashable) -> int:
+        """How many codes the row must have received for its next complete step (its audio so far covers the steps
+        before)."""
+        decoder = self._decoders[key]
+        return decoder.offset + decoder.hop + decoder.look_ahead
+
+    def step(self, keys: list[Hashable] | None = None, steps: int | None = None) -> dict[Hashable, np.ndarray]:
+        """Decodes the complete steps of these rows (all rows by default), at most `steps` per row (all by default);
+        returns the new audio of the rows that produced some."""
+        keys = list(self._decoders) if keys is None else keys
+        chunks = step_together([self._decoders[key] for key in keys], steps)
         audio = {key: _samples(chunk) for key, chunk in zip(keys, chunks)}
         return {key: samples for key, samples in audio.items() if samples.size}
 
@@ -164,8 +191,4 @@ def _samples(waveform) -> np.ndarray:
     return waveform.detach().reshape(-1).float().cpu().numpy()
 
 
-def _samples(waveform) -> np.ndarray:
-    return waveform.detach().reshape(-1).float().cpu().numpy()
-
-
-__all__ = ["StreamBatch", "finish_together", "step_together"]
+__all__ = ["StreamBatch", "finish_together", "step_shape", "step_together"]

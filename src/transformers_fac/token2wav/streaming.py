@@ -18,7 +18,7 @@ A voice prompt (L codes, 2L mel frames) is a fixed prefix of every flow call. Th
 codes at every step, as the reference does. For the bounded mode, what is truly invariant across its calls depends on
 the attention mask: under the reference's full attention the prompt frames also attend to the codes after them, so
 their hidden states, keys and values - and even their Euler trajectory x_t - change with every window; only their
-inputs (prompt mel, code condition, speaker) stay fixed, a negligible share of the work. The bounded mode therefore
+inputs (prompt mel, code condition, speaker embedding) stay fixed, a negligible share of the work. The bounded mode therefore
 lets the prompt frames attend only to each other (the codes' frames still attend to the prompt and to each other, as
 in the chunk-causal mode where whole prompt chunks ignore later frames). Then the prompt's trajectory, and at every
 Euler step its keys/values in every block and the last projected frames its causal position embedding hands on, are

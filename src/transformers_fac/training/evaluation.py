@@ -22,7 +22,7 @@ def generate_replies(
     **generate_kwargs,
 ) -> list[dict]:
     """Generate a reply to each example's prompt (one at a time). Returns per example `text` (special tokens
-    removed), `speech_codes` (vocoder-valid codes), and `audio` / `sampling_rate` when the model decoded speech."""
+    removed), `speech_codes` (the codes the decoder accepts), and `audio` / `sampling_rate` when the model decoded speech."""
     generate_kwargs = {"do_sample": False, **generate_kwargs}
     device = next(model.parameters()).device
     processor = collator.processor
@@ -58,8 +58,8 @@ def evaluate_model(
     generation_mode: str = "audio",
     max_new_tokens: int = 256,
     batch_size: int = 1,
-    speaker: Any = None,
-    speaker_reference: Any = None,
+    voice: Any = None,
+    reference_voice: Any = None,
 ) -> dict:
     """Metrics of `model` on `examples` (prepared rows or official-format conversations):
 
@@ -67,16 +67,16 @@ def evaluate_model(
     - with `generate=True`: `samples` (the generated replies) and, when `transcribe` is given and the model produced
       audio, `consistency_wer` / `consistency_cer` between the generated text and `transcribe({"raw": waveform,
       "sampling_rate": rate})` (e.g. a transformers ASR pipeline);
-    - `speaker` is the voice the replies are spoken in (default: the decoder's default voice); with a
-      `speaker_reference` (a clip, a `FunAudioChatVoice` or a speaker vector), `speaker_similarity` is the mean cosine
+    - `voice` is the voice the replies are spoken in (default: the decoder's default voice); with a
+      `reference_voice` (a clip, a `FunAudioChatVoice` or a speaker vector), `speaker_similarity` is the mean cosine
       between the CAM++ vectors of the spoken replies (those of at least 1 s) and the reference.
     """
     examples = list(examples)
     results = teacher_forced_metrics(model, collator, examples, batch_size=batch_size)
     if not generate:
         return results
-    speaker_kwargs = {"speaker": speaker} if speaker is not None and generation_mode == "audio" else {}
-    replies = generate_replies(model, collator, examples, generation_mode, max_new_tokens, **speaker_kwargs)
+    voice_kwargs = {"voice": voice} if voice is not None and generation_mode == "audio" else {}
+    replies = generate_replies(model, collator, examples, generation_mode, max_new_tokens, **voice_kwargs)
     results["samples"] = [reply["text"] for reply in replies]
     spoken = [reply for reply in replies if reply.get("audio") is not None]
     if transcribe is not None and spoken:
@@ -87,8 +87,8 @@ def evaluate_model(
         )
         results["consistency_wer"], results["consistency_cer"] = consistency["wer"], consistency["cer"]
         results["transcripts"] = consistency["transcripts"]
-    if speaker_reference is not None and spoken:
-        similarity = reply_speaker_similarity(model, spoken, speaker_reference)
+    if reference_voice is not None and spoken:
+        similarity = reply_speaker_similarity(model, spoken, reference_voice)
         if similarity is not None:
             results["speaker_similarity"] = similarity
     return results

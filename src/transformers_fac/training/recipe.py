@@ -185,7 +185,7 @@ def save_recipe_voice(recipe: dict, adapter_dir: str | os.PathLike, model) -> Pa
     it up as the default voice. Keys: `audio_column` (default: `data.prepare.assistant_audio_column`), `name`,
     `min_seconds`, `max_seconds`, `max_clips`. Cloning uses `model`'s speech decoder (its CAM++ and speech tokenizer
     files). Returns the voice directory, or None without a `voice` section."""
-    from ..vocoder import VOICE_DIR
+    from ..token2wav_loading import VOICE_DIR
     from ..voice import voice_from_dataset
 
     section = dict(recipe.get("voice") or {})

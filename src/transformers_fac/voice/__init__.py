@@ -5,7 +5,7 @@
 - `prompt_mel`, `speaker_features`: the reference frontend's features; `load_clip`: the clip rules.
 - `voice_from_dataset`: one voice from many clips of one speaker; `speaker_similarity`: cosine of speaker vectors.
 
-Wherever a `speaker` is accepted (the decoder, `generate`, the pipeline, `stream_reply`), a voice, a voice directory
+Wherever a `voice` is accepted (the decoder, `generate`, the pipeline, `stream_reply`), a voice, a voice directory
 or file, a stock name or a [192] tensor can be given. Cloning needs the `voice` extra
 (`pip install "transformers-fac[voice]"`: kaldi-native-fbank, onnxruntime) and `s3tokenizer` for the prompt codes.
 """

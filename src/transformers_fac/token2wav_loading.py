@@ -75,7 +75,7 @@ def load_token2wav(
 ):
     """Loads a token-to-waveform decoder from `source` (see the module docstring) with its voices, in float32 on
     `device`, in eval mode, showing a progress bar; `default_voice` (e.g. `saved_voice(checkpoint)`) becomes what
-    `speaker=None` means."""
+    `voice=None` means."""
     from .token2wav import FunAudioChatToken2Wav
 
     if not isinstance(source, (FunAudioChatToken2Wav, str, os.PathLike)):

@@ -1,0 +1,100 @@
+"""The engine's audio thread on the tiny decoder: when chunks pile up, a new reply's first chunk goes before the
+later chunks of a reply that has audio to play; every reply's events keep the order of the engine's steps (a step's
+text, then the audio its codes completed) and its audio is what its stream decoder gives alone."""
+
+import threading
+
+import pytest
+import torch
+
+from transformers_fac.engine.audio import AudioWorker
+from transformers_fac.engine.replies import AudioDelta, Reply, ReplyDone, ReplyRequest, TextDelta
+from transformers_fac.serving import ServerSettings
+from transformers_fac.serving.loading import load
+
+
+@pytest.fixture(scope="module")
+def token2wav():
+    return load(ServerSettings(model="tiny")).model.token2wav
+
+
+class LoggedReply(Reply):
+    """Logs every event (with the torch threads of the thread emitting it); `hold`: its first audio chunk keeps the
+    audio thread waiting until the event is set, so that work piles up behind it."""
+
+    def __init__(self, log: list, hold: threading.Event | None = None):
+        super().__init__(ReplyRequest())
+        self.log, self.hold, self.held = log, hold, threading.Event()
+        self.threads: set[int] = set()
+
+    def emit(self, event) -> None:
+        self.threads.add(torch.get_num_threads())
+        self.log.append((self.id, event))
+        super().emit(event)
+        if self.hold is not None and isinstance(event, AudioDelta):
+            hold, self.hold = self.hold, None
+            self.held.set()
+            hold.wait(120)
+
+
+def feed(worker: AudioWorker, reply: Reply, codes: list[int], steps: range) -> None:
+    """The engine's commands for these steps of a spoken reply: its text, its 5 codes, the step marker."""
+    for step in steps:
+        worker.text(reply, f"<{step}>")
+        worker.push(reply, codes[5 * step : 5 * step + 5])
+        worker.step()
+
+
+def expected_order(codes: int) -> list[str]:
+    """A reply's events in the engine's step order: text of step s, then the chunk its codes completed (the first
+    after 18 codes, then every 15), the last audio and done."""
+    order, needed = [], 18
+    for step in range(codes // 5):
+        order.append(f"<{step}>")
+        while 5 * (step + 1) >= needed:
+            order.append("audio")
+            needed += 15
+    return [*order, "audio", "done"]
+
+
+def test_a_new_reply_first_chunk_goes_before_a_playing_reply_later_chunks(token2wav):
+    generator = torch.Generator().manual_seed(0)
+    codes = {name: torch.randint(0, 6561, (90,), generator=generator).tolist() for name in ("playing", "new")}
+    log, release, failures = [], threading.Event(), []
+    new = LoggedReply(log)  # arrived before the playing reply's first audio: its first chunk is the more urgent
+    playing = LoggedReply(log, hold=release)
+    worker = AudioWorker(token2wav, failures.append, threads=1)
+    try:
+        worker.open(playing, "中文女", exact=False)
+        feed(worker, playing, codes["playing"], range(4))  # 20 codes: its first chunk, which holds the thread
+        assert playing.held.wait(120)
+        feed(worker, playing, codes["playing"], range(4, 18))  # four more chunks due meanwhile
+        worker.open(new, "中文男", exact=False)
+        feed(worker, new, codes["new"], range(18))
+        done = lambda samples: ReplyDone("", "", "stop", 0, 0, 0, audio_samples=samples)  # noqa: E731
+        worker.finish([(playing, done), (new, done)])
+        release.set()
+        events = {reply.id: list(reply) for reply in (playing, new)}
+    finally:
+        release.set()
+        worker.close()
+    assert failures == []
+    audio_log = [(key, event) for key, event in log if isinstance(event, AudioDelta)]
+    first_new = next(index for index, (key, _) in enumerate(audio_log) if key == new.id)
+    assert [key for key, _ in audio_log[:first_new]] == [playing.id]  # only the chunk that held the thread
+    for name, reply, voice in (("playing", playing, "中文女"), ("new", new, "中文男")):
+        names = [
+            event.text if isinstance(event, TextDelta) else "audio" if isinstance(event, AudioDelta) else "done"
+            for event in events[reply.id]
+        ]
+        assert names == expected_order(90)
+        audio = torch.cat(
+            [torch.from_numpy(event.audio) for event in events[reply.id] if isinstance(event, AudioDelta)]
+        )
+        stream = token2wav.stream_decoder(voice)
+        pieces = [stream.push(codes[name][i : i + 5]) for i in range(0, 90, 5)]
+        alone = torch.cat([*pieces, stream.finish()], dim=1)[0]
+        assert audio.shape == alone.shape and events[reply.id][-1].audio_samples == audio.numel() == 90 * 960
+        error = (audio - alone).pow(2).mean()
+        assert error == 0 or 10 * torch.log10(alone.pow(2).mean() / error) > 40
+        assert reply.threads == {1}  # the audio thread's own torch setting
