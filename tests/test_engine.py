@@ -2,13 +2,18 @@
 
 Rows join and leave at any step and still give exactly what the same request gives alone (`model.generate`); a
 request that arrives while a long reply decodes starts at the next step; a cancelled row's slot goes to the next
-queued request at once; failures, queue limits and closing."""
+queued request at once; failures, queue limits and closing. The scheduling tests run on both batches: the eager one
+(dynamic caches) and the compiled one (fixed slots on static caches, `torch.compile(fullgraph=True)` through a
+backend that counts the graphs it is given and runs each as traced): there, rows joining and leaving must compile no
+new graph after the first step.
+"""
 
 import threading
 
 import numpy as np
 import pytest
 import torch
+from transformers import CompileConfig
 
 from tests.serving_utils import AUDIO, QUESTION
 from transformers_fac.audio_io import load_audio
@@ -31,6 +36,39 @@ from transformers_fac.serving.loading import load
 @pytest.fixture(scope="module")
 def loaded():
     return load(ServerSettings(model="tiny"))
+
+
+GRAPHS: list = []  # every graph the counting backend was given (one backend for the module: one compiled step)
+
+
+def counting_backend(graph_module, example_inputs, **options):
+    """A `torch.compile` backend that records each graph it compiles and runs it as traced."""
+    GRAPHS.append(graph_module)
+    return graph_module.forward
+
+
+@pytest.fixture(params=["eager", "compiled"])
+def new_engine(request, loaded):
+    """Makes engines of the parametrized kind; compiled ones compile at most one graph per slot count, whatever
+    joins and leaves."""
+    made, before = [], len(GRAPHS)
+
+    def make(**kwargs) -> ReplyEngine:
+        if request.param == "compiled":
+            kwargs.update(
+                cache_implementation="static",
+                compile_config=CompileConfig(backend=counting_backend, fullgraph=True),
+                max_length=512,
+            )
+        engine = ReplyEngine(loaded.model, loaded.processor, **kwargs)
+        assert engine.compiled == (request.param == "compiled")
+        made.append(engine)
+        return engine
+
+    yield make
+    if request.param == "compiled":
+        assert sum(engine.stats.batches for engine in made) > 10
+        assert len(GRAPHS) - before <= len({engine.max_batch_size for engine in made})
 
 
 def prompt(processor, system: str = S2T_SYSTEM_PROMPT, audios: int = 1, text: str = "") -> str:
@@ -73,7 +111,7 @@ def wait_for_text(reply, deltas: int) -> list:
     return events
 
 
-def test_staggered_mixed_rows_equal_their_solo_replies(loaded):
+def test_staggered_mixed_rows_equal_their_solo_replies(loaded, new_engine):
     """Spoken and written rows, four voices (stock, stock, an embedding, a cloned voice with its prompt), arriving at
     different steps while another row is cancelled: every greedy row's ids and speech codes are its solo ones."""
     processor, decoder = loaded.processor, loaded.model.token2wav
@@ -92,7 +130,7 @@ def test_staggered_mixed_rows_equal_their_solo_replies(loaded):
         ),
     ]
     expected = [alone(loaded, request) for request in requests]
-    engine = ReplyEngine(loaded.model, processor, max_batch_size=4).start()
+    engine = new_engine(max_batch_size=4).start()
     try:
         replies = [engine.submit(requests[0])]
         doomed = engine.submit(ReplyRequest(spoken, [load_audio(QUESTION)], voice="中文男", max_new_tokens=40))
@@ -119,7 +157,7 @@ def test_staggered_mixed_rows_equal_their_solo_replies(loaded):
             assert audio == [] and done.speech_codes == 0
 
 
-def test_a_request_arriving_mid_reply_speaks_before_that_reply_ends(loaded):
+def test_a_request_arriving_mid_reply_speaks_before_that_reply_ends(loaded, new_engine):
     """A 60-step spoken reply decodes; a question that arrives meanwhile joins at the next step and gets its first
     audio long before the first reply ends, with the tokens it gets alone."""
     processor = loaded.processor
@@ -127,7 +165,7 @@ def test_a_request_arriving_mid_reply_speaks_before_that_reply_ends(loaded):
     short = ReplyRequest(
         prompt(processor, system=S2M_SYSTEM_PROMPT, audios=0, text="hi"), max_new_tokens=12, temperature=0
     )
-    engine = ReplyEngine(loaded.model, processor, max_batch_size=4).start()
+    engine = new_engine(max_batch_size=4).start()
     try:
         first = engine.submit(long)
         for event in first:
@@ -149,12 +187,12 @@ def test_a_request_arriving_mid_reply_speaks_before_that_reply_ends(loaded):
     assert (done.token_ids, done.speech_ids) == alone(loaded, short)
 
 
-def test_a_cancelled_row_frees_its_slot_for_the_next_request_at_once(loaded):
+def test_a_cancelled_row_frees_its_slot_for_the_next_request_at_once(loaded, new_engine):
     """One row only: a queued request waits while a reply decodes, and takes the row at the very step after that
     reply is cancelled (a disconnected asyncio caller cancels the same way)."""
     processor = loaded.processor
     text = prompt(processor, audios=0, text="hello")
-    engine = ReplyEngine(loaded.model, processor, max_batch_size=1).start()
+    engine = new_engine(max_batch_size=1).start()
     try:
         running = engine.submit(ReplyRequest(text, spoken=False, max_new_tokens=200))
         queued = engine.submit(ReplyRequest(text, spoken=False, max_new_tokens=3, temperature=0))
@@ -171,12 +209,12 @@ def test_a_cancelled_row_frees_its_slot_for_the_next_request_at_once(loaded):
     assert engine.stats.cancelled == 1 and engine.stats.largest_batch == 1
 
 
-def test_seeded_rows_sample_the_same_whatever_their_neighbours(loaded):
+def test_seeded_rows_sample_the_same_whatever_their_neighbours(loaded, new_engine):
     """A seeded sampled row draws from its own generator: alone or among other sampled rows, the same reply."""
     processor = loaded.processor
     spoken = prompt(processor, system=S2M_SYSTEM_PROMPT, audios=0, text="hi")
     seeded = ReplyRequest(spoken, max_new_tokens=14, temperature=1.0, top_p=0.9, seed=7)
-    engine = ReplyEngine(loaded.model, processor, max_batch_size=4).start()
+    engine = new_engine(max_batch_size=4).start()
     try:
         solo = finish(engine.submit(seeded))[2]
         neighbours = [engine.submit(ReplyRequest(spoken, max_new_tokens=20, temperature=1.0)) for _ in range(2)]
@@ -190,6 +228,38 @@ def test_seeded_rows_sample_the_same_whatever_their_neighbours(loaded):
     assert engine.stats.largest_batch == 3
     assert (together.token_ids, together.speech_ids) == (solo.token_ids, solo.speech_ids)
     assert (other_seed.token_ids, other_seed.speech_ids) != (solo.token_ids, solo.speech_ids)
+
+
+def test_compiled_slots_move_their_columns_and_still_equal_solo_replies(loaded):
+    """Static slots of 256 positions: a long prompt joining when few columns are filled shifts every slot right, and
+    the write column reaching the end shifts them left; the replies stay their solo ones and no graph is added."""
+    processor = loaded.processor
+    short = ReplyRequest(
+        prompt(processor, system=S2M_SYSTEM_PROMPT, audios=0, text="hi"), max_new_tokens=150, temperature=0
+    )
+    long = ReplyRequest(
+        prompt(processor, system=S2M_SYSTEM_PROMPT), [load_audio(QUESTION)], max_new_tokens=40, temperature=0
+    )
+    expected = [alone(loaded, short), alone(loaded, long)]
+    engine = ReplyEngine(
+        loaded.model,
+        processor,
+        max_batch_size=2,
+        cache_implementation="static",
+        compile_config=CompileConfig(backend=counting_backend, fullgraph=True),
+        max_length=256,
+    ).start()
+    try:
+        first = engine.submit(short)
+        wait_for_text(first, 3)
+        graphs = len(GRAPHS)
+        second = engine.submit(long)
+        finals = [finish(first)[2], finish(second)[2]]
+    finally:
+        assert engine.close(timeout=120)
+    assert engine.batch.capacity == 256 and engine.batch.moves_right >= 1 and engine.batch.moves_left >= 1
+    assert len(GRAPHS) == graphs
+    assert [(done.token_ids, done.speech_ids) for done in finals] == expected
 
 
 class BrokenPromptEngine(ReplyEngine):

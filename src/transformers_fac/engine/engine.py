@@ -18,13 +18,22 @@ Every step the engine
 
 Rows with different settings share every step: reply mode (a text row feeds the speech head like the others, but
 its codes are never used, and it never fuses speech into its LLM input), voice (each spoken row has its own stream
-decoder), sampling, seed and token limit. The speech head runs while some spoken row still speaks. Eager caches only
-(`DynamicCache`); a model whose generation config asks for static caches is decoded eagerly here.
+decoder), sampling, seed and token limit.
+
+Two running batches: `EagerBatch` (the default: dynamic caches, the rows concatenated, the speech head only while
+some row speaks) and, with `cache_implementation="static"` (given, or the model's generation config's, as
+`fac-serve --compile` sets it), `SlotBatch` (`engine.slots`: `max_batch_size` fixed slots on static caches of
+`max_length` positions, one `torch.compile`d step, CUDA graphs on CUDA; rows joining and leaving replay the same
+graph). A static engine refuses requests whose prompt plus `max_new_tokens` exceed a slot; a model without a speech
+head is always decoded eagerly.
 
 Exactness: a greedy row gives the token ids and speech codes of the same request generated alone (`model.generate`),
 whatever joins, leaves or is cancelled meanwhile: each row's prefill is a batch of one, left padding shifts no
-position id, and every per-row choice uses only that row's logits and history. A seeded sampled row draws only from
-its own generator, so its reply does not depend on its neighbours either.
+position id, and every per-row choice uses only that row's logits and history (in the compiled batch: up to the
+float rounding of compiled kernels, as `generate(cache_implementation="static")`). A seeded sampled row draws only
+from its own generator (its text tokens, and in the compiled batch the noise of its speech codes too), so its reply
+does not depend on its neighbours either; the compiled batch samples speech codes by the exponential race on that
+noise, the eager one with `torch.multinomial`, so the two give different (equally distributed) sampled replies.
 
 Example:
 
@@ -46,7 +55,6 @@ from collections import deque
 from typing import Any
 
 import torch
-
 from transformers import CompileConfig
 
 from ..generation_fun_audio_chat import append_speech
@@ -168,6 +176,15 @@ class ReplyEngine:
             self._thread.join()
         return finished
 
+    def warm_up(self) -> None:
+        """Runs one short reply through a started engine, so that the compiled step (static slots) is compiled before
+        the first request (a spoken reply where the model speaks)."""
+        messages = [{"role": "user", "content": "hi"}]
+        prompt = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        spoken = self.model.token2wav is not None and getattr(self.model, "has_speech_head", False)
+        for _ in self.submit(ReplyRequest(prompt, spoken=spoken, max_new_tokens=3, temperature=0)):
+            pass
+
     @property
     def queued(self) -> int:
         """Requests waiting for a row."""
@@ -182,6 +199,11 @@ class ReplyEngine:
     def compiled(self) -> bool:
         """Whether the engine decodes fixed slots with the compiled step."""
         return isinstance(self._batch, SlotBatch)
+
+    @property
+    def batch(self) -> RunningBatch:
+        """The running batch (`EagerBatch` or `SlotBatch`), for monitoring; only the engine's thread changes it."""
+        return self._batch
 
     @property
     def _rows(self) -> list[Row]:
@@ -287,7 +309,8 @@ class ReplyEngine:
                     self._step()
             except Exception as error:  # noqa: BLE001 - a failing step fails its rows; the engine keeps serving
                 logger.exception("A decoding step failed")
-                self._fail_running(failure_message(error))
+                with torch.inference_mode():
+                    self._fail_running(failure_message(error))
             self.stats.batch_seconds += time.monotonic() - started
 
     def _step(self) -> None:
@@ -407,7 +430,9 @@ class ReplyEngine:
         )
         batch.last_group = torch.where(kept[:, None], appended, batch.last_group)
         batch.appended_last = kept
-        host = torch.cat([chosen[:, None], tokens_out[:, None], kept[:, None], finished[:, None], appended], 1).tolist()
+        host = torch.cat(
+            [chosen[:, None], tokens_out[:, None], kept[:, None], finished[:, None], appended], 1
+        ).tolist()
         kept_rows = []
         for row, stop in zip(rows, stops):
             values = host[row.index]

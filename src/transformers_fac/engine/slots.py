@@ -77,6 +77,7 @@ class SlotBatch(RunningBatch):
         config, device, dtype = model.config, model.device, model.dtype
         self.slots, self.capacity = slots, static_cache_length(capacity)
         self._free = list(range(slots))
+        self.moves_right = self.moves_left = 0  # column moves so far (see the module docstring)
         self._sampled: set[int] = set()  # slots whose speech codes are sampled
         self.llm = _static_sequence(config.get_text_config(decoder=True), self.capacity, slots, dtype, device)
         head = model.audio_invert_tower
@@ -176,6 +177,7 @@ class SlotBatch(RunningBatch):
         level = _fill_level(sequence)
         if level < length:
             _shift(sequence, length - level)
+            self.moves_right += 1
 
     def _compact(self, sequence: StaticSequence) -> None:
         """Shifts left by the leading columns that no running row (of this sequence) uses."""
@@ -186,6 +188,7 @@ class SlotBatch(RunningBatch):
             columns = sequence.mask[used, :level].any(dim=0).nonzero()
             first = int(columns[0]) if len(columns) else level
         _shift(sequence, -first)
+        self.moves_left += 1
 
 
 __all__ = ["SlotBatch"]

@@ -2,7 +2,6 @@
 
 import logging
 import os
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,14 +62,10 @@ def load(settings: ServerSettings) -> LoadedModel:
 
 
 def compile_decoding(model: Any, max_new_tokens: int | None) -> None:
-    """Makes `model` decode with static caches and the compiled step by default (its generation config), and compiles
-    the step for one reply at batch size 1 now (a prompt of up to 128 positions plus `max_new_tokens`), so that the
-    first request does not wait for it. Other batch sizes and lengths compile on first use."""
+    """Makes `model` decode with static caches and the compiled step by default (its generation config): the
+    server's reply engine then decodes fixed slots with one compiled step (`transformers_fac.engine.slots`), which
+    `ServerRuntime.start` compiles before the first request."""
     model.generation_config.cache_implementation = "static"
-    mode = "audio" if getattr(model, "has_speech_head", False) else "text"
-    started = time.perf_counter()
-    model.warm_up(batch_size=1, max_length=128 + (max_new_tokens or 0), generation_mode=mode)
-    logger.info("Compiled the decoding step in %.1f s", time.perf_counter() - started)
 
 
 __all__ = ["LoadedModel", "compile_decoding", "load"]

@@ -68,6 +68,10 @@ class ServerRuntime:
             max_queue=settings.max_queue,
             max_prompt_tokens=settings.max_prompt_tokens,
         ).start()
+        if engine.compiled:
+            started = time.perf_counter()
+            engine.warm_up()
+            logger.info("Compiled the decoding step in %.1f s", time.perf_counter() - started)
         voices = load_voices(settings.voice_dirs, loaded.voices)
         logger.info("Ready: %s, voices %s", settings.model, ", ".join(voices) or "none (text only)")
         return cls(settings=settings, loaded=loaded, engine=engine, voices=voices)

@@ -44,8 +44,8 @@ class ServerSettings:
         header_timeout_seconds / body_timeout_seconds: a client must send its request headers (and then its body)
             within this time, else it gets a 408 and its connection is closed (slow clients cannot hold connections).
         compile: decode with static caches and the compiled step (`cache_implementation="static"`, CUDA graphs on a
-            GPU). Each new batch size, length bucket and greedy/sampled choice compiles once, on first use; the
-            server warms up one spoken reply at batch size 1 before it is ready.
+            GPU): the reply engine runs `max_batch_size` fixed slots of 2048 positions (prompt plus reply) through
+            one compiled graph, whichever requests join or leave; it compiles before the server is ready.
     """
 
     model: str = "tiny"
