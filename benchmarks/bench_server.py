@@ -36,7 +36,8 @@ Presets:
   vocabulary) in bf16, built on the device, with a random full-size decoder (for a GPU).
 
 `--concurrency 1,8,32` runs closed loops instead of the Poisson arrivals: that many clients, each asking
-`--per-client` questions one after the other, on the continuous engine; it reports first audio p50 / p90, reply done
+`--per-client` questions one after the other, on the continuous engine with each of its batches (`--engines`: eager,
+and compiled: fixed slots on static caches through one compiled step); it reports first audio p50 / p90, reply done
 p50 and the real-time streams served (seconds of audio per second).
 """
 
@@ -279,9 +280,13 @@ def run_preset(loaded, label: str, args) -> list[str]:
     return lines
 
 
-def closed_loop(loaded, template: ReplyRequest, clients: int, per_client: int, rows: int) -> dict:
-    """`clients` clients, each asking `per_client` questions one after the other, on the continuous engine."""
-    engine = ReplyEngine(loaded.model, loaded.processor, max_batch_size=rows, max_queue=10_000).start()
+def closed_loop(
+    loaded, template: ReplyRequest, clients: int, per_client: int, rows: int, compiled: bool = False
+) -> dict:
+    """`clients` clients, each asking `per_client` questions one after the other, on the continuous engine (eager, or
+    `compiled`: fixed slots on static caches, one compiled step)."""
+    static = {"cache_implementation": "static", "max_length": 512} if compiled else {"cache_implementation": "eager"}
+    engine = ReplyEngine(loaded.model, loaded.processor, max_batch_size=rows, max_queue=10_000, **static).start()
     runs: list = []
 
     def client():
@@ -303,18 +308,23 @@ def closed_loop(loaded, template: ReplyRequest, clients: int, per_client: int, r
 
 def concurrency_preset(loaded, label: str, args) -> list[str]:
     template = request(loaded, args.tokens)
-    closed_loop(loaded, template, 1, 1, args.rows)  # warm-up
     lines = [
         f"\n{label}: closed loops, {args.per_client} questions per client, {args.tokens} LLM steps "
         f"({args.tokens / 5:.1f} s of speech), up to {args.rows} rows\n",
-        "| clients | first audio p50 / p90 (s) | reply done p50 (s) | real-time streams (audio s/s) |",
-        "|---|---|---|---|",
+        "| engine | clients | first audio p50 / p90 (s) | reply done p50 (s) | real-time streams (audio s/s) |",
+        "|---|---|---|---|---|",
     ]
-    for clients in args.concurrency:
-        m = closed_loop(loaded, template, clients, args.per_client, args.rows)
-        lines.append(
-            f"| {clients} | {m['first_p50']:.2f} / {m['first_p90']:.2f} | {m['done_p50']:.2f} | {m['streams']:.2f} |"
-        )
+    for engine in args.engines:
+        compiled = engine == "compiled"
+        started = time.perf_counter()
+        closed_loop(loaded, template, 1, 1, args.rows, compiled)  # warm-up (compiles the slots' step)
+        lines.append(f"| {engine} (warm-up {time.perf_counter() - started:.1f} s) | | | | |")
+        for clients in args.concurrency:
+            m = closed_loop(loaded, template, clients, args.per_client, args.rows, compiled)
+            lines.append(
+                f"| {engine} | {clients} | {m['first_p50']:.2f} / {m['first_p90']:.2f} | {m['done_p50']:.2f} "
+                f"| {m['streams']:.2f} |"
+            )
     return lines
 
 
@@ -393,10 +403,16 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--concurrency", default=None, help="closed loops of these client counts, e.g. 1,8,32")
     parser.add_argument("--per-client", type=int, default=2, help="--concurrency: questions per client")
+    parser.add_argument(
+        "--engines", default="eager,compiled", help="--concurrency: the engine's batches (eager, compiled slots)"
+    )
     parser.add_argument("--space", action="store_true", help="measure the Gradio Space's users (tiny) instead")
     parser.add_argument("--users", type=int, default=8, help="--space: users talking at once")
     parser.add_argument("--turns", type=int, default=3, help="--space: turns per user")
     args = parser.parse_args(argv)
+    args.engines = args.engines.split(",")
+    if not set(args.engines) <= {"eager", "compiled"}:
+        parser.error("--engines is a comma-separated list of eager and compiled")
     if args.concurrency:
         args.concurrency = [int(value) for value in args.concurrency.split(",")]
         args.rows = max(args.rows, *args.concurrency)
