@@ -21,13 +21,15 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def app_process(log: Path, *flags: str, env: dict[str, str] | None = None) -> Iterator[tuple[subprocess.Popen, str]]:
-    """`python spaces_demo/app.py --model tiny *flags` on a free port of 127.0.0.1 (output to `log`, extra
-    environment `env`); yields the process and its URL once the page answers, and stops it with SIGTERM (unless the
-    test already stopped it)."""
+def app_process(
+    log: Path, *flags: str, env: dict[str, str] | None = None, demo: Path = DEMO
+) -> Iterator[tuple[subprocess.Popen, str]]:
+    """`python spaces_demo/app.py --model tiny *flags` (the app of the `demo` folder, default this checkout's) on a
+    free port of 127.0.0.1 (output to `log`, extra environment `env`); yields the process and its URL once the page
+    answers, and stops it with SIGTERM (unless the test already stopped it)."""
     port = free_port()
     environ = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
-    command = [sys.executable, str(DEMO / "app.py"), "--model", "tiny", *flags, "--host", "127.0.0.1"]
+    command = [sys.executable, str(demo / "app.py"), "--model", "tiny", *flags, "--host", "127.0.0.1"]
     with log.open("w") as output:
         process = subprocess.Popen([*command, "--port", str(port)], env=environ, stdout=output, stderr=output)
         url = f"http://127.0.0.1:{port}/"
