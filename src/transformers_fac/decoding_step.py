@@ -143,21 +143,27 @@ def default_compile_config(device: torch.device) -> CompileConfig:
     return CompileConfig(fullgraph=True, mode="reduce-overhead" if device.type == "cuda" else "default")
 
 
-def compiled_decode_step(compile_config: CompileConfig | None, device: torch.device) -> Callable:
-    """[`decode_step`] compiled with `compile_config` (default: [`default_compile_config`]).
+def compiled_decode_step(
+    compile_config: CompileConfig | None, device: torch.device, step: Callable | None = None
+) -> Callable:
+    """[`decode_step`] (or `step`, a function that calls it) compiled with `compile_config` (default:
+    [`default_compile_config`]).
 
-    One compiled function per configuration, shared by every `generate` call and every model: `torch.compile` keeps
-    its graphs per shape and model structure and compiles a new one when they change.
+    One compiled function per step function and configuration, shared by every call and every model: `torch.compile`
+    keeps its graphs per shape and model structure and compiles a new one when they change. `torch.compile` limits the
+    graphs of one function (`recompile_limit`), so callers with shapes of their own (the reply engine's slots) compile
+    a function of their own.
     """
+    step = step or decode_step
     options = (compile_config or default_compile_config(device)).to_dict()
-    key = json.dumps(options, sort_keys=True, default=repr)
+    key = f"{step.__module__}.{step.__qualname__}:" + json.dumps(options, sort_keys=True, default=repr)
     with _COMPILED_LOCK:
         if key not in _COMPILED_STEPS:
-            _COMPILED_STEPS[key] = torch.compile(decode_step, **options)
+            _COMPILED_STEPS[key] = torch.compile(step, **options)
         return _COMPILED_STEPS[key]
 
 
-# A cache of compiled code (compile options as JSON -> compiled `decode_step`), not of any model or call state.
+# A cache of compiled code (step function and compile options -> compiled step), not of any model or call state.
 _COMPILED_STEPS: dict[str, Callable] = {}
 _COMPILED_LOCK = threading.Lock()
 

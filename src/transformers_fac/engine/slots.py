@@ -22,7 +22,7 @@ import torch
 from transformers import CompileConfig, StaticCache
 
 from ..decoding_cache import StaticSequence, static_cache_length
-from ..decoding_step import DecodingState, compiled_decode_step, decode_attention
+from ..decoding_step import DecodingState, compiled_decode_step, decode_attention, decode_step
 from ..modeling_speech_head import SpeechHeadState
 from ..speech_sampling import RowSpeechSampler, SpeechSamplingConfig
 from .batch import RunningBatch
@@ -68,6 +68,12 @@ def _place(sequence: StaticSequence, slot: int, source, next_position: torch.Ten
     sequence.mask[slot, level - length : level] = 1 if source.mask is None else source.mask[0]
 
 
+def slot_step(model, state: DecodingState, tokens: torch.Tensor, group: torch.Tensor, fuse: torch.Tensor):
+    """The slots' step: [`decode_step`] with the speech head, compiled apart from `generate`'s (its graphs do not count
+    against the compiled `decode_step`'s recompile limit)."""
+    return decode_step(model, state, tokens, group, fuse, True)
+
+
 class SlotBatch(RunningBatch):
     """`slots` rows decoded by one compiled step on static caches of `capacity` LLM positions (see the module
     docstring). `compile_config` as `generate` takes it (default: whole graph; CUDA graphs on CUDA)."""
@@ -94,7 +100,7 @@ class SlotBatch(RunningBatch):
         self.last_group = self.pad_group(slots, device)
         self.speaking = torch.zeros(slots, dtype=torch.bool, device=device)
         self.appended_last = torch.zeros(slots, dtype=torch.bool, device=device)
-        self._step = compiled_decode_step(compile_config, device)
+        self._step = compiled_decode_step(compile_config, device, slot_step)
         self._cuda_graphs = device.type == "cuda"
 
     @property
@@ -167,7 +173,7 @@ class SlotBatch(RunningBatch):
         if self._cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
         with decode_attention(self.model):
-            logits, group = self._step(self.model, state, tokens, self.last_group, fuse, True)
+            logits, group = self._step(self.model, state, tokens, self.last_group, fuse)
         self.logits.copy_(logits)  # outputs may live in a CUDA graph's memory, which the next replay overwrites
         self.group.copy_(group)
 
