@@ -53,12 +53,12 @@ def _shift(sequence: StaticSequence, columns: int) -> None:
     sequence.mask.copy_(sequence.mask.roll(columns, dims=1))
 
 
-def _place(sequence: StaticSequence, slot: int, source, next_position: torch.Tensor) -> None:
-    """Copies a prefilled sequence of one row (a `GrowingSequence`, or None: nothing) into `slot`, ending at the
-    write column; the slot's other columns are masked."""
+def _place(sequence: StaticSequence, slot: int, source) -> None:
+    """Copies a prefilled sequence of one row (a `GrowingSequence`, or None: nothing, position 0) into `slot`, ending
+    at the write column; the slot's other columns are masked."""
     level = _fill_level(sequence)
     sequence.mask[slot].zero_()
-    sequence.next_position[slot] = next_position
+    sequence.next_position[slot] = 0 if source is None else source.next_position[0]
     if source is None:
         return
     length = source.cache.get_seq_length()
@@ -120,20 +120,19 @@ class SlotBatch(RunningBatch):
         start = row.start
         slot = self._free.pop(0)
         row.index = slot
-        length = start.state.llm.cache.get_seq_length()
-        self._make_room(self.llm, length)
-        _place(self.llm, slot, start.state.llm, start.state.llm.next_position[0])
+        self._make_room(self.llm, start.state.llm.cache.get_seq_length())
+        _place(self.llm, slot, start.state.llm)
         head = start.state.head
         if head is not None:
             self._make_room(self.head.sequence, head.sequence.cache.get_seq_length())
-            _place(self.head.sequence, slot, head.sequence, head.sequence.next_position[0])
+            _place(self.head.sequence, slot, head.sequence)
             self.head.last_code_embedding[slot] = head.last_code_embedding[0]
             sampling = SpeechSamplingConfig.resolve(start.generation_config, row.speech_overrides)
             self.sampler.set_row(slot, sampling, start.state.chooser.history[0])
             if sampling.do_sample:
                 self._sampled.add(slot)
         else:
-            _place(self.head.sequence, slot, None, torch.zeros((), dtype=torch.long))
+            _place(self.head.sequence, slot, None)
         self.logits[slot] = start.logits[0].to(self.logits.dtype)
         speaking = start.input_ids[0, -1] == self.model.config.text_config.audio_bos_index
         self.speaking[slot] = speaking
