@@ -240,6 +240,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Fun-Audio-Chat Gradio demo. Flags override the FAC_* variables.")
     parser.add_argument("--model", help="Hub id or directory, or 'tiny' for the tiny CPU checkpoint [FAC_MODEL]")
     parser.add_argument("--max-new-tokens", type=int, help="longest reply in LLM steps [FAC_MAX_NEW_TOKENS]")
+    parser.add_argument(
+        "--compile", action="store_true", help="compiled decoding of fixed slots (CUDA graphs on a GPU) [FAC_COMPILE=1]"
+    )
     parser.add_argument("--host", help="server name (default: Gradio's; GRADIO_SERVER_NAME)")
     parser.add_argument("--port", type=int, help="server port (default: Gradio's, 7860; GRADIO_SERVER_PORT)")
     parser.add_argument("--share", action="store_true", help="also open a public share link")
@@ -253,6 +256,8 @@ def main(argv: list[str] | None = None) -> None:
         environ["FAC_MODEL"] = args.model
     if args.max_new_tokens:
         environ["FAC_MAX_NEW_TOKENS"] = str(args.max_new_tokens)
+    if args.compile:
+        environ["FAC_COMPILE"] = "1"
     settings = Settings.from_env(environ)
     # SIGTERM (how containers and Spaces stop an app) stops it as Ctrl-C does, and either way the files of this run go
     signal.signal(signal.SIGTERM, signal.default_int_handler)

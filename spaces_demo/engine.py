@@ -45,6 +45,9 @@ class Settings:
             batch at the next decoding step (1: each reply on an engine of its own; always 1 on ZeroGPU, where each
             reply runs in a GPU worker of its own) [FAC_BATCH_SIZE].
         concurrency: replies in progress at the same time, over all users (default: `batch_size`) [FAC_CONCURRENCY].
+        compile: the shared engine decodes fixed slots on static caches through one compiled step (CUDA graphs on a
+            GPU; `fac-serve --compile`'s engine), compiled at start-up; on ZeroGPU or with a batch size of 1 the
+            replies decode eagerly [FAC_COMPILE=1].
         gpu_duration: seconds of GPU one reply may take on ZeroGPU [FAC_GPU_DURATION].
         files_dir: where the chats' audio files are kept, one folder per browser session, deleted when the session
             ends [FAC_FILES_DIR].
@@ -62,6 +65,7 @@ class Settings:
     max_seconds: int = 60
     batch_size: int = 8
     concurrency: int = 8
+    compile: bool = False
     gpu_duration: int = 120
     files_dir: str = str(DEFAULT_ROOT)
     audio_turns: int = 8
@@ -83,6 +87,7 @@ class Settings:
             max_seconds=_env_int(environ, "FAC_MAX_SECONDS", 60),
             batch_size=batch_size,
             concurrency=_env_int(environ, "FAC_CONCURRENCY", batch_size),
+            compile=environ.get("FAC_COMPILE", "").strip().lower() in ("1", "true", "yes"),
             gpu_duration=_env_int(environ, "FAC_GPU_DURATION", 120),
             files_dir=environ.get("FAC_FILES_DIR", "").strip() or str(DEFAULT_ROOT),
             audio_turns=_env_int(environ, "FAC_AUDIO_TURNS", 8),
@@ -141,7 +146,11 @@ class Engine:
         print(f"Ready: voices {', '.join(voices)}.", flush=True)
         replies = None
         if settings.batch_size > 1:
-            replies = ReplyEngine(model, processor, max_batch_size=settings.batch_size).start()
+            static = {"cache_implementation": "static"} if settings.compile else {}
+            replies = ReplyEngine(model, processor, max_batch_size=settings.batch_size, **static).start()
+            if replies.compiled:
+                print("Compiling the decoding step...", flush=True)
+                replies.warm_up()
         return cls(model=model, processor=processor, settings=settings, voices=voices, replies=replies)
 
     def close(self) -> None:

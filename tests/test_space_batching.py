@@ -82,3 +82,27 @@ def test_a_turn_during_a_long_reply_speaks_before_it_ends():
         long_engine.close()
     assert spoke_while_long_ran is True and rest  # the long reply was still decoding, and went on after
     assert text == alone
+
+
+def test_the_compiled_engine_serves_the_space(engine, monkeypatch):
+    """`FAC_COMPILE=1` (`--compile`): the shared engine decodes fixed slots through the compiled step, compiled at
+    start-up, and a turn gets the reply the eager engine gives (dynamo's graph run as traced: inductor would take
+    minutes on this CPU)."""
+    from transformers import CompileConfig
+
+    import transformers_fac.decoding_step as decoding_step
+
+    monkeypatch.setattr(decoding_step, "default_compile_config", lambda device: CompileConfig(backend="eager"))
+    settings = Settings.from_env({"FAC_MODEL": "tiny", "FAC_MAX_NEW_TOKENS": "12", "FAC_COMPILE": "1"})
+    assert settings.compile and not Settings.from_env({}).compile
+    compiled = Engine.load(settings)
+    try:
+        assert compiled.replies.compiled and compiled.replies.stats.batches > 0  # warmed up before the first turn
+        question = inputs(engine)
+        expected = list(engine.speak(question, spoken=True, voice="中文女"))
+        got = list(compiled.speak(question, spoken=True, voice="中文女"))
+    finally:
+        compiled.close()
+    assert "".join(event.text for event in got) == "".join(event.text for event in expected)
+    audio = [sum(len(event.audio) for event in events if event.audio is not None) for events in (got, expected)]
+    assert audio[0] == audio[1] > 0

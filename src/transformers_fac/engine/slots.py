@@ -37,26 +37,22 @@ def _static_sequence(config, capacity: int, slots: int, dtype: torch.dtype, devi
     return StaticSequence(cache, capacity, slots, device)
 
 
-def _fill_level(sequence: StaticSequence) -> int:
-    return int(sequence.cache.layers[0].cumulative_length)
+def _shift(sequence: StaticSequence, level: int, columns: int) -> int:
+    """Moves every slot's columns right (`columns` > 0) or left, in place; the write column (`level`) moves with them.
+    Returns the new level."""
+    level += columns
+    if columns:
+        for layer in sequence.cache.layers:
+            layer.keys.copy_(layer.keys.roll(columns, dims=2))
+            layer.values.copy_(layer.values.roll(columns, dims=2))
+            layer.cumulative_length.fill_(level)
+        sequence.mask.copy_(sequence.mask.roll(columns, dims=1))
+    return level
 
 
-def _shift(sequence: StaticSequence, columns: int) -> None:
-    """Moves every slot's columns right (`columns` > 0) or left, in place; the write column moves with them."""
-    if not columns:
-        return
-    level = _fill_level(sequence) + columns
-    for layer in sequence.cache.layers:
-        layer.keys.copy_(layer.keys.roll(columns, dims=2))
-        layer.values.copy_(layer.values.roll(columns, dims=2))
-        layer.cumulative_length.fill_(level)
-    sequence.mask.copy_(sequence.mask.roll(columns, dims=1))
-
-
-def _place(sequence: StaticSequence, slot: int, source) -> None:
+def _place(sequence: StaticSequence, level: int, slot: int, source) -> None:
     """Copies a prefilled sequence of one row (a `GrowingSequence`, or None: nothing, position 0) into `slot`, ending
-    at the write column; the slot's other columns are masked."""
-    level = _fill_level(sequence)
+    at the write column `level`; the slot's other columns are masked."""
     sequence.mask[slot].zero_()
     sequence.next_position[slot] = 0 if source is None else source.next_position[0]
     if source is None:
@@ -100,6 +96,9 @@ class SlotBatch(RunningBatch):
         self.last_group = self.pad_group(slots, device)
         self.speaking = torch.zeros(slots, dtype=torch.bool, device=device)
         self.appended_last = torch.zeros(slots, dtype=torch.bool, device=device)
+        # each sequence's write column (its caches' fill level), kept on the host: reading it back from the device
+        # would cost a synchronisation per step
+        self._levels = {id(self.llm): 0, id(self.head.sequence): 0}
         self._step = compiled_decode_step(compile_config, device, slot_step)
         self._cuda_graphs = device.type == "cuda"
 
@@ -121,18 +120,18 @@ class SlotBatch(RunningBatch):
         slot = self._free.pop(0)
         row.index = slot
         self._make_room(self.llm, start.state.llm.cache.get_seq_length())
-        _place(self.llm, slot, start.state.llm)
+        _place(self.llm, self._levels[id(self.llm)], slot, start.state.llm)
         head = start.state.head
         if head is not None:
             self._make_room(self.head.sequence, head.sequence.cache.get_seq_length())
-            _place(self.head.sequence, slot, head.sequence)
+            _place(self.head.sequence, self._levels[id(self.head.sequence)], slot, head.sequence)
             self.head.last_code_embedding[slot] = head.last_code_embedding[0]
             sampling = SpeechSamplingConfig.resolve(start.generation_config, row.speech_overrides)
             self.sampler.set_row(slot, sampling, start.state.chooser.history[0])
             if sampling.do_sample:
                 self._sampled.add(slot)
         else:
-            _place(self.head.sequence, slot, None)
+            _place(self.head.sequence, self._levels[id(self.head.sequence)], slot, None)
         self.logits[slot] = start.logits[0].to(self.logits.dtype)
         speaking = start.input_ids[0, -1] == self.model.config.text_config.audio_bos_index
         self.speaking[slot] = speaking
@@ -153,6 +152,7 @@ class SlotBatch(RunningBatch):
             for sequence in (self.llm, self.head.sequence):
                 for layer in sequence.cache.layers:
                     layer.cumulative_length.fill_(0)
+                self._levels[id(sequence)] = 0
 
     def commit(self, rows: list[Row], appended: torch.Tensor, kept: torch.Tensor) -> None:
         self.sampler.commit(appended, kept)
@@ -161,8 +161,9 @@ class SlotBatch(RunningBatch):
         tokens = torch.zeros(self.slots, dtype=torch.long)  # free slots: any token, never read
         tokens[[row.index for row in self.rows]] = torch.tensor([row.tokens[-1] for row in self.rows])
         tokens = tokens.to(self.logits.device)
-        for sequence, columns in ((self.llm, 1), (self.head.sequence, self.group_size)):
-            if _fill_level(sequence) + columns > sequence.capacity:
+        advances = ((self.llm, 1), (self.head.sequence, self.group_size))  # columns each step writes
+        for sequence, columns in advances:
+            if self._levels[id(sequence)] + columns > sequence.capacity:
                 self._compact(sequence)
         for row in self.rows:
             if row.head_running and row.index in self._sampled:
@@ -173,26 +174,28 @@ class SlotBatch(RunningBatch):
             torch.compiler.cudagraph_mark_step_begin()
         with decode_attention(self.model):
             logits, group = self._step(self.model, state, tokens, self.last_group, fuse)
+        for sequence, columns in advances:
+            self._levels[id(sequence)] += columns
         self.logits.copy_(logits)  # outputs may live in a CUDA graph's memory, which the next replay overwrites
         self.group.copy_(group)
 
     # ------------------------------------------------------------------------------------------------ columns
     def _make_room(self, sequence: StaticSequence, length: int) -> None:
         """Shifts the columns so that `length` of them fit before the write column."""
-        level = _fill_level(sequence)
+        level = self._levels[id(sequence)]
         if level < length:
-            _shift(sequence, length - level)
+            self._levels[id(sequence)] = _shift(sequence, level, length - level)
             self.moves_right += 1
 
     def _compact(self, sequence: StaticSequence) -> None:
         """Shifts left by the leading columns that no running row (of this sequence) uses."""
         used = [row.index for row in self.rows if sequence is self.llm or row.head_running]
-        level = _fill_level(sequence)
+        level = self._levels[id(sequence)]
         first = level
         if used:
             columns = sequence.mask[used, :level].any(dim=0).nonzero()
             first = int(columns[0]) if len(columns) else level
-        _shift(sequence, -first)
+        self._levels[id(sequence)] = _shift(sequence, level, -first)
         self.moves_left += 1
 
 
