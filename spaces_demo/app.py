@@ -241,7 +241,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", help="Hub id or directory, or 'tiny' for the tiny CPU checkpoint [FAC_MODEL]")
     parser.add_argument("--max-new-tokens", type=int, help="longest reply in LLM steps [FAC_MAX_NEW_TOKENS]")
     parser.add_argument(
-        "--compile", action="store_true", help="compiled decoding of fixed slots (CUDA graphs on a GPU) [FAC_COMPILE=1]"
+        "--compile",
+        action="store_true",
+        help="compiled decoding of fixed slots (CUDA graphs on a GPU) [FAC_COMPILE=1]",
     )
     parser.add_argument("--host", help="server name (default: Gradio's; GRADIO_SERVER_NAME)")
     parser.add_argument("--port", type=int, help="server port (default: Gradio's, 7860; GRADIO_SERVER_PORT)")
