@@ -41,6 +41,7 @@ _STOP = object()
 _FINAL = "final"  # the batch shape of the final steps of finished replies
 _MID_STEP_WAIT = 0.02  # seconds to wait for the rest of a step whose marker has not come yet
 FIRST_CHUNK_HEAD_START = 1.0  # seconds a reply's first chunk counts as having waited beyond its arrival
+HOLD_MARGIN = 0.5  # seconds of audio a playing reply keeps in hand while later chunks wait for a starting reply
 
 
 @dataclass
@@ -124,7 +125,10 @@ class AudioWorker:
             while self._mid_step and not stopping and (left := wait_until - time.monotonic()) > 0:
                 stopping = self._take(block=True, timeout=left)
             due = self._due()
-            if due:
+            hold = 0.0 if stopping else self._hold(due)
+            if hold > 0:
+                stopping = self._take(block=True, timeout=hold) or stopping
+            elif due:
                 self._decode(due)
             elif stopping:
                 return
@@ -184,6 +188,17 @@ class AudioWorker:
         if stream.first_audio is None:
             return stream.reply.arrived - FIRST_CHUNK_HEAD_START
         return stream.first_audio + stream.samples / self.sampling_rate
+
+    def _hold(self, due: dict[int, Any]) -> float:
+        """How long the due chunks can wait for a starting reply (opened, its first chunk not due yet), so that its
+        first steps run without the decoder competing for the machine: until the most urgent due chunk's listener
+        would have less than `HOLD_MARGIN` seconds of audio left (0: decode now)."""
+        if not due or not any(
+            stream.first_audio is None and stream.done is None and key not in due
+            for key, stream in self._replies.items()
+        ):
+            return 0.0
+        return min(self._deadline(key) for key in due) - HOLD_MARGIN - time.monotonic()
 
     def _decode(self, due: dict[int, Any]) -> None:
         """Decodes the most urgent chunk with every due chunk of the same shapes."""
