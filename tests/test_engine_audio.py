@@ -98,3 +98,37 @@ def test_a_new_reply_first_chunk_goes_before_a_playing_reply_later_chunks(token2
         error = (audio - alone).pow(2).mean()
         assert error == 0 or 10 * torch.log10(alone.pow(2).mean() / error) > 40
         assert reply.threads == {1}  # the audio thread's own torch setting
+
+
+def test_later_chunks_with_audio_in_hand_wait_for_a_starting_reply(token2wav):
+    """While a reply starts (opened, its first chunk not complete yet), a playing reply's due chunk waits as long as its
+    listener keeps more than `HOLD_MARGIN` of audio in hand, so that the new reply's first steps run without the
+    decoder competing; once the new reply's first chunk is due it goes first, then the held one."""
+    generator = torch.Generator().manual_seed(1)
+    codes = {name: torch.randint(0, 6561, (400,), generator=generator).tolist() for name in ("playing", "new")}
+    log, failures = [], []
+    playing, new = LoggedReply(log), LoggedReply(log)
+    worker = AudioWorker(token2wav, failures.append, threads=1)
+    try:
+        worker.open(playing, "中文女", exact=False)
+        feed(worker, playing, codes["playing"], range(60))  # 300 codes: 12 s of audio, decoded well ahead of playback
+        decoded = lambda: sum(1 for key, event in log if key == playing.id and isinstance(event, AudioDelta))  # noqa: E731
+        for _ in range(1200):
+            if decoded() == 19:  # every complete chunk of 300 codes ((300 - 18) // 15 + 1)
+                break
+            threading.Event().wait(0.1)
+        assert decoded() == 19
+        worker.open(new, "中文男", exact=False)
+        feed(worker, new, codes["new"], range(3))  # 15 codes: its first chunk needs 18
+        feed(worker, playing, codes["playing"], range(60, 63))  # the playing reply's next chunk is due
+        threading.Event().wait(0.5)  # time enough to decode it, were it not held
+        held = decoded() == 19
+        feed(worker, new, codes["new"], range(3, 4))  # the new reply's first chunk is due: it goes first
+        done = lambda samples: ReplyDone("", "", "stop", 0, 0, 0, audio_samples=samples)  # noqa: E731
+        worker.finish([(playing, done), (new, done)])
+        list(playing), list(new)
+    finally:
+        worker.close()
+    assert failures == [] and held
+    later = [key for key, event in log if isinstance(event, AudioDelta)][19:]
+    assert later[0] == new.id and playing.id in later  # the new reply's first chunk before the held one

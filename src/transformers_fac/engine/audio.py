@@ -14,6 +14,10 @@ it, joined when it stops) takes everything handed over so far, then decodes one 
   that still have audio to play, and a reply whose listener is about to run dry comes before one with seconds
   buffered. When the decoder cannot keep up for long, the replies that are late by more than the head start come
   first again: the playing replies' gaps stay bounded.
+- **A starting reply goes first, also before its first chunk is due.** While a reply is opened and its first chunk
+  not complete yet, the due chunks wait as long as every listener keeps more than `HOLD_MARGIN` (0.5 s) of audio in
+  hand: the new reply's first decoding steps then run without the decoder competing for the machine (on a CPU the
+  engine's thread and this one share the cores and the interpreter), and the chunks that waited share calls.
 - **Batches form from what is due**, not from one engine step: when the decoder falls behind, the chunks of equal
   shapes that accumulated meanwhile share one call.
 
