@@ -11,7 +11,15 @@ from dataclasses import dataclass, field
 from session_files import DEFAULT_ROOT
 
 import transformers_fac  # noqa: F401  (registers the Auto classes)
-from transformers_fac.engine import AudioDelta, ReplyEngine, ReplyFailed, ReplyRequest, TextDelta
+from transformers_fac.engine import (
+    AudioDelta,
+    ReplyDone,
+    ReplyEngine,
+    ReplyFailed,
+    ReplyRequest,
+    TextDelta,
+    merge_deltas,
+)
 from transformers_fac.engine.reply_stream import stream_reply
 
 REAL_MODEL = "FunAudioLLM/Fun-Audio-Chat-8B"
@@ -189,10 +197,13 @@ class Engine:
         )
         reply = self.replies.submit(request)
         try:
-            for event in reply:
-                if isinstance(event, ReplyFailed):
-                    raise RuntimeError(event.message)
-                if isinstance(event, TextDelta | AudioDelta):
+            while True:
+                # what piled up while the page was updated goes out as one text and one audio update
+                for event in merge_deltas([reply.next_blocking(), *reply.ready_events()]):
+                    if isinstance(event, ReplyFailed):
+                        raise RuntimeError(event.message)
+                    if isinstance(event, ReplyDone):
+                        return
                     yield event
         finally:
             reply.cancel()  # a stopped reply frees its row (no effect once it is done)

@@ -5,6 +5,7 @@ import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 DEMO = Path(__file__).resolve().parents[1] / "spaces_demo"
@@ -15,6 +16,7 @@ from engine import Engine, Settings  # noqa: E402
 from tests.serving_utils import QUESTION  # noqa: E402
 from transformers_fac.audio_io import load_audio  # noqa: E402
 from transformers_fac.conversation import FunAudioChatConversation  # noqa: E402
+from transformers_fac.engine import AudioDelta, ReplyDone, TextDelta, merge_deltas  # noqa: E402
 from transformers_fac.prompts import S2M_SYSTEM_PROMPT, S2T_SYSTEM_PROMPT  # noqa: E402
 
 
@@ -106,3 +108,31 @@ def test_the_compiled_engine_serves_the_space(engine, monkeypatch):
     assert "".join(event.text for event in got) == "".join(event.text for event in expected)
     audio = [sum(len(event.audio) for event in events if event.audio is not None) for events in (got, expected)]
     assert audio[0] == audio[1] > 0
+
+
+def test_a_reader_behind_the_engine_gets_what_piled_up_as_one_update(engine):
+    """A page slower than the engine (its updates take time) receives the text and the audio that piled up meanwhile
+    as one text event and one audio event: fewer updates, the same reply."""
+    import time
+
+    question = inputs(engine)
+    quick = list(engine.speak(question, spoken=True, voice="中文女"))
+    slow = []
+    for event in engine.speak(question, spoken=True, voice="中文女"):
+        slow.append(event)
+        time.sleep(0.3)  # a page update that takes longer than the engine's steps
+    assert len(slow) < len(quick)
+    for events in (slow, quick):
+        assert all(isinstance(event, TextDelta | AudioDelta) for event in events)
+    assert "".join(event.text for event in slow) == "".join(event.text for event in quick)
+    audio = [np.concatenate([e.audio for e in events if e.audio is not None]) for events in (slow, quick)]
+    assert audio[0].shape == audio[1].shape and np.array_equal(audio[0], audio[1])
+
+
+def test_merge_deltas_keeps_order_and_the_final_event():
+    first, second = np.arange(3, dtype=np.float32), np.arange(3, 5, dtype=np.float32)
+    done = ReplyDone("ab", "ab", "stop", 1, 0, 2)
+    merged = merge_deltas([TextDelta("a"), AudioDelta(first, 24000), TextDelta("b"), AudioDelta(second, 24000), done])
+    assert [type(event) for event in merged] == [TextDelta, AudioDelta, ReplyDone]
+    assert merged[0].text == "ab" and merged[1].audio.tolist() == [0, 1, 2, 3, 4] and merged[2] is done
+    assert merge_deltas([TextDelta("x")]) == [TextDelta("x")] and merge_deltas([]) == []

@@ -7,7 +7,17 @@ Every path that answers (the server, the Space, the live mode, `stream_reply`) s
 
 from .engine import ReplyEngine
 from .errors import EngineClosed, QueueFull, RequestError, failure_message
-from .replies import FINAL_EVENTS, AudioDelta, Reply, ReplyDone, ReplyEvent, ReplyFailed, ReplyRequest, TextDelta
+from .replies import (
+    FINAL_EVENTS,
+    AudioDelta,
+    Reply,
+    ReplyDone,
+    ReplyEvent,
+    ReplyFailed,
+    ReplyRequest,
+    TextDelta,
+    merge_deltas,
+)
 from .rows import EngineStats
 
 __all__ = [
@@ -25,4 +35,5 @@ __all__ = [
     "RequestError",
     "TextDelta",
     "failure_message",
+    "merge_deltas",
 ]

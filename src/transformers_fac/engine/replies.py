@@ -208,6 +208,19 @@ class Reply:
             if isinstance(event, FINAL_EVENTS):
                 return
 
+    def ready_events(self) -> list[ReplyEvent]:
+        """The events emitted and not taken yet, without waiting (threads): a reader slower than the engine takes
+        what piled up at once (see [`merge_deltas`])."""
+        if self._loop is not None:
+            raise TypeError("This reply belongs to an event loop: use `await reply.next_event()`.")
+        events = []
+        while not (events and isinstance(events[-1], FINAL_EVENTS)):
+            try:
+                events.append(self._events.get_nowait())
+            except queue.Empty:
+                break
+        return events
+
     def next_blocking(self, timeout: float | None = None) -> ReplyEvent:
         """The next event (threads), or `TimeoutError` after `timeout` seconds."""
         if self._loop is not None:
@@ -222,6 +235,26 @@ class Reply:
         return await asyncio.wait_for(self._events.get(), timeout)
 
 
+def merge_deltas(events: list[ReplyEvent]) -> list[ReplyEvent]:
+    """Events taken together as fewer: all the text in one `TextDelta`, then all the audio in one `AudioDelta`
+    (samples in order), then the final event if there is one. For a reader that pays per event (a web page's update,
+    a network message) and fell behind the engine.
+
+    Example:
+
+    ```python
+    >>> for event in merge_deltas([reply.next_blocking(), *reply.ready_events()]):
+    ...     show(event)
+    ```
+    """
+    text = "".join(event.text for event in events if isinstance(event, TextDelta))
+    audio = [event for event in events if isinstance(event, AudioDelta)]
+    merged: list[ReplyEvent] = [TextDelta(text)] if text else []
+    if audio:
+        merged.append(AudioDelta(np.concatenate([event.audio for event in audio]), audio[0].sampling_rate))
+    return merged + [event for event in events if isinstance(event, FINAL_EVENTS)]
+
+
 __all__ = [
     "AudioDelta",
     "FINAL_EVENTS",
@@ -231,4 +264,5 @@ __all__ = [
     "ReplyFailed",
     "ReplyRequest",
     "TextDelta",
+    "merge_deltas",
 ]
