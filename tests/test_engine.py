@@ -194,7 +194,7 @@ def test_a_cancelled_row_frees_its_slot_for_the_next_request_at_once(loaded, new
     text = prompt(processor, audios=0, text="hello")
     engine = new_engine(max_batch_size=1).start()
     try:
-        running = engine.submit(ReplyRequest(text, spoken=False, max_new_tokens=200))
+        running = engine.submit(ReplyRequest(text, spoken=False, max_new_tokens=420))  # fits a 512-position slot
         queued = engine.submit(ReplyRequest(text, spoken=False, max_new_tokens=3, temperature=0))
         wait_for_text(running, 3)
         assert queued.joined_step is None and engine.queued == 1
@@ -203,7 +203,7 @@ def test_a_cancelled_row_frees_its_slot_for_the_next_request_at_once(loaded, new
         _, _, done = finish(queued)
     finally:
         assert engine.close(timeout=60)
-    assert cancelled.finish_reason == "cancelled" and cancelled.completion_tokens < 200
+    assert cancelled.finish_reason == "cancelled" and cancelled.completion_tokens < 420
     assert queued.joined_step == running.left_step  # the step after the cancel ran the queued request
     assert done.finish_reason == "length" and done.completion_tokens == 3
     assert engine.stats.cancelled == 1 and engine.stats.largest_batch == 1
@@ -217,11 +217,16 @@ def test_seeded_rows_sample_the_same_whatever_their_neighbours(loaded, new_engin
     engine = new_engine(max_batch_size=4).start()
     try:
         solo = finish(engine.submit(seeded))[2]
-        neighbours = [engine.submit(ReplyRequest(spoken, max_new_tokens=20, temperature=1.0)) for _ in range(2)]
-        wait_for_text(neighbours[0], 2)
+        # seeded neighbours (an unseeded one could end at once by drawing the end token), long enough to outlast it
+        neighbours = [
+            engine.submit(ReplyRequest(spoken, max_new_tokens=200, temperature=1.0, seed=seed)) for seed in (1, 2)
+        ]
+        while engine.running < 2:
+            time.sleep(0.002)
         together = finish(engine.submit(seeded))[2]
         other_seed = finish(engine.submit(ReplyRequest(spoken, max_new_tokens=14, temperature=1.0, seed=8)))[2]
         for reply in neighbours:
+            reply.cancel()
             finish(reply)
     finally:
         assert engine.close(timeout=60)
