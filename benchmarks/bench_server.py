@@ -10,11 +10,12 @@ How to run (prints markdown tables; no assertions):
 
 Requests arrive as a Poisson process (`--requests` of them, seeded) at three rates: 30 %, 70 % and 100 % of the
 saturation rate: the replies per second the continuous engine serves while requests arrive at random times faster
-than that (its rows taken by replies at random stages; [`saturation_rates`]). `--rows` requests arriving together are also
-timed and shown: their replies run in lock-step and share every decoder call, which arrivals at random times cannot,
-so that rate overstates what the engine sustains (it was this benchmark's saturation rate before; Poisson arrivals at
-70 % of it were more than the engine served). Every request is the same spoken question (the 5 s English clip,
-`--tokens` greedy LLM steps, 5 per second of speech). Both schedulers run on the same engine code in this process, so only the scheduling differs:
+than that (its rows taken by replies at random stages; [`saturation_rates`]). `--rows` requests arriving together are
+also timed and shown: their replies run in lock-step and share every decoder call, which arrivals at random times
+cannot, so that rate overstates what the engine sustains (it was this benchmark's saturation rate before; Poisson
+arrivals at 70 % of it were more than the engine served). Every request is the same spoken question (the 5 s English
+clip, `--tokens` greedy LLM steps, 5 per second of speech). Both schedulers run on the same engine code in this
+process, so only the scheduling differs:
 
 - `continuous`: `transformers_fac.engine.ReplyEngine`: a request is prefilled and joins the running batch at the next
   decoding step; a finished row leaves at once.
@@ -24,8 +25,9 @@ so that rate overstates what the engine sustains (it was this benchmark's satura
 
 Per request: the time from its arrival to its first audio chunk and to its last event; overall the seconds of audio
 served per second of wall time (first arrival to last reply done). The idle first-audio time (one request alone, the
-median of 5) is the reference of the target "first-audio p90 at 70 % load ≤ 2× idle". On a shared machine the timings are noisy:
-`--repeat N` runs each rate and scheduler N times (alternating which goes first) and reports the medians.
+median of 5) is the reference of the target "first-audio p90 at 70 % load ≤ 2× idle". On a shared machine the
+timings are noisy: `--repeat N` runs each rate and scheduler N times (alternating which goes first) and reports the
+medians.
 
 `--space` measures the Space instead (`spaces_demo/engine.py`, in-process, tiny): `--users` users talk at once, each
 for `--turns` turns (a turn starts when the user's previous reply has ended), with the Space's shared engine
@@ -308,9 +310,13 @@ def run_preset(loaded, label: str, args) -> list[str]:
     return lines
 
 
-def closed_loop_on(engine: ReplyEngine, template: ReplyRequest, clients: int, per_client: int) -> tuple[list, float]:
-    """`clients` clients, each asking `per_client` questions one after the other; returns each reply's record
-    ([`follow`]) and the wall time."""
+def closed_loop(
+    loaded, template: ReplyRequest, clients: int, per_client: int, rows: int, compiled: bool = False
+) -> dict:
+    """`clients` clients, each asking `per_client` questions one after the other, on the continuous engine (eager, or
+    `compiled`: fixed slots on static caches, one compiled step)."""
+    static = {"cache_implementation": "static", "max_length": 512} if compiled else {"cache_implementation": "eager"}
+    engine = ReplyEngine(loaded.model, loaded.processor, max_batch_size=rows, max_queue=10_000, **static).start()
     runs: list = []
 
     def client():
@@ -318,23 +324,13 @@ def closed_loop_on(engine: ReplyEngine, template: ReplyRequest, clients: int, pe
             follow(engine.submit(ReplyRequest(**{**template.__dict__})), time.perf_counter(), runs)
 
     start = time.perf_counter()
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return runs, time.perf_counter() - start
-
-
-def closed_loop(
-    loaded, template: ReplyRequest, clients: int, per_client: int, rows: int, compiled: bool = False
-) -> dict:
-    """[`closed_loop_on`] the continuous engine (eager, or `compiled`: fixed slots on static caches, one compiled
-    step)."""
-    static = {"cache_implementation": "static", "max_length": 512} if compiled else {"cache_implementation": "eager"}
-    engine = ReplyEngine(loaded.model, loaded.processor, max_batch_size=rows, max_queue=10_000, **static).start()
     try:
-        runs, wall = closed_loop_on(engine, template, clients, per_client)
+        threads = [threading.Thread(target=client) for _ in range(clients)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        wall = time.perf_counter() - start
     finally:
         engine.close()
     firsts, dones = [run["first_audio"] for run in runs], [run["done"] for run in runs]

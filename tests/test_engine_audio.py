@@ -112,7 +112,10 @@ def test_later_chunks_with_audio_in_hand_wait_for_a_starting_reply(token2wav):
     try:
         worker.open(playing, "中文女", exact=False)
         feed(worker, playing, codes["playing"], range(60))  # 300 codes: 12 s of audio, decoded well ahead of playback
-        decoded = lambda: sum(1 for key, event in log if key == playing.id and isinstance(event, AudioDelta))  # noqa: E731
+
+        def decoded() -> int:
+            return sum(1 for key, event in log if key == playing.id and isinstance(event, AudioDelta))
+
         for _ in range(1200):
             if decoded() == 19:  # every complete chunk of 300 codes ((300 - 18) // 15 + 1)
                 break
