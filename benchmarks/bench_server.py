@@ -14,8 +14,10 @@ than that (its rows taken by replies at random stages; [`saturation_rates`]). `-
 also timed and shown: their replies run in lock-step and share every decoder call, which arrivals at random times
 cannot, so that rate overstates what the engine sustains (it was this benchmark's saturation rate before; Poisson
 arrivals at 70 % of it were more than the engine served). Every request is the same spoken question (the 5 s English
-clip, `--tokens` greedy LLM steps, 5 per second of speech). Both schedulers run on the same engine code in this
-process, so only the scheduling differs:
+clip) answered greedily; replies differ in length as real ones do: each request's LLM steps (5 per second of speech)
+are drawn from `--tokens` ± `--length-spread` (seeded, the same draws for both schedulers; `--length-spread 0` gives
+every reply `--tokens` steps). Both schedulers run on the same engine code in this process, so only the scheduling
+differs:
 
 - `continuous`: `transformers_fac.engine.ReplyEngine`: a request is prefilled and joins the running batch at the next
   decoding step; a finished row leaves at once.
@@ -24,10 +26,12 @@ process, so only the scheduling differs:
   requests arriving meanwhile wait for the whole batch.
 
 Per request: the time from its arrival to its first audio chunk and to its last event; overall the seconds of audio
-served per second of wall time (first arrival to last reply done). The idle first-audio time (one request alone, the
-median of 5) is the reference of the target "first-audio p90 at 70 % load ≤ 2× idle". On a shared machine the
-timings are noisy: `--repeat N` runs each rate and scheduler N times (alternating which goes first) and reports the
-medians.
+served per second of wall time (first arrival to last reply done). The idle first-audio time (one request alone on
+a fresh engine, the median of 3) is the reference of the target "first-audio p90 at 70 % load ≤ 2× idle"; it is
+measured again before every run, and each run's p90 is divided by the idle time measured just before it, so that a
+shared machine's speed drifting during the benchmark does not bias the ratio (the header shows the median of 5 taken
+at the start). On a shared machine the timings are noisy: `--repeat N` runs each rate and scheduler N times
+(alternating which goes first) and reports the medians.
 
 `--space` measures the Space instead (`spaces_demo/engine.py`, in-process, tiny): `--users` users talk at once, each
 for `--turns` turns (a turn starts when the user's previous reply has ended), with the Space's shared engine
@@ -206,16 +210,20 @@ def follow(reply, arrived: float, runs: list) -> None:
                          "ended": time.perf_counter()})  # fmt: skip
 
 
-def open_loop(engine: ReplyEngine, template: ReplyRequest, arrivals: list[float]) -> dict:
-    """Submits one request at each arrival time (seconds from now) and follows every reply to its end."""
+def open_loop(
+    engine: ReplyEngine, template: ReplyRequest, arrivals: list[float], lengths: list[int] | None = None
+) -> dict:
+    """Submits one request at each arrival time (seconds from now), with `lengths[i]` LLM steps (default: the
+    template's), and follows every reply to its end."""
     runs, readers = [], []
+    lengths = lengths or [template.max_new_tokens] * len(arrivals)
     start = time.perf_counter()
-    for at in arrivals:
+    for at, length in zip(arrivals, lengths):
         delay = start + at - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
         arrived = time.perf_counter()
-        reply = engine.submit(ReplyRequest(**{**template.__dict__}))
+        reply = engine.submit(ReplyRequest(**{**template.__dict__, "max_new_tokens": length}))
         reader = threading.Thread(target=follow, args=(reply, arrived, runs))
         reader.start()
         readers.append(reader)
@@ -242,7 +250,28 @@ def scheduler(name: str, loaded, rows: int, max_wait_ms: float) -> ReplyEngine:
     return ReplyEngine(loaded.model, loaded.processor, max_batch_size=rows, max_queue=10_000)
 
 
-def saturation_rates(loaded, template: ReplyRequest, rows: int, requests: int = 48) -> tuple[float, float]:
+def reply_lengths(tokens: int, spread: float, count: int, generator: random.Random) -> list[int]:
+    """`count` reply lengths (LLM steps) drawn uniformly from `tokens` ± `spread` × `tokens` (all `tokens` when the
+    spread is 0)."""
+    low, high = round(tokens * (1 - spread)), round(tokens * (1 + spread))
+    return [generator.randint(max(4, low), max(4, high)) for _ in range(count)]
+
+
+def idle_first_audio(loaded, template: ReplyRequest, times: int = 3) -> tuple[float, float]:
+    """One request alone on a fresh engine, after a warm-up request: the medians of `times` first audios and reply
+    ends (s)."""
+    solo = ReplyEngine(loaded.model, loaded.processor).start()
+    try:
+        open_loop(solo, template, [0.0])
+        alone = [open_loop(solo, template, [0.0]) for _ in range(times)]
+    finally:
+        solo.close()
+    return statistics.median(run["first_p50"] for run in alone), statistics.median(run["done_p50"] for run in alone)
+
+
+def saturation_rates(
+    loaded, template: ReplyRequest, rows: int, spread: float, requests: int = 48
+) -> tuple[float, float]:
     """The continuous engine's saturation rate (requests/s) and, for reference, the rate of `rows` requests arriving
     together (median of 3 bursts).
 
@@ -261,8 +290,9 @@ def saturation_rates(loaded, template: ReplyRequest, rows: int, requests: int = 
         burst = statistics.median(bursts)
         generator = random.Random(1)
         gaps = [generator.expovariate(3 * burst) for _ in range(requests)]
+        lengths = reply_lengths(template.max_new_tokens, spread, requests, generator)
         start = time.perf_counter()
-        open_loop(engine, template, [sum(gaps[:index]) for index in range(requests)])
+        open_loop(engine, template, [sum(gaps[:index]) for index in range(requests)], lengths)
         sustained = requests / (time.perf_counter() - start)
     finally:
         engine.close()
@@ -271,18 +301,16 @@ def saturation_rates(loaded, template: ReplyRequest, rows: int, requests: int = 
 
 def run_preset(loaded, label: str, args) -> list[str]:
     template = request(loaded, args.tokens)
-    solo = ReplyEngine(loaded.model, loaded.processor).start()
-    open_loop(solo, template, [0.0])  # warm-up
-    alone = [open_loop(solo, template, [0.0]) for _ in range(5)]  # one request alone, 5 times: the medians
-    idle = {key: statistics.median(run[key] for run in alone) for key in ("first_p50", "done_p50")}
-    solo.close()
-    saturation, burst = saturation_rates(loaded, template, args.rows)
+    idle_first, idle_done = idle_first_audio(loaded, template, times=5)
+    saturation, burst = saturation_rates(loaded, template, args.rows, args.length_spread)
+    lengths_said = f"{args.tokens} ± {args.length_spread:.0%}" if args.length_spread else f"{args.tokens}"
     lines = [
-        f"\n{label}: idle first audio {idle['first_p50']:.2f} s, reply {idle['done_p50']:.2f} s; saturation "
+        f"\n{label}: idle first audio {idle_first:.2f} s, reply {idle_done:.2f} s; saturation "
         f"≈ {saturation:.2f} requests/s (rows kept full by arrivals at random times; {args.rows} requests arriving "
         f"together: {burst:.2f} requests/s); {args.requests} Poisson arrivals per rate, "
-        f"{args.tokens} LLM steps ({args.tokens / 5:.1f} s of speech), up to {args.rows} rows; medians of "
-        f"{args.repeat} run(s) per rate and scheduler\n",
+        f"{lengths_said} LLM steps per reply (5 per second of speech), up to {args.rows} rows; medians of "
+        f"{args.repeat} run(s) per rate and scheduler; p90 / idle: each run's p90 over the idle first audio measured "
+        f"just before it\n",
         "| load | scheduler | first audio p50 / p90 / p99 (s) | reply done p50 / p90 (s) | audio s/s | p90 / idle |",
         "|---|---|---|---|---|---|",
     ]
@@ -291,21 +319,24 @@ def run_preset(loaded, label: str, args) -> list[str]:
         rate = fraction * saturation
         gaps = [generator.expovariate(rate) for _ in range(args.requests)]
         arrivals = [sum(gaps[: index + 1]) - gaps[0] for index in range(len(gaps))]
+        lengths = reply_lengths(args.tokens, args.length_spread, args.requests, generator)
         measured: dict[str, list[dict]] = {}
         for repeat in range(args.repeat):
+            idle, _ = idle_first_audio(loaded, template)
             names = ["static", "continuous"][:: 1 if repeat % 2 == 0 else -1]  # alternating order
             for name in names:
                 engine = scheduler(name, loaded, args.rows, args.max_wait_ms).start()
                 try:
-                    measured.setdefault(name, []).append(open_loop(engine, template, arrivals))
+                    run = open_loop(engine, template, arrivals, lengths)
                 finally:
                     engine.close()
+                measured.setdefault(name, []).append({**run, "p90_over_idle": run["first_p90"] / idle})
         for name, runs in measured.items():
             m = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
             lines.append(
                 f"| {fraction:.0%} ({rate:.2f} req/s) | {name} | {m['first_p50']:.2f} / {m['first_p90']:.2f} / "
                 f"{m['first_p99']:.2f} | {m['done_p50']:.2f} / {m['done_p90']:.2f} | {m['audio_per_s']:.2f} | "
-                f"{m['first_p90'] / idle['first_p50']:.1f}× |"
+                f"{m['p90_over_idle']:.1f}× |"
             )
     return lines
 
@@ -427,6 +458,10 @@ def main(argv=None) -> None:
     parser.add_argument("--requests", type=int, default=24, help="Poisson arrivals per rate")
     parser.add_argument("--rows", type=int, default=8, help="the engines' max batch size")
     parser.add_argument("--tokens", type=int, default=20, help="LLM steps per reply (20 = 4 s of speech)")
+    parser.add_argument(
+        "--length-spread", type=float, default=0.5,
+        help="replies vary in length: LLM steps drawn uniformly from --tokens ± this fraction (0: all equal)",
+    )  # fmt: skip
     parser.add_argument("--max-wait-ms", type=float, default=20.0, help="static scheduler's batching wait")
     parser.add_argument(
         "--repeat", type=int, default=1, help="runs per rate and scheduler (alternating order; medians reported)"
