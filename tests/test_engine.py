@@ -187,6 +187,46 @@ def test_a_request_arriving_mid_reply_speaks_before_that_reply_ends(loaded, new_
     assert (done.token_ids, done.speech_ids) == alone(loaded, short)
 
 
+def test_on_a_cpu_no_step_runs_while_a_first_chunk_decodes(loaded, monkeypatch):
+    """On a CPU the engine's thread waits while the audio thread decodes a reply's first chunk (each made to take
+    0.3 s here, during which the running reply would otherwise take several steps), and goes on after it: the long
+    reply's first chunk and then, while the long reply runs, a newcomer's."""
+    from transformers_fac.token2wav.stream_batch import StreamBatch
+
+    processor = loaded.processor
+    engine = ReplyEngine(loaded.model, processor, max_batch_size=4)
+    decode, steps_during_first_chunks = StreamBatch.step, []
+
+    def slow_first_chunks(self, keys=None, steps=None):
+        first = any(self._decoders[key].samples_emitted == 0 for key in keys)
+        before = engine.stats.batches
+        if first:
+            time.sleep(0.3)
+        audio = decode(self, keys, steps)
+        if first:
+            steps_during_first_chunks.append(engine.stats.batches - before)
+        return audio
+
+    monkeypatch.setattr(StreamBatch, "step", slow_first_chunks)
+    long = ReplyRequest(prompt(processor, system=S2M_SYSTEM_PROMPT), [load_audio(QUESTION)], max_new_tokens=60)
+    short = ReplyRequest(prompt(processor, system=S2M_SYSTEM_PROMPT, audios=0, text="hi"), max_new_tokens=12)
+    engine.start()
+    try:
+        first = engine.submit(long)
+        while first.joined_step is None or engine.stats.batches < first.joined_step + 5:
+            time.sleep(0.002)
+        second = engine.submit(short)
+        _, second_audio, second_done = finish(second)
+        _, _, first_done = finish(first)
+    finally:
+        assert engine.close(timeout=120)
+    assert second.joined_step < first.left_step - 20  # the newcomer's first chunk decoded while the long reply ran
+    assert second_audio and second_done.finish_reason in ("stop", "length")
+    assert first_done.completion_tokens == 60
+    # a step that had begun when the decode began may end during it; no other step starts
+    assert len(steps_during_first_chunks) == 2 and max(steps_during_first_chunks) <= 1, steps_during_first_chunks
+
+
 def test_a_cancelled_row_frees_its_slot_for_the_next_request_at_once(loaded, new_engine):
     """One row only: a queued request waits while a reply decodes, and takes the row at the very step after that
     reply is cancelled (a disconnected asyncio caller cancels the same way)."""
