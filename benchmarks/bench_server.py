@@ -336,7 +336,7 @@ def run_preset(loaded, label: str, args) -> list[str]:
             lines.append(
                 f"| {fraction:.0%} ({rate:.2f} req/s) | {name} | {m['first_p50']:.2f} / {m['first_p90']:.2f} / "
                 f"{m['first_p99']:.2f} | {m['done_p50']:.2f} / {m['done_p90']:.2f} | {m['audio_per_s']:.2f} | "
-                f"{m['p90_over_idle']:.1f}× |"
+                f"{m['p90_over_idle']:.2f}× |"
             )
     return lines
 
