@@ -252,7 +252,7 @@ def scheduler(name: str, loaded, rows: int, max_wait_ms: float) -> ReplyEngine:
 
 def reply_lengths(tokens: int, spread: float, count: int, generator: random.Random) -> list[int]:
     """`count` reply lengths (LLM steps) drawn uniformly from `tokens` ± `spread` × `tokens` (all `tokens` when the
-    spread is 0)."""
+    spread is 0), at least 4: the steps a reply's first audio chunk needs (18 codes)."""
     low, high = round(tokens * (1 - spread)), round(tokens * (1 + spread))
     return [generator.randint(max(4, low), max(4, high)) for _ in range(count)]
 

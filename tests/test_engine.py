@@ -112,6 +112,13 @@ def wait_for_text(reply, deltas: int) -> list:
     return events
 
 
+def wait_for_steps(engine: ReplyEngine, reply, steps: int) -> None:
+    """Waits until the reply has been `steps` decoding steps in the batch (its audio may lag its steps on a busy
+    machine)."""
+    while reply.joined_step is None or engine.stats.batches < reply.joined_step + steps:
+        time.sleep(0.002)
+
+
 def test_staggered_mixed_rows_equal_their_solo_replies(loaded, new_engine):
     """Spoken and written rows, four voices (stock, stock, an embedding, a cloned voice with its prompt), arriving at
     different steps while another row is cancelled: every greedy row's ids and speech codes are its solo ones."""
@@ -169,8 +176,7 @@ def test_a_request_arriving_mid_reply_speaks_before_that_reply_ends(loaded, new_
     engine = new_engine(max_batch_size=4).start()
     try:
         first = engine.submit(long)
-        while first.joined_step is None or engine.stats.batches < first.joined_step + 5:
-            time.sleep(0.002)  # the long reply is five steps in (its audio may lag its steps on a busy machine)
+        wait_for_steps(engine, first, 5)
         second = engine.submit(short)
         long_running_at_first_audio = None
         for event in second:
@@ -197,7 +203,7 @@ def test_on_a_cpu_no_step_runs_while_a_first_chunk_decodes(loaded, monkeypatch):
     engine = ReplyEngine(loaded.model, processor, max_batch_size=4)
     decode, steps_during_first_chunks = StreamBatch.step, []
 
-    def slow_first_chunks(self, keys=None, steps=None):
+    def slow_first_chunks(self, keys, steps):  # the audio thread's call: step(keys, steps=1)
         first = any(self._decoders[key].samples_emitted == 0 for key in keys)
         before = engine.stats.batches
         if first:
@@ -213,8 +219,7 @@ def test_on_a_cpu_no_step_runs_while_a_first_chunk_decodes(loaded, monkeypatch):
     engine.start()
     try:
         first = engine.submit(long)
-        while first.joined_step is None or engine.stats.batches < first.joined_step + 5:
-            time.sleep(0.002)
+        wait_for_steps(engine, first, 5)
         second = engine.submit(short)
         _, second_audio, second_done = finish(second)
         _, _, first_done = finish(first)

@@ -18,8 +18,8 @@ it, joined when it stops) takes everything handed over so far, then decodes one 
   not complete yet, the due chunks wait as long as every listener keeps more than `HOLD_MARGIN` (0.5 s) of audio in
   hand: the new reply's first decoding steps then run without the decoder competing for the machine (on a CPU the
   engine's thread and this one share the cores and the interpreter), and the chunks that waited share calls.
-- **A first chunk's decode has the machine to itself** (on a CPU): while the audio thread decodes a batch holding a
-  reply's first chunk, the engine's thread waits before its next step (`wait_for_first_chunks`, at most
+- **A first chunk's decode has the machine to itself** (decoder on a CPU): while the audio thread decodes a batch
+  holding a reply's first chunk, the engine's thread waits before its next step (`wait_for_first_chunks`, at most
   `FIRST_CHUNK_PAUSE_LIMIT`): the steps of the running rows keep well ahead of their listeners, and the decoder then
   runs on both cores without sharing the interpreter with the engine's steps (on a 2-core CPU a lone reply's first
   audio came a third sooner, and 10-20 % sooner at 70 % load). On a GPU the two threads mainly queue work for the
@@ -88,6 +88,7 @@ class AudioWorker:
         self._replies: dict[int, _Stream] = {}
         self._commands: queue.Queue = queue.Queue()
         self._mid_step = False  # a step's commands came without its marker yet
+        self._first_chunks_alone = token2wav.device.type == "cpu"  # the engine waits while a first chunk decodes
         self._no_first_chunk = threading.Event()  # cleared while a batch holding a reply's first chunk decodes
         self._no_first_chunk.set()
         self._thread = threading.Thread(target=self._run, name="fac-audio", daemon=True)
@@ -121,8 +122,8 @@ class AudioWorker:
         self._commands.put(("drop", reply))
 
     def wait_for_first_chunks(self, timeout: float = FIRST_CHUNK_PAUSE_LIMIT) -> None:
-        """Returns once no reply's first chunk is decoding (at most `timeout` seconds): the engine's thread calls it
-        before a step on a CPU."""
+        """Returns once no reply's first chunk is decoding (at most `timeout` seconds; at once when the decoder is not
+        on a CPU): the engine's thread calls it before each step."""
         self._no_first_chunk.wait(timeout)
 
     def close(self) -> None:
@@ -222,7 +223,7 @@ class AudioWorker:
         """Decodes the most urgent chunk with every due chunk of the same shapes."""
         shape = due[min(due, key=self._deadline)]
         keys = [key for key, key_shape in due.items() if key_shape == shape]
-        if any(self._replies[key].first_audio is None for key in keys):
+        if self._first_chunks_alone and any(self._replies[key].first_audio is None for key in keys):
             self._no_first_chunk.clear()
         try:
             audio = self._streams.finish(keys) if shape == _FINAL else self._streams.step(keys, steps=1)

@@ -11,9 +11,9 @@ Every step the engine
    `torch.Generator`), appends the spoken rows' speech groups (`append_speech`, shared with `generate`'s loop) and
    emits the text deltas;
 4. hands the spoken rows' new codes to the audio thread (`engine.audio`), which turns them into audio while the next
-   steps decode, all streams together (`token2wav.stream_batch()`); on a CPU the engine's thread waits before a step
-   while the audio thread decodes a reply's first chunk (the two share the cores; the running rows are well ahead of
-   their listeners);
+   steps decode, all streams together (`token2wav.stream_batch()`); with the decoder on a CPU the engine's thread waits
+   before a step while the audio thread decodes a reply's first chunk (the two share the cores; the running rows are
+   well ahead of their listeners);
 5. finishes the rows that ended (end of turn, token limit): their rows leave the batch; the rest of their audio, then
    `ReplyDone`, follow from the audio thread;
 6. runs one batched `decode_step` for the rows left.
@@ -140,7 +140,6 @@ class ReplyEngine:
         self._pad_id = config.pad_token_id
         self._audio_token_id = self.tokenizer.convert_tokens_to_ids(processor.audio_token)
         self._audio: AudioWorker | None = None
-        self._first_chunks_first = False  # wait before a step while a first chunk decodes (audio.py)
         if cache_implementation is None:
             cache_implementation = model.generation_config.cache_implementation
         self._batch: RunningBatch
@@ -156,7 +155,6 @@ class ReplyEngine:
         if self._thread is None:
             if self.model.token2wav is not None:
                 self._audio = AudioWorker(self.model.token2wav, self._audio_failed)
-                self._first_chunks_first = self.model.device.type == "cpu"
             self._thread = threading.Thread(target=self._serve, name=self._thread_name, daemon=True)
             self._exit_guard = _CancelAtExit(self)  # an engine left running at interpreter exit is stopped then
             self._thread.start()
@@ -307,7 +305,7 @@ class ReplyEngine:
                     if self._closing:
                         return
                     self._cond.wait()
-            if self._first_chunks_first:
+            if self._audio is not None:
                 self._audio.wait_for_first_chunks()
             started = time.monotonic()
             try:
