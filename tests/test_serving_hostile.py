@@ -25,6 +25,9 @@ from tests.serving_utils import MODEL, QUESTION, openai_client, pcm16_24k, quest
 API_KEY = "hostile-key-7c1d"
 MAX_AUDIO_S = 20
 IDLE_S = 4
+# the request head / body deadlines: long enough that a pause of this process between connecting and sending (a full
+# garbage collection of the whole suite's heap) never makes a normal client late; 1 s failed a CI run that way
+SLOW_CLIENT_S = 4
 HEADERS = {"Authorization": f"Bearer {API_KEY}"}
 pytestmark = pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a context manager:DeprecationWarning")
 
@@ -32,7 +35,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     args = ["--max-body-mb", "8", "--max-audio-seconds", str(MAX_AUDIO_S), "--max-new-tokens", "8"]
-    args += ["--realtime-idle-seconds", str(IDLE_S), "--header-timeout-seconds", "1", "--body-timeout-seconds", "1"]
+    args += ["--realtime-idle-seconds", str(IDLE_S), "--header-timeout-seconds", str(SLOW_CLIENT_S)]
+    args += ["--body-timeout-seconds", str(SLOW_CLIENT_S)]
     log = tmp_path_factory.mktemp("hostile") / "server.log"
     with running_server(args, log, env={"FAC_API_KEY": API_KEY}) as process:
         yield process
