@@ -196,8 +196,12 @@ def test_a_request_arriving_mid_reply_speaks_before_that_reply_ends(loaded, new_
 def test_on_a_cpu_no_step_runs_while_a_first_chunk_decodes(loaded, monkeypatch):
     """On a CPU the engine's thread waits while the audio thread decodes a reply's first chunk (each made to take
     0.3 s here, during which the running reply would otherwise take several steps), and goes on after it: the long
-    reply's first chunk and then, while the long reply runs, a newcomer's."""
+    reply's first chunk and then, while the long reply runs, a newcomer's. (The wait's time limit is lifted here, so
+    that a slow machine's decode cannot outlast it.)"""
+    from transformers_fac.engine import audio
     from transformers_fac.token2wav.stream_batch import StreamBatch
+
+    monkeypatch.setattr(audio, "FIRST_CHUNK_PAUSE_LIMIT", 60.0)
 
     processor = loaded.processor
     engine = ReplyEngine(loaded.model, processor, max_batch_size=4)

@@ -121,10 +121,10 @@ class AudioWorker:
         """Forgets a reply without decoding the rest (cancelled or failed)."""
         self._commands.put(("drop", reply))
 
-    def wait_for_first_chunks(self, timeout: float = FIRST_CHUNK_PAUSE_LIMIT) -> None:
-        """Returns once no reply's first chunk is decoding (at most `timeout` seconds; at once when the decoder is not
-        on a CPU): the engine's thread calls it before each step."""
-        self._no_first_chunk.wait(timeout)
+    def wait_for_first_chunks(self) -> None:
+        """Returns once no reply's first chunk is decoding (at most `FIRST_CHUNK_PAUSE_LIMIT` seconds; at once when the
+        decoder is not on a CPU): the engine's thread calls it before each step."""
+        self._no_first_chunk.wait(FIRST_CHUNK_PAUSE_LIMIT)
 
     def close(self) -> None:
         """Decodes everything handed over, then stops and joins the thread."""
