@@ -193,47 +193,46 @@ def test_a_request_arriving_mid_reply_speaks_before_that_reply_ends(loaded, new_
     assert (done.token_ids, done.speech_ids) == alone(loaded, short)
 
 
-def test_on_a_cpu_no_step_runs_while_a_first_chunk_decodes(loaded, monkeypatch):
-    """On a CPU the engine's thread waits while the audio thread decodes a reply's first chunk (each made to take
-    0.3 s here, during which the running reply would otherwise take several steps), and goes on after it: the long
-    reply's first chunk and then, while the long reply runs, a newcomer's. (The wait's time limit is lifted here, so
-    that a slow machine's decode cannot outlast it.)"""
-    from transformers_fac.engine import audio
+def test_a_newcomer_first_audio_does_not_wait_for_the_audio_thread(loaded, monkeypatch):
+    """A reply's first chunk is decoded on the engine's thread at the step that completes it: a newcomer that arrives
+    while the audio thread is inside a decode of the long reply's later chunks (its first one, made to take 2 s here)
+    speaks before that decode ends; its greedy tokens and codes are its solo ones."""
     from transformers_fac.token2wav.stream_batch import StreamBatch
 
-    monkeypatch.setattr(audio, "FIRST_CHUNK_PAUSE_LIMIT", 60.0)
+    decode, started, spans = StreamBatch.step, threading.Event(), []
 
-    processor = loaded.processor
-    engine = ReplyEngine(loaded.model, processor, max_batch_size=4)
-    decode, steps_during_first_chunks = StreamBatch.step, []
-
-    def slow_first_chunks(self, keys, steps):  # the audio thread's call: step(keys, steps=1)
-        first = any(self._decoders[key].samples_emitted == 0 for key in keys)
-        before = engine.stats.batches
-        if first:
-            time.sleep(0.3)
+    def first_one_slow(self, keys, steps):  # the audio thread's call: step(keys, steps=1)
+        if threading.current_thread().name != "fac-audio" or started.is_set():
+            return decode(self, keys, steps)
+        begin = time.monotonic()
+        started.set()
+        time.sleep(2.0)
         audio = decode(self, keys, steps)
-        if first:
-            steps_during_first_chunks.append(engine.stats.batches - before)
+        spans.append((begin, time.monotonic()))
         return audio
 
-    monkeypatch.setattr(StreamBatch, "step", slow_first_chunks)
+    monkeypatch.setattr(StreamBatch, "step", first_one_slow)
+    processor = loaded.processor
+    engine = ReplyEngine(loaded.model, processor, max_batch_size=4)
     long = ReplyRequest(prompt(processor, system=S2M_SYSTEM_PROMPT), [load_audio(QUESTION)], max_new_tokens=60)
     short = ReplyRequest(prompt(processor, system=S2M_SYSTEM_PROMPT, audios=0, text="hi"), max_new_tokens=12)
     engine.start()
     try:
         first = engine.submit(long)
-        wait_for_steps(engine, first, 5)
+        assert started.wait(120)
         second = engine.submit(short)
-        _, second_audio, second_done = finish(second)
-        _, _, first_done = finish(first)
+        first_audio, done = None, None
+        for event in second:
+            if isinstance(event, AudioDelta) and first_audio is None:
+                first_audio = time.monotonic()
+            if isinstance(event, ReplyDone):
+                done = event
+        finish(first)
     finally:
         assert engine.close(timeout=120)
-    assert second.joined_step < first.left_step - 20  # the newcomer's first chunk decoded while the long reply ran
-    assert second_audio and second_done.finish_reason in ("stop", "length")
-    assert first_done.completion_tokens == 60
-    # a step that had begun when the decode began may end during it; no other step starts
-    assert len(steps_during_first_chunks) == 2 and max(steps_during_first_chunks) <= 1, steps_during_first_chunks
+    ((begin, end),) = spans
+    assert first_audio is not None and begin < first_audio < end, (begin, first_audio, end)
+    assert (done.token_ids, done.speech_ids) == alone(loaded, short)
 
 
 def test_a_cancelled_row_frees_its_slot_for_the_next_request_at_once(loaded, new_engine):

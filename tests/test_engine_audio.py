@@ -1,6 +1,7 @@
-"""The engine's audio thread on the tiny decoder: when chunks pile up, a new reply's first chunk goes before the
-later chunks of a reply that has audio to play; every reply's events keep the order of the engine's steps (a step's
-text, then the audio its codes completed) and its audio is what its stream decoder gives alone."""
+"""The engine's audio on the tiny decoder: a new reply's first chunk is decoded on the engine's thread at the step
+that completes it, without waiting for the audio thread; later chunks with audio in hand wait for a starting reply;
+every reply's events keep the order of the engine's steps (a step's text, then the audio its codes completed) and its
+audio is what its stream decoder gives alone."""
 
 import threading
 
@@ -19,22 +20,22 @@ def token2wav():
 
 
 class LoggedReply(Reply):
-    """Logs every event (with the torch threads of the thread emitting it); `hold`: its first audio chunk keeps the
-    audio thread waiting until the event is set, so that work piles up behind it."""
+    """Logs every event, and for each audio chunk the thread that emitted it (name, torch threads); `hold`: its
+    second audio chunk keeps the thread emitting it (the audio thread) waiting until the event is set."""
 
     def __init__(self, log: list, hold: threading.Event | None = None):
         super().__init__(ReplyRequest())
         self.log, self.hold, self.held = log, hold, threading.Event()
-        self.threads: set[int] = set()
+        self.chunk_threads: list[tuple[str, int]] = []
 
     def emit(self, event) -> None:
-        self.threads.add(torch.get_num_threads())
         self.log.append((self.id, event))
         super().emit(event)
-        if self.hold is not None and isinstance(event, AudioDelta):
-            hold, self.hold = self.hold, None
-            self.held.set()
-            hold.wait(120)
+        if isinstance(event, AudioDelta):
+            self.chunk_threads.append((threading.current_thread().name, torch.get_num_threads()))
+            if self.hold is not None and len(self.chunk_threads) == 2:
+                self.held.set()
+                self.hold.wait(120)
 
 
 def feed(worker: AudioWorker, reply: Reply, codes: list[int], steps: range) -> None:
@@ -57,20 +58,22 @@ def expected_order(codes: int) -> list[str]:
     return [*order, "audio", "done"]
 
 
-def test_a_new_reply_first_chunk_goes_before_a_playing_reply_later_chunks(token2wav):
+def test_a_new_reply_first_chunk_does_not_wait_for_the_audio_thread(token2wav):
+    """The audio thread is held inside a playing reply's second chunk while more of its chunks pile up; a new reply's
+    first chunk is decoded meanwhile, at the step that completes it, on the engine's thread (here the test's)."""
     generator = torch.Generator().manual_seed(0)
     codes = {name: torch.randint(0, 6561, (90,), generator=generator).tolist() for name in ("playing", "new")}
     log, release, failures = [], threading.Event(), []
-    new = LoggedReply(log)  # arrived before the playing reply's first audio: its first chunk is the more urgent
-    playing = LoggedReply(log, hold=release)
+    playing, new = LoggedReply(log, hold=release), LoggedReply(log)
     worker = AudioWorker(token2wav, failures.append, threads=1)
     try:
         worker.open(playing, "中文女", exact=False)
-        feed(worker, playing, codes["playing"], range(4))  # 20 codes: its first chunk, which holds the thread
+        feed(worker, playing, codes["playing"], range(7))  # 35 codes: its first chunk (here), its second (held)
         assert playing.held.wait(120)
-        feed(worker, playing, codes["playing"], range(4, 18))  # four more chunks due meanwhile
+        feed(worker, playing, codes["playing"], range(7, 18))  # four more chunks due meanwhile
         worker.open(new, "中文男", exact=False)
         feed(worker, new, codes["new"], range(18))
+        spoke_while_held = any(key == new.id and isinstance(event, AudioDelta) for key, event in log)
         done = lambda samples: ReplyDone("", "", "stop", 0, 0, 0, audio_samples=samples)  # noqa: E731
         worker.finish([(playing, done), (new, done)])
         release.set()
@@ -78,10 +81,11 @@ def test_a_new_reply_first_chunk_goes_before_a_playing_reply_later_chunks(token2
     finally:
         release.set()
         worker.close()
-    assert failures == []
+    assert failures == [] and spoke_while_held
     audio_log = [(key, event) for key, event in log if isinstance(event, AudioDelta)]
     first_new = next(index for index, (key, _) in enumerate(audio_log) if key == new.id)
-    assert [key for key, _ in audio_log[:first_new]] == [playing.id]  # only the chunk that held the thread
+    assert [key for key, _ in audio_log[:first_new]] == [playing.id, playing.id]  # its first chunk, the held one
+    here = threading.current_thread().name
     for name, reply, voice in (("playing", playing, "中文女"), ("new", new, "中文男")):
         names = [
             event.text if isinstance(event, TextDelta) else "audio" if isinstance(event, AudioDelta) else "done"
@@ -97,13 +101,15 @@ def test_a_new_reply_first_chunk_goes_before_a_playing_reply_later_chunks(token2
         assert audio.shape == alone.shape and events[reply.id][-1].audio_samples == audio.numel() == 90 * 960
         error = (audio - alone).pow(2).mean()
         assert error == 0 or 10 * torch.log10(alone.pow(2).mean() / error) > 40
-        assert reply.threads == {1}  # the audio thread's own torch setting
+        # the first chunk on the engine's thread, the rest on the audio thread with its own torch setting
+        assert reply.chunk_threads[0][0] == here and set(reply.chunk_threads[1:]) == {("fac-audio", 1)}
 
 
 def test_later_chunks_with_audio_in_hand_wait_for_a_starting_reply(token2wav):
     """While a reply starts (opened, its first chunk not complete yet), a playing reply's due chunk waits as long as its
     listener keeps more than `HOLD_MARGIN` of audio in hand, so that the new reply's first steps run without the
-    decoder competing; once the new reply's first chunk is due it goes first, then the held one."""
+    decoder competing; once the new reply's first chunk is due it is decoded at once (on the engine's thread, here the
+    test's), then the held one."""
     generator = torch.Generator().manual_seed(1)
     codes = {name: torch.randint(0, 6561, (400,), generator=generator).tolist() for name in ("playing", "new")}
     log, failures = [], []

@@ -10,10 +10,9 @@ Every step the engine
    `generate` builds them from the request: greedy, temperature / top-p, max tokens; a seeded row draws from its own
    `torch.Generator`), appends the spoken rows' speech groups (`append_speech`, shared with `generate`'s loop) and
    emits the text deltas;
-4. hands the spoken rows' new codes to the audio thread (`engine.audio`), which turns them into audio while the next
-   steps decode, all streams together (`token2wav.stream_batch()`); with the decoder on a CPU the engine's thread waits
-   before a step while the audio thread decodes a reply's first chunk (the two share the cores; the running rows are
-   well ahead of their listeners);
+4. hands the spoken rows' new codes to the audio (`engine.audio`): a reply's first chunk is decoded right away, on
+   the engine's thread (the running rows are well ahead of their listeners), the rest by the audio thread while the
+   next steps decode, all streams together (`token2wav.stream_batch()`);
 5. finishes the rows that ended (end of turn, token limit): their rows leave the batch; the rest of their audio, then
    `ReplyDone`, follow from the audio thread;
 6. runs one batched `decode_step` for the rows left.
@@ -305,8 +304,6 @@ class ReplyEngine:
                     if self._closing:
                         return
                     self._cond.wait()
-            if self._audio is not None:
-                self._audio.wait_for_first_chunks()
             started = time.monotonic()
             try:
                 with torch.inference_mode():
@@ -459,7 +456,7 @@ class ReplyEngine:
         batch.speaking = batch.speaking | (tokens_out == config.text_config.audio_bos_index)
 
     def _emit_text(self, row: Row, delta: str) -> None:
-        """A spoken row's text goes through the audio thread (its events keep their order), a text row's directly."""
+        """A spoken row's text goes through the audio worker (its events keep their order), a text row's directly."""
         if not delta:
             return
         if row.spoken:
@@ -494,7 +491,8 @@ class ReplyEngine:
             self._audio.drop(row.reply)
 
     def _audio_failed(self, reply: Reply) -> None:
-        """The audio thread failed this reply: its row leaves at the next step (called from the audio thread)."""
+        """The audio failed this reply: its row leaves at the next step (called from the audio thread, or from this
+        one for a first chunk)."""
         self.stats.failed += 1
         reply.cancel()
 

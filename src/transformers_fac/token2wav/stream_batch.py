@@ -138,7 +138,9 @@ class StreamBatch:
     >>> streams.push("a", [12, 4051, 77, 6562])  # ids >= 6561 (BOS/EOS/pad) are dropped
     >>> streams.due()  # {key: shape} of the streams with a complete step waiting
     >>> audio = streams.step()  # {key: float32 samples} for the streams that completed a chunk
-    >>> tails = streams.finish(["a"])  # {key: the rest of its audio}
+    >>> other = model.token2wav.stream_batch()
+    >>> other.attach("a", streams.detach("a"))  # the stream moves to another batch as it stands
+    >>> tails = other.finish(["a"])  # {key: the rest of its audio}
     ```
     """
 
@@ -185,6 +187,15 @@ class StreamBatch:
     def drop(self, key: Hashable) -> None:
         """Forgets a row (cancelled or failed) without decoding the rest."""
         self._decoders.pop(key, None)
+
+    def detach(self, key: Hashable) -> Any:
+        """Removes a row's stream and returns it as it stands, to `attach` it to another batch (one that another
+        thread decodes, say)."""
+        return self._decoders.pop(key)
+
+    def attach(self, key: Hashable, stream: Any) -> None:
+        """Adds a row's stream `detach`ed from another batch: it goes on where it stood."""
+        self._decoders[key] = stream
 
 
 def _samples(waveform) -> np.ndarray:
