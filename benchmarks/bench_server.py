@@ -242,12 +242,12 @@ def open_loop(
     }
 
 
-def scheduler(name: str, loaded, rows: int, max_wait_ms: float) -> ReplyEngine:
-    """The `static` or the `continuous` engine (not started)."""
+def scheduler(name: str, loaded, rows: int, max_wait_ms: float, process: bool = False) -> ReplyEngine:
+    """The `static` or the `continuous` engine (not started); `process`: the engine's `decoder_process`."""
     if name == "static":
         return StaticBatchEngine(loaded.model, loaded.processor, max_batch_size=rows, max_queue=10_000,
-                                 max_wait_ms=max_wait_ms)  # fmt: skip
-    return ReplyEngine(loaded.model, loaded.processor, max_batch_size=rows, max_queue=10_000)
+                                 max_wait_ms=max_wait_ms, decoder_process=process)  # fmt: skip
+    return ReplyEngine(loaded.model, loaded.processor, max_batch_size=rows, max_queue=10_000, decoder_process=process)
 
 
 def reply_lengths(tokens: int, spread: float, count: int, generator: random.Random) -> list[int]:
@@ -257,10 +257,10 @@ def reply_lengths(tokens: int, spread: float, count: int, generator: random.Rand
     return [generator.randint(max(4, low), max(4, high)) for _ in range(count)]
 
 
-def idle_first_audio(loaded, template: ReplyRequest, times: int = 3) -> tuple[float, float]:
+def idle_first_audio(loaded, template: ReplyRequest, times: int = 3, process: bool = False) -> tuple[float, float]:
     """One request alone on a fresh engine, after a warm-up request: the medians of `times` first audios and reply
     ends (s)."""
-    solo = ReplyEngine(loaded.model, loaded.processor).start()
+    solo = ReplyEngine(loaded.model, loaded.processor, decoder_process=process).start()
     try:
         open_loop(solo, template, [0.0])
         alone = [open_loop(solo, template, [0.0]) for _ in range(times)]
@@ -270,7 +270,7 @@ def idle_first_audio(loaded, template: ReplyRequest, times: int = 3) -> tuple[fl
 
 
 def saturation_rates(
-    loaded, template: ReplyRequest, rows: int, spread: float, requests: int = 48
+    loaded, template: ReplyRequest, rows: int, spread: float, requests: int = 48, process: bool = False
 ) -> tuple[float, float]:
     """The continuous engine's saturation rate (requests/s) and, for reference, the rate of `rows` requests arriving
     together (median of 3 bursts).
@@ -280,7 +280,10 @@ def saturation_rates(
     stages, as under any load it cannot keep up with (the drain at the end, with fewer rows, is included). A burst's
     replies run in lock-step and share every decoder call, which arrivals at random times cannot: the burst rate
     overstates what the engine sustains."""
-    engine = ReplyEngine(loaded.model, loaded.processor, max_batch_size=rows, max_queue=10_000).start()
+    engine = ReplyEngine(
+        loaded.model, loaded.processor, max_batch_size=rows, max_queue=10_000, decoder_process=process
+    )
+    engine.start()
     try:
         bursts = []
         for _ in range(3):
@@ -301,14 +304,16 @@ def saturation_rates(
 
 def run_preset(loaded, label: str, args) -> list[str]:
     template = request(loaded, args.tokens)
-    idle_first, idle_done = idle_first_audio(loaded, template, times=5)
-    saturation, burst = saturation_rates(loaded, template, args.rows, args.length_spread)
+    process = args.decoder_process
+    idle_first, idle_done = idle_first_audio(loaded, template, times=5, process=process)
+    saturation, burst = saturation_rates(loaded, template, args.rows, args.length_spread, process=process)
     lengths_said = f"{args.tokens} ± {args.length_spread:.0%}" if args.length_spread else f"{args.tokens}"
     lines = [
         f"\n{label}: idle first audio {idle_first:.2f} s, reply {idle_done:.2f} s; saturation "
         f"≈ {saturation:.2f} requests/s (rows kept full by arrivals at random times; {args.rows} requests arriving "
         f"together: {burst:.2f} requests/s); {args.requests} Poisson arrivals per rate, "
-        f"{lengths_said} LLM steps per reply (5 per second of speech), up to {args.rows} rows; medians of "
+        f"{lengths_said} LLM steps per reply (5 per second of speech), up to {args.rows} rows"
+        f"{'; audio after first chunks decoded in a child process' if process else ''}; medians of "
         f"{args.repeat} run(s) per rate and scheduler; p90 / idle: each run's p90 over the idle first audio measured "
         f"just before it\n",
         "| load | scheduler | first audio p50 / p90 / p99 (s) | reply done p50 / p90 (s) | audio s/s | p90 / idle |",
@@ -322,10 +327,10 @@ def run_preset(loaded, label: str, args) -> list[str]:
         lengths = reply_lengths(args.tokens, args.length_spread, args.requests, generator)
         measured: dict[str, list[dict]] = {}
         for repeat in range(args.repeat):
-            idle, _ = idle_first_audio(loaded, template)
+            idle, _ = idle_first_audio(loaded, template, process=process)
             names = ["static", "continuous"][:: 1 if repeat % 2 == 0 else -1]  # alternating order
             for name in names:
-                engine = scheduler(name, loaded, args.rows, args.max_wait_ms).start()
+                engine = scheduler(name, loaded, args.rows, args.max_wait_ms, process).start()
                 try:
                     run = open_loop(engine, template, arrivals, lengths)
                 finally:
@@ -467,6 +472,11 @@ def main(argv=None) -> None:
         "--repeat", type=int, default=1, help="runs per rate and scheduler (alternating order; medians reported)"
     )
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--decoder-process",
+        action="store_true",
+        help="open-loop presets: every engine decodes audio after first chunks in a child process (CPU)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--concurrency", default=None, help="closed loops of these client counts, e.g. 1,8,32")
     parser.add_argument("--per-client", type=int, default=2, help="--concurrency: questions per client")

@@ -8,6 +8,7 @@ backend that counts the graphs it is given and runs each as traced): there, rows
 new graph after the first step.
 """
 
+import multiprocessing
 import threading
 import time
 
@@ -233,6 +234,45 @@ def test_a_newcomer_first_audio_does_not_wait_for_the_audio_thread(loaded, monke
     ((begin, end),) = spans
     assert first_audio is not None and begin < first_audio < end, (begin, first_audio, end)
     assert (done.token_ids, done.speech_ids) == alone(loaded, short)
+
+
+def test_a_decoder_process_gives_the_same_replies_and_its_failure_falls_back_to_the_audio_thread(loaded):
+    """With `decoder_process=True` the audio after each reply's first chunk is decoded by a child process: two
+    overlapping spoken replies give their solo tokens and codes, and the audio the engine gives without the process.
+    When that process dies mid-reply, the reply it held fails, and the next one speaks (decoded by the audio thread);
+    closing leaves no child behind."""
+    processor = loaded.processor
+    long = ReplyRequest(prompt(processor, system=S2M_SYSTEM_PROMPT), [load_audio(QUESTION)], max_new_tokens=60)
+    short = ReplyRequest(prompt(processor, system=S2M_SYSTEM_PROMPT, audios=0, text="hi"), max_new_tokens=12)
+
+    def both(process: bool) -> list:
+        engine = ReplyEngine(loaded.model, processor, max_batch_size=4, decoder_process=process).start()
+        try:
+            replies = [engine.submit(long), engine.submit(short)]
+            return [finish(reply) for reply in replies]
+        finally:
+            assert engine.close(timeout=120)
+
+    for (text, audio, done), (text_alone, audio_alone, _), request in zip(both(True), both(False), (long, short)):
+        assert isinstance(done, ReplyDone) and (done.token_ids, done.speech_ids) == alone(loaded, request)
+        assert text == text_alone and len(audio) == len(audio_alone) > 1
+        np.testing.assert_allclose(np.concatenate(audio), np.concatenate(audio_alone), rtol=0, atol=1e-5)
+    assert multiprocessing.active_children() == []
+
+    engine = ReplyEngine(loaded.model, processor, max_batch_size=4, decoder_process=True).start()
+    try:
+        (child,) = multiprocessing.active_children()
+        doomed = engine.submit(long)
+        first = next(event for event in doomed if isinstance(event, AudioDelta))  # on the engine's thread
+        child.kill()
+        child.join()
+        _, _, failed = finish(doomed)
+        _, audio, done = finish(engine.submit(short))
+    finally:
+        assert engine.close(timeout=120)
+    assert first.audio.size and isinstance(failed, ReplyFailed) and "decoder" in failed.message
+    assert isinstance(done, ReplyDone) and (done.token_ids, done.speech_ids) == alone(loaded, short)
+    assert len(audio) > 1 and multiprocessing.active_children() == []
 
 
 def test_a_cancelled_row_frees_its_slot_for_the_next_request_at_once(loaded, new_engine):

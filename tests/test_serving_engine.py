@@ -5,12 +5,13 @@ import base64
 import signal
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 import torch
 
-from tests.serving_utils import AUDIO, MODEL, question, running_server
+from tests.serving_utils import AUDIO, MODEL, openai_client, question, running_server
 from transformers_fac.serving import ServerSettings
 from transformers_fac.serving.loading import load
 
@@ -134,3 +135,50 @@ def test_streams_decoded_together_equal_streams_decoded_alone(loaded):
         assert ours.shape == reference.shape
         error = (ours - reference).pow(2).mean()
         assert error == 0 or 10 * torch.log10(reference.pow(2).mean() / error) > 40
+
+
+def _spawned_children(pid: int) -> set[int]:
+    """The processes `pid` spawned with multiprocessing (their command line runs `spawn_main`)."""
+    children = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == pid and "spawn_main" in command:
+            children.add(int(entry.name))
+    return children
+
+
+def test_fac_serve_with_a_decoder_process_speaks_and_stops_it(tmp_path):
+    """`fac-serve --decoder-process`: a streamed spoken reply through the `openai` client has 960 samples per code,
+    decoded (after its first chunk) by the server's child process, which SIGTERM stops with the server."""
+    with running_server(["--decoder-process", "--max-new-tokens", "30"], tmp_path / "server.log") as server:
+        children = _spawned_children(server.process.pid)
+        assert len(children) == 1
+        client = openai_client(server)
+        stream = client.chat.completions.create(
+            model=MODEL,
+            messages=question(),
+            modalities=["text", "audio"],
+            audio={"voice": "中文女", "format": "pcm16"},
+            max_completion_tokens=30,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        samples, pieces, usage = 0, 0, None
+        for chunk in stream:
+            usage = chunk.usage or usage
+            for choice in chunk.choices:
+                if choice.delta.audio is not None and choice.delta.audio.data:
+                    samples += len(base64.b64decode(choice.delta.audio.data)) // 2
+                    pieces += 1
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(120) == 0
+    codes = usage.completion_tokens_details.audio_tokens
+    assert samples == codes * 960 > 0 and pieces > 1
+    assert not any(Path(f"/proc/{child}").exists() for child in children)

@@ -39,6 +39,7 @@ from typing import Any
 
 import torch
 
+from .decoder_process import DecoderProcess, DecoderProcessError
 from .replies import AudioDelta, Reply, ReplyFailed, TextDelta
 
 logger = logging.getLogger("transformers_fac.engine")
@@ -71,11 +72,17 @@ class AudioWorker:
         on_failure: called with a reply whose audio failed (the engine then drops its row).
         threads: torch threads of the audio thread (None keeps torch's setting); on a CPU, the engine's thread and
             this one share the cores.
+        process: the audio thread's streams decode in a child process ([`DecoderProcess`], CPU only; it starts in
+            a few seconds): on a CPU the two threads then no longer share the interpreter's lock. If that process
+            fails, its replies fail and the audio thread decodes the next ones itself.
     """
 
-    def __init__(self, token2wav: Any, on_failure: Callable[[Reply], None], threads: int | None = None):
+    def __init__(
+        self, token2wav: Any, on_failure: Callable[[Reply], None], threads: int | None = None, process: bool = False
+    ):
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be at least 1, got {threads}.")
+        self._token2wav = token2wav
         self.sampling_rate = token2wav.config.sampling_rate
         self.vocab_size = token2wav.config.vocab_size
         self._threads = threads
@@ -84,7 +91,7 @@ class AudioWorker:
         self._starting: dict[int, _Stream] = {}
         self._starting_streams = token2wav.stream_batch()
         # the audio thread alone
-        self._streams = token2wav.stream_batch()
+        self._streams: Any = DecoderProcess(token2wav, threads) if process else token2wav.stream_batch()
         self._replies: dict[int, _Stream] = {}
         self._commands: queue.Queue = queue.Queue()
         self._mid_step = False  # a step's commands came without its marker yet
@@ -181,19 +188,33 @@ class AudioWorker:
         if self._threads is not None:
             torch.set_num_threads(self._threads)  # this thread's own setting
         stopping = False
-        while True:
-            stopping = self._take(block=not stopping and not self._due()) or stopping
-            wait_until = time.monotonic() + _MID_STEP_WAIT  # chunks completed in one step share a batch
-            while self._mid_step and not stopping and (left := wait_until - time.monotonic()) > 0:
-                stopping = self._take(block=True, timeout=left)
-            due = self._due()
-            hold = 0.0 if stopping else self._hold(due)
-            if hold > 0:
-                stopping = self._take(block=True, timeout=hold) or stopping
-            elif due:
-                self._decode(due)
-            elif stopping:
-                return
+        try:
+            while True:
+                try:
+                    stopping = self._take(block=not stopping and not self._due()) or stopping
+                    wait_until = time.monotonic() + _MID_STEP_WAIT  # chunks completed in one step share a batch
+                    while self._mid_step and not stopping and (left := wait_until - time.monotonic()) > 0:
+                        stopping = self._take(block=True, timeout=left)
+                    due = self._due()
+                    hold = 0.0 if stopping else self._hold(due)
+                    if hold > 0:
+                        stopping = self._take(block=True, timeout=hold) or stopping
+                    elif due:
+                        self._decode(due)
+                    elif stopping:
+                        return
+                except DecoderProcessError:
+                    self._decode_here()
+        finally:
+            if isinstance(self._streams, DecoderProcess):
+                self._streams.close()
+
+    def _decode_here(self) -> None:
+        """The decoder process failed: the replies it held fail, and this thread decodes the next ones itself."""
+        logger.exception("The speech decoder process failed; the audio thread decodes from now on")
+        self._streams.close()
+        self._streams = self._token2wav.stream_batch()
+        self._fail([stream.reply for stream in self._replies.values()], "The speech decoder failed.")
 
     def _take(self, block: bool, timeout: float | None = None) -> bool:
         """Applies the commands handed over (first waiting for one if `block`, at most `timeout` seconds); returns

@@ -103,6 +103,10 @@ class ReplyEngine:
         compile_config: how the static step compiles (as `generate` takes it; default: whole graph, CUDA graphs on
             CUDA).
         max_length: static slots only: the positions of a slot (prompt plus reply; bucketed to a power of two).
+        decoder_process: on a CPU, decode the spoken replies' audio after their first chunk in a child process
+            (`engine.decoder_process`; `start` takes a few seconds more), so that it does not compete with the
+            engine's thread for the interpreter's lock. The program's main module must be importable without side
+            effects (an `if __name__ == "__main__":` guard), as for any spawned process.
     """
 
     def __init__(
@@ -117,6 +121,7 @@ class ReplyEngine:
         cache_implementation: str | None = None,
         compile_config: CompileConfig | None = None,
         max_length: int = 2048,
+        decoder_process: bool = False,
     ):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}.")
@@ -139,6 +144,7 @@ class ReplyEngine:
         self._pad_id = config.pad_token_id
         self._audio_token_id = self.tokenizer.convert_tokens_to_ids(processor.audio_token)
         self._audio: AudioWorker | None = None
+        self._decoder_process = decoder_process
         if cache_implementation is None:
             cache_implementation = model.generation_config.cache_implementation
         self._batch: RunningBatch
@@ -153,7 +159,7 @@ class ReplyEngine:
         """Starts the scheduler thread (once)."""
         if self._thread is None:
             if self.model.token2wav is not None:
-                self._audio = AudioWorker(self.model.token2wav, self._audio_failed)
+                self._audio = AudioWorker(self.model.token2wav, self._audio_failed, process=self._decoder_process)
             self._thread = threading.Thread(target=self._serve, name=self._thread_name, daemon=True)
             self._exit_guard = _CancelAtExit(self)  # an engine left running at interpreter exit is stopped then
             self._thread.start()

@@ -67,6 +67,7 @@ class ServerRuntime:
             max_prefill_tokens=settings.max_prefill_tokens,
             max_queue=settings.max_queue,
             max_prompt_tokens=settings.max_prompt_tokens,
+            decoder_process=settings.decoder_process,
         ).start()
         if engine.compiled:
             started = time.perf_counter()

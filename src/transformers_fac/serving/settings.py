@@ -46,6 +46,9 @@ class ServerSettings:
         compile: decode with static caches and the compiled step (`cache_implementation="static"`, CUDA graphs on a
             GPU): the reply engine runs `max_batch_size` fixed slots of 2048 positions (prompt plus reply) through
             one compiled graph, whichever requests join or leave; it compiles before the server is ready.
+        decoder_process: on a CPU, decode the replies' audio after their first chunk in a child process, so that
+            speech decoding and generation do not take turns on the interpreter's lock (faster first audio and
+            replies under load; the server starts a few seconds later). See `ReplyEngine`.
     """
 
     model: str = "tiny"
@@ -70,6 +73,7 @@ class ServerSettings:
     header_timeout_seconds: float = 10.0
     body_timeout_seconds: float = 60.0
     compile: bool = False
+    decoder_process: bool = False
 
     def __post_init__(self):
         for name in ("max_batch_size", "max_queue", "max_prefill_tokens"):
@@ -135,6 +139,7 @@ SETTING_FLAGS = {
     "header_timeout_seconds": (float, "a client must send its request headers within this time (default: 10)"),
     "body_timeout_seconds": (float, "a client must send its request body within this time (default: 60)"),
     "compile": (bool, "static caches and the compiled decoding step (CUDA graphs on a GPU); warms up at start"),
+    "decoder_process": (bool, "on a CPU, decode speech after each first chunk in a child process (faster under load)"),
 }
 
 

@@ -194,7 +194,10 @@ class StreamBatch:
         return self._decoders.pop(key)
 
     def attach(self, key: Hashable, stream: Any) -> None:
-        """Adds a row's stream `detach`ed from another batch: it goes on where it stood."""
+        """Adds a row's stream `detach`ed from another batch (of this process or, pickled, of another): it goes on
+        where it stood."""
+        if stream.model is None:  # unpickled: it decodes with this batch's model
+            stream.bind(self.token2wav)
         self._decoders[key] = stream
 
 

@@ -56,6 +56,14 @@ class _StreamDecoder:
         self.steps: deque[dict[str, int]] = deque(maxlen=100)
         self._cost: dict[str, int] = {}
 
+    def __getstate__(self) -> dict:
+        """Pickled without its model: a stream moved to another process is `bind`-ed to that process's copy."""
+        return {**self.__dict__, "model": None}
+
+    def bind(self, model: PreTrainedModel) -> None:
+        """Attaches the token2wav model that decodes this stream (after unpickling)."""
+        self.model = model
+
     @property
     def codes_received(self) -> int:
         return self.code_base + self.codes.numel()

@@ -1,0 +1,136 @@
+"""The audio thread's streams decoded in a process of their own ([`DecoderProcess`]).
+
+On a CPU the engine's thread and the audio thread share one interpreter, whose lock lets one thread at a time run
+Python; both run many small tensor operations, so each slows the other down (a tiny first chunk: 41 ms alone, 95 ms
+beside a thread decoding other streams, 43 ms beside a process doing the same). With its streams in a child process,
+the audio thread only hands codes over and gets samples back, and while it waits for them it holds no lock: a new
+reply's prefill, steps and first chunk run on the engine's thread at the speed they have alone.
+
+The child is spawned with the token2wav model's config, weights and noise and builds its own copy (the decoder's
+memory twice), and a stream moves in pickled without its model (`StreamBatch.attach` binds it to the child's). Each method is one request and one answer
+over a pipe; an error in the child comes back as the caller's exception, and a child that died makes every call raise.
+The owner's `close` stops and joins it (and kills it if it does not stop); the child ignores Ctrl-C (its owner stops
+it) and ends with its parent.
+"""
+
+import signal
+from collections.abc import Hashable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.multiprocessing as multiprocessing
+
+_START_TIMEOUT = 300.0  # seconds for the child to import and answer its first call
+_STOP_TIMEOUT = 10.0
+
+
+class DecoderProcessError(RuntimeError):
+    """The decoder process failed or is gone."""
+
+
+def _serve(model: tuple, connection: Any, threads: int) -> None:
+    """The child: rebuilds the decoder, then answers `StreamBatch` calls until told to stop or its parent goes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent owns Ctrl-C, and stops this process
+    torch.set_num_threads(threads)
+    model_class, config, weights, noise, dit_dtype = model
+    token2wav = model_class(config)
+    token2wav.set_dit_dtype(dit_dtype)
+    token2wav.load_state_dict(weights)
+    token2wav.noise = noise  # its overrides (`set_noise`) included
+    streams = token2wav.eval().stream_batch()
+    while True:
+        try:
+            method, args = connection.recv()
+        except (EOFError, OSError):  # the parent is gone
+            return
+        if method is None:
+            return
+        try:
+            answer = (True, getattr(streams, method)(*args))
+        except Exception as error:  # noqa: BLE001 - it goes back to the caller
+            answer = (False, f"{type(error).__name__}: {error}")
+        connection.send(answer)
+
+
+class DecoderProcess:
+    """The `StreamBatch` methods the audio thread uses (`attach`, `push`, `due`, `next_step_codes`, `step`,
+    `finish`, `drop`), run by a child process on its own streams.
+
+    Args:
+        token2wav: the model's `FunAudioChatToken2Wav` (on the CPU).
+        threads: torch threads of the child (None: the calling thread's setting, as a thread would have it).
+    """
+
+    def __init__(self, token2wav: Any, threads: int | None = None):
+        if token2wav.device.type != "cpu":
+            raise ValueError(f"A decoder process decodes on the CPU; the decoder is on {token2wav.device}.")
+        # the weights go as a state dict (weight-normed convolutions cannot be pickled as modules)
+        dit_dtype = next(token2wav.flow.decoder.estimator.parameters()).dtype
+        model = (type(token2wav), token2wav.config, token2wav.state_dict(), token2wav.noise, dit_dtype)
+        threads = torch.get_num_threads() if threads is None else threads
+        context = multiprocessing.get_context("spawn")
+        self._connection, child = context.Pipe()
+        self._process = context.Process(
+            target=_serve, args=(model, child, threads), name="fac-audio-decoder", daemon=True
+        )
+        self._process.start()
+        child.close()
+        self._connection.send(("due", ()))  # the first answer says the child is ready
+        if not self._connection.poll(_START_TIMEOUT):
+            self.close()
+            raise DecoderProcessError(f"The decoder process did not start in {_START_TIMEOUT:.0f} s.")
+        self._answer()
+
+    def _call(self, method: str, *args: Any) -> Any:
+        try:
+            self._connection.send((method, args))
+        except OSError as error:
+            raise DecoderProcessError(f"The decoder process is gone ({error}).") from None
+        return self._answer()
+
+    def _answer(self) -> Any:
+        try:
+            ok, answer = self._connection.recv()
+        except (EOFError, OSError) as error:
+            raise DecoderProcessError(f"The decoder process is gone ({type(error).__name__}).") from None
+        if not ok:
+            raise DecoderProcessError(answer)
+        return answer
+
+    def attach(self, key: Hashable, stream: Any) -> None:
+        self._call("attach", key, stream)
+
+    def push(self, key: Hashable, codes: list[int]) -> int:
+        return self._call("push", key, codes)
+
+    def due(self) -> dict[Hashable, Hashable]:
+        return self._call("due")
+
+    def next_step_codes(self, key: Hashable) -> int:
+        return self._call("next_step_codes", key)
+
+    def step(self, keys: list[Hashable], steps: int | None = None) -> dict[Hashable, np.ndarray]:
+        return self._call("step", keys, steps)
+
+    def finish(self, keys: list[Hashable]) -> dict[Hashable, np.ndarray]:
+        return self._call("finish", keys)
+
+    def drop(self, key: Hashable) -> None:
+        self._call("drop", key)
+
+    def close(self) -> None:
+        """Stops the child and joins it (kills it if it does not stop in time)."""
+        if self._process.is_alive():
+            try:
+                self._connection.send((None, ()))
+            except OSError:
+                pass
+            self._process.join(_STOP_TIMEOUT)
+            if self._process.is_alive():
+                self._process.kill()
+                self._process.join()
+        self._connection.close()
+
+
+__all__ = ["DecoderProcess", "DecoderProcessError"]
