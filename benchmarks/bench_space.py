@@ -9,6 +9,9 @@ time to the reply's first text p50 / p90, and the time a lone user's turn takes 
     python benchmarks/bench_space.py --load 8x3 --load 16x2                                   # this checkout
     git worktree add /tmp/before cca9d18
     python benchmarks/bench_space.py --checkout /tmp/before --checkout . --load 8x3 --load 16x2  # before vs now
+
+`--env KEY=VALUE` sets a variable for every app (an older checkout ignores those it does not know), e.g.
+`--env FAC_DECODER_PROCESS=1` for the shared engine's decoder process.
 """
 
 import argparse
@@ -81,6 +84,9 @@ def main() -> None:
     parser.add_argument("--load", action="append", help="USERSxTURNS, e.g. 8x3 (default: 8x3 and 16x2)")
     parser.add_argument("--max-new-tokens", type=int, default=40, help="longest reply in LLM steps (default: 40)")
     parser.add_argument("--question", type=Path, default=QUESTION)
+    parser.add_argument(
+        "--env", action="append", default=[], help="KEY=VALUE for every app, e.g. FAC_DECODER_PROCESS=1 (repeatable)"
+    )
     args = parser.parse_args()
     checkouts = args.checkout or [ROOT]
     loads = [tuple(int(n) for n in load.lower().split("x")) for load in (args.load or ["8x3", "16x2"])]
@@ -88,6 +94,7 @@ def main() -> None:
     for checkout in checkouts:
         log = Path(f"/tmp/bench_space_{checkout.resolve().name}.log")
         env = {"PYTHONPATH": f"{checkout.resolve() / 'src'}:{checkout.resolve()}", "OMP_NUM_THREADS": "2"}
+        env.update(item.split("=", 1) for item in args.env)
         flags = ("--max-new-tokens", str(args.max_new_tokens))
         with app_process(log, *flags, env=env, demo=checkout.resolve() / "spaces_demo") as (_, url):
             alone = summary(run_load(url, 1, 2, args.question))

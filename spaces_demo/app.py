@@ -245,6 +245,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="compiled decoding of fixed slots (CUDA graphs on a GPU) [FAC_COMPILE=1]",
     )
+    parser.add_argument(
+        "--decoder-process",
+        action="store_true",
+        help="on a CPU, decode speech after each first chunk in a child process [FAC_DECODER_PROCESS=1]",
+    )
     parser.add_argument("--host", help="server name (default: Gradio's; GRADIO_SERVER_NAME)")
     parser.add_argument("--port", type=int, help="server port (default: Gradio's, 7860; GRADIO_SERVER_PORT)")
     parser.add_argument("--share", action="store_true", help="also open a public share link")
@@ -260,6 +265,8 @@ def main(argv: list[str] | None = None) -> None:
         environ["FAC_MAX_NEW_TOKENS"] = str(args.max_new_tokens)
     if args.compile:
         environ["FAC_COMPILE"] = "1"
+    if args.decoder_process:
+        environ["FAC_DECODER_PROCESS"] = "1"
     settings = Settings.from_env(environ)
     # SIGTERM (how containers and Spaces stop an app) stops it as Ctrl-C does, and either way the files of this run go
     signal.signal(signal.SIGTERM, signal.default_int_handler)

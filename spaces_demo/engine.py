@@ -36,6 +36,10 @@ def _env_int(environ, name: str, default: int | None) -> int | None:
         raise ValueError(f"{name} must be an integer, got {value!r}.") from None
 
 
+def _env_flag(environ, name: str) -> bool:
+    return environ.get(name, "").strip().lower() in ("1", "true", "yes")
+
+
 @dataclass
 class Settings:
     """What the app runs; every field has an environment variable (in brackets) and a command-line flag.
@@ -56,6 +60,9 @@ class Settings:
         compile: the shared engine decodes fixed slots on static caches through one compiled step (CUDA graphs on a
             GPU; `fac-serve --compile`'s engine), compiled at start-up; on ZeroGPU or with a batch size of 1 the
             replies decode eagerly [FAC_COMPILE=1].
+        decoder_process: on a CPU, the shared engine decodes the replies' audio after their first chunk in a child
+            process, so that speech decoding and generation do not take turns on Python's interpreter lock (faster
+            turns under load; starts a few seconds later) [FAC_DECODER_PROCESS=1].
         gpu_duration: seconds of GPU one reply may take on ZeroGPU [FAC_GPU_DURATION].
         files_dir: where the chats' audio files are kept, one folder per browser session, deleted when the session
             ends [FAC_FILES_DIR].
@@ -74,6 +81,7 @@ class Settings:
     batch_size: int = 8
     concurrency: int = 8
     compile: bool = False
+    decoder_process: bool = False
     gpu_duration: int = 120
     files_dir: str = str(DEFAULT_ROOT)
     audio_turns: int = 8
@@ -95,7 +103,8 @@ class Settings:
             max_seconds=_env_int(environ, "FAC_MAX_SECONDS", 60),
             batch_size=batch_size,
             concurrency=_env_int(environ, "FAC_CONCURRENCY", batch_size),
-            compile=environ.get("FAC_COMPILE", "").strip().lower() in ("1", "true", "yes"),
+            compile=_env_flag(environ, "FAC_COMPILE"),
+            decoder_process=_env_flag(environ, "FAC_DECODER_PROCESS"),
             gpu_duration=_env_int(environ, "FAC_GPU_DURATION", 120),
             files_dir=environ.get("FAC_FILES_DIR", "").strip() or str(DEFAULT_ROOT),
             audio_turns=_env_int(environ, "FAC_AUDIO_TURNS", 8),
@@ -155,7 +164,13 @@ class Engine:
         replies = None
         if settings.batch_size > 1:
             static = {"cache_implementation": "static"} if settings.compile else {}
-            replies = ReplyEngine(model, processor, max_batch_size=settings.batch_size, **static).start()
+            replies = ReplyEngine(
+                model,
+                processor,
+                max_batch_size=settings.batch_size,
+                decoder_process=settings.decoder_process,
+                **static,
+            ).start()
             if replies.compiled:
                 print("Compiling the decoding step...", flush=True)
                 replies.warm_up()

@@ -1,6 +1,7 @@
 """The Space's replies go through the shared reply engine: users who ask together share decoding steps, a stopped
 reply frees its row, the function-calling tab's written replies too (tiny checkpoint, CPU)."""
 
+import multiprocessing
 import sys
 import threading
 import time
@@ -113,6 +114,26 @@ def test_the_compiled_engine_serves_the_space(engine, monkeypatch):
     assert "".join(event.text for event in got) == "".join(event.text for event in expected)
     audio = [sum(len(event.audio) for event in events if event.audio is not None) for events in (got, expected)]
     assert audio[0] == audio[1] > 0
+
+
+def test_the_space_engine_with_a_decoder_process(engine):
+    """`FAC_DECODER_PROCESS=1` (`--decoder-process`): the shared engine decodes audio after each first chunk in a
+    child process; a turn gets the reply the engine without it gives, and closing stops the child."""
+    settings = Settings.from_env({"FAC_MODEL": "tiny", "FAC_MAX_NEW_TOKENS": "12", "FAC_DECODER_PROCESS": "1"})
+    assert settings.decoder_process and not Settings.from_env({}).decoder_process
+    with_process = Engine.load(settings)
+    try:
+        assert len(multiprocessing.active_children()) == 1
+        question = inputs(engine)
+        expected = list(engine.speak(question, spoken=True, voice="中文女"))
+        got = list(with_process.speak(question, spoken=True, voice="中文女"))
+    finally:
+        with_process.close()
+    assert multiprocessing.active_children() == []
+    assert "".join(event.text for event in got) == "".join(event.text for event in expected)
+    audio = [np.concatenate([e.audio for e in events if e.audio is not None]) for events in (got, expected)]
+    assert audio[0].shape == audio[1].shape and audio[0].size > 0
+    np.testing.assert_allclose(audio[0], audio[1], rtol=0, atol=1e-5)
 
 
 def test_a_reader_behind_the_engine_gets_what_piled_up_as_one_update(engine):
