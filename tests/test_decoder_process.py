@@ -64,3 +64,12 @@ def test_an_error_in_the_decoder_process_reaches_the_caller_and_a_dead_one_says_
 def test_the_decoder_process_decodes_on_the_cpu_only():
     with pytest.raises(ValueError, match="CPU"):  # checked before any process starts
         DecoderProcess(SimpleNamespace(device=torch.device("cuda")), threads=1)
+
+
+def test_a_decoder_process_that_dies_at_its_start_raises_and_leaves_nothing(token2wav, monkeypatch):
+    """The child cannot build its decoder (here: no weights sent, a strict load fails): the caller gets the error and
+    no child is left running."""
+    monkeypatch.setattr(token2wav, "state_dict", lambda: {})
+    with pytest.raises(DecoderProcessError, match="gone"):
+        DecoderProcess(token2wav, threads=1)
+    assert multiprocessing.active_children() == []

@@ -7,8 +7,9 @@ the audio thread only hands codes over and gets samples back, and while it waits
 reply's prefill, steps and first chunk run on the engine's thread at the speed they have alone.
 
 The child is spawned with the token2wav model's config, weights and noise and builds its own copy (the decoder's
-memory twice), and a stream moves in pickled without its model (`StreamBatch.attach` binds it to the child's). Each method is one request and one answer
-over a pipe; an error in the child comes back as the caller's exception, and a child that died makes every call raise.
+memory twice), and a stream moves in pickled without its model (`StreamBatch.attach` binds it to the child's). Each
+method is one request and one answer over a pipe; an error in the child comes back as the caller's exception, and a
+child that died makes every call raise (also during its start: the caller gets the error, nothing is left running).
 The owner's `close` stops and joins it (and kills it if it does not stop); the child ignores Ctrl-C (its owner stops
 it) and ends with its parent.
 """
@@ -77,10 +78,13 @@ class DecoderProcess:
         self._process.start()
         child.close()
         self._connection.send(("due", ()))  # the first answer says the child is ready
-        if not self._connection.poll(_START_TIMEOUT):
+        try:
+            if not self._connection.poll(_START_TIMEOUT):
+                raise DecoderProcessError(f"The decoder process did not start in {_START_TIMEOUT:.0f} s.")
+            self._answer()  # raises if the child died building its decoder
+        except DecoderProcessError:
             self.close()
-            raise DecoderProcessError(f"The decoder process did not start in {_START_TIMEOUT:.0f} s.")
-        self._answer()
+            raise
 
     def _call(self, method: str, *args: Any) -> Any:
         try:
