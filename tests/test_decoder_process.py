@@ -2,6 +2,9 @@
 reaches the caller and it goes on; `close` stops and joins it."""
 
 import multiprocessing
+import subprocess
+import sys
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -73,3 +76,25 @@ def test_a_decoder_process_that_dies_at_its_start_raises_and_leaves_nothing(toke
     with pytest.raises(DecoderProcessError, match="gone"):
         DecoderProcess(token2wav, threads=1)
     assert multiprocessing.active_children() == []
+
+
+def test_a_child_that_cannot_import_the_main_module_fails_the_start_at_once(tmp_path):
+    """A program read from standard input cannot be imported by a spawned child, which exits before it takes its end
+    of the pipe (that end then stays open in the parent): the start raises as soon as the child exits, with what to
+    do (it waited for the 300 s start timeout before)."""
+    program = (
+        "from transformers_fac.engine.decoder_process import DecoderProcess, DecoderProcessError\n"
+        "from transformers_fac.serving import ServerSettings\n"
+        "from transformers_fac.serving.loading import load\n"
+        "try:\n"
+        "    DecoderProcess(load(ServerSettings(model='tiny')).model.token2wav, threads=1)\n"
+        "except DecoderProcessError as error:\n"
+        "    print('raised:', error)\n"
+    )
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-"], input=program, capture_output=True, text=True, cwd=tmp_path, timeout=240
+    )
+    assert "raised: The decoder process exited during its start (exit code 1" in result.stdout, result.stderr[-2000:]
+    assert "__main__" in result.stdout and result.returncode == 0
+    assert time.monotonic() - started < 120

@@ -6,23 +6,25 @@ beside a thread decoding other streams, 43 ms beside a process doing the same). 
 the audio thread only hands codes over and gets samples back, and while it waits for them it holds no lock: a new
 reply's prefill, steps and first chunk run on the engine's thread at the speed they have alone.
 
-The child is spawned with the token2wav model's config, weights and noise and builds its own copy (the decoder's
-memory twice), and a stream moves in pickled without its model (`StreamBatch.attach` binds it to the child's). Each
-method is one request and one answer over a pipe; an error in the child comes back as the caller's exception, and a
-child that died makes every call raise (also during its start: the caller gets the error, nothing is left running).
+The child is spawned, says it is there, then receives the token2wav model's config, weights and noise and builds its
+own copy on them (the decoder's memory twice); a stream moves in pickled without its model (`StreamBatch.attach`
+binds it to the child's). Each method is one request and one answer over a pipe; an error in the child comes back as
+the caller's exception, and a child that died makes every call raise (also during its start, at once, whether it
+could import the program's main module or not: the caller gets the error, nothing is left running).
 The owner's `close` stops and joins it (and kills it if it does not stop); the child ignores Ctrl-C (its owner stops
 it) and ends with its parent.
 """
 
 import signal
 from collections.abc import Hashable
+from multiprocessing.connection import wait
 from typing import Any
 
 import numpy as np
 import torch
 import torch.multiprocessing as multiprocessing
 
-_START_TIMEOUT = 300.0  # seconds for the child to import and answer its first call
+_START_TIMEOUT = 300.0  # seconds for the child to import, and again to build its decoder
 _STOP_TIMEOUT = 10.0
 
 
@@ -30,11 +32,16 @@ class DecoderProcessError(RuntimeError):
     """The decoder process failed or is gone."""
 
 
-def _serve(model: tuple, connection: Any, threads: int) -> None:
-    """The child: rebuilds the decoder, then answers `StreamBatch` calls until told to stop or its parent goes."""
+def _serve(connection: Any, threads: int) -> None:
+    """The child: says it holds its end of the pipe, receives the decoder and rebuilds it, then answers `StreamBatch`
+    calls until told to stop or its parent goes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent owns Ctrl-C, and stops this process
     torch.set_num_threads(threads)
-    model_class, config, weights, noise, dit_dtype = model
+    try:
+        connection.send(None)
+        model_class, config, weights, noise, dit_dtype = connection.recv()
+    except (EOFError, OSError):  # the parent is gone
+        return
     token2wav = model_class(config)
     token2wav.set_dit_dtype(dit_dtype)
     token2wav.load_state_dict(weights)
@@ -72,26 +79,50 @@ class DecoderProcess:
         threads = torch.get_num_threads() if threads is None else threads
         context = multiprocessing.get_context("spawn")
         self._connection, child = context.Pipe()
-        self._process = context.Process(
-            target=_serve, args=(model, child, threads), name="fac-audio-decoder", daemon=True
-        )
+        # nothing large goes with the start: the process writes its arguments to the child, and blocks for good if
+        # the child exits before reading them (it keeps the child's end of that pipe open while it writes)
+        self._process = context.Process(target=_serve, args=(child, threads), name="fac-audio-decoder", daemon=True)
         self._process.start()
         child.close()
-        self._connection.send(("due", ()))  # the first answer says the child is ready
         try:
+            self._wait_for_start()
+            self._send(model)
+            self._send(("due", ()))  # answered once the decoder is built
             if not self._connection.poll(_START_TIMEOUT):
-                raise DecoderProcessError(f"The decoder process did not start in {_START_TIMEOUT:.0f} s.")
+                raise DecoderProcessError(f"The decoder process did not build its decoder in {_START_TIMEOUT:.0f} s.")
             self._answer()  # raises if the child died building its decoder
         except DecoderProcessError:
             self.close()
             raise
 
-    def _call(self, method: str, *args: Any) -> Any:
+    def _wait_for_start(self) -> None:
+        """Waits until the child holds its end of the pipe: a child that exits before (it could not import the
+        program's main module) leaves that end open in this process (the spawn context keeps a copy until the child
+        takes it), so the child itself is watched, not only the pipe."""
+        ready = wait([self._connection, self._process.sentinel], _START_TIMEOUT)
+        if not ready:
+            raise DecoderProcessError(f"The decoder process did not start in {_START_TIMEOUT:.0f} s.")
+        if self._connection not in ready and not self._connection.poll(0):
+            self._process.join()
+            raise DecoderProcessError(
+                f"The decoder process exited during its start (exit code {self._process.exitcode}; its error is "
+                "printed above). A spawned process imports the program's main module first: run the program from a "
+                'file with an `if __name__ == "__main__":` guard.'
+            )
         try:
-            self._connection.send((method, args))
+            self._connection.recv()
+        except (EOFError, OSError) as error:
+            raise DecoderProcessError(f"The decoder process is gone ({type(error).__name__}).") from None
+
+    def _call(self, method: str, *args: Any) -> Any:
+        self._send((method, args))
+        return self._answer()
+
+    def _send(self, message: Any) -> None:
+        try:
+            self._connection.send(message)
         except OSError as error:
             raise DecoderProcessError(f"The decoder process is gone ({error}).") from None
-        return self._answer()
 
     def _answer(self) -> Any:
         try:
