@@ -42,9 +42,10 @@ def _serve(connection: Any, threads: int) -> None:
         model_class, config, weights, noise, dit_dtype = connection.recv()
     except (EOFError, OSError):  # the parent is gone
         return
-    token2wav = model_class(config)
+    with torch.device("meta"):  # no random weights to make: the parent's come next
+        token2wav = model_class(config)
     token2wav.set_dit_dtype(dit_dtype)
-    token2wav.load_state_dict(weights)
+    token2wav.load_state_dict(weights, assign=True)
     token2wav.noise = noise  # its overrides (`set_noise`) included
     streams = token2wav.eval().stream_batch()
     while True:
