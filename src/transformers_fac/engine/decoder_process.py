@@ -98,22 +98,23 @@ class DecoderProcess:
 
     def _wait_for_start(self) -> None:
         """Waits until the child holds its end of the pipe: a child that exits before (it could not import the
-        program's main module) leaves that end open in this process (the spawn context keeps a copy until the child
+        program's main module) may leave that end open in this process (the spawn context keeps a copy until the child
         takes it), so the child itself is watched, not only the pipe."""
         ready = wait([self._connection, self._process.sentinel], _START_TIMEOUT)
         if not ready:
             raise DecoderProcessError(f"The decoder process did not start in {_START_TIMEOUT:.0f} s.")
-        if self._connection not in ready and not self._connection.poll(0):
-            self._process.join()
-            raise DecoderProcessError(
-                f"The decoder process exited during its start (exit code {self._process.exitcode}; its error is "
-                "printed above). A spawned process imports the program's main module first: run the program from a "
-                'file with an `if __name__ == "__main__":` guard.'
-            )
         try:
-            self._connection.recv()
-        except (EOFError, OSError) as error:
-            raise DecoderProcessError(f"The decoder process is gone ({type(error).__name__}).") from None
+            if self._connection in ready or self._connection.poll(0):
+                self._connection.recv()
+                return
+        except (EOFError, OSError):
+            pass
+        self._process.join(_STOP_TIMEOUT)
+        raise DecoderProcessError(
+            f"The decoder process exited during its start (exit code {self._process.exitcode}; its error is printed "
+            "above). A spawned process imports the program's main module first: run the program from a file with "
+            'an `if __name__ == "__main__":` guard.'
+        )
 
     def _call(self, method: str, *args: Any) -> Any:
         self._send((method, args))
