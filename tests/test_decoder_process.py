@@ -80,7 +80,7 @@ def test_a_decoder_process_that_dies_at_its_start_raises_and_leaves_nothing(toke
 
 def test_a_child_that_cannot_import_the_main_module_fails_the_start_at_once(tmp_path):
     """A program read from standard input cannot be imported by a spawned child, which exits before it takes its end
-    of the pipe (that end then stays open in the parent): the start raises as soon as the child exits, with what to
+    of the pipe (that end may then stay open in the parent): the start raises as soon as the child exits, with what to
     do (it waited for the 300 s start timeout before)."""
     program = (
         "from transformers_fac.engine.decoder_process import DecoderProcess, DecoderProcessError\n"

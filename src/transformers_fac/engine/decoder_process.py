@@ -88,10 +88,7 @@ class DecoderProcess:
         try:
             self._wait_for_start()
             self._send(model)
-            self._send(("due", ()))  # answered once the decoder is built
-            if not self._connection.poll(_START_TIMEOUT):
-                raise DecoderProcessError(f"The decoder process did not build its decoder in {_START_TIMEOUT:.0f} s.")
-            self._answer()  # raises if the child died building its decoder
+            self._call("due", timeout=_START_TIMEOUT)  # answered once the decoder is built (raises if it died)
         except DecoderProcessError:
             self.close()
             raise
@@ -116,9 +113,9 @@ class DecoderProcess:
             'an `if __name__ == "__main__":` guard.'
         )
 
-    def _call(self, method: str, *args: Any) -> Any:
+    def _call(self, method: str, *args: Any, timeout: float | None = None) -> Any:
         self._send((method, args))
-        return self._answer()
+        return self._answer(timeout)
 
     def _send(self, message: Any) -> None:
         try:
@@ -126,7 +123,9 @@ class DecoderProcess:
         except OSError as error:
             raise DecoderProcessError(f"The decoder process is gone ({error}).") from None
 
-    def _answer(self) -> Any:
+    def _answer(self, timeout: float | None = None) -> Any:
+        if timeout is not None and not self._connection.poll(timeout):
+            raise DecoderProcessError(f"The decoder process did not answer in {timeout:.0f} s.")
         try:
             ok, answer = self._connection.recv()
         except (EOFError, OSError) as error:
